@@ -1,0 +1,162 @@
+"""An independent, loop-by-loop oracle for dynamic mask attention (DMA).
+
+Shares no code with ``dma_jax``. The key selection is done in plain Python on concrete
+numpy values; the attention itself is a differentiable ``jnp`` function of (q, k, v, bias)
+built row by row over the fixed kept-index lists, so ``jax.grad`` works through it.
+
+Only for tiny inputs (T <= 16, B * H * Tq <= ~200 rows): it traces one Python loop
+iteration per (batch, query head, query).
+
+Semantics (what the library promises):
+  q (B, Tq, H, D); k, v (B, Tk, Hkv, D); bias (B, Hb, Tk).
+  Causal: key j is visible to query t iff j <= t + Tk - Tq.
+  segment_ids (B, T): only keys of the query's segment. key_mask (B, Tk): only True keys.
+  A key whose bias is -inf (or NaN) is never kept.
+  Kept keys of query t under bias head hb: the min(w, #visible) visible keys with the largest
+  bias, ties to the larger key index (w = None: all visible keys).
+  Query head h uses kv head h // (H // Hkv) and bias head h // (H // Hb).
+  Output: softmax over kept keys of scale * q.k + bias, times v; zeros if nothing is kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_valid_bias(value: float) -> bool:
+    return not (math.isnan(value) or value == -math.inf)
+
+
+def naive_kept_sets(
+    bias,
+    window,
+    q_len,
+    *,
+    causal=True,
+    segment_ids=None,
+    key_mask=None,
+):
+    """Kept key indices, as nested Python lists ``kept[b][hb][t]`` (ascending indices).
+
+    ``bias`` must be concrete (numpy or a concrete jax array).
+    """
+    bias = np.asarray(bias, dtype=np.float64)
+    batch, bias_heads, kv_len = bias.shape
+    seg = None if segment_ids is None else np.asarray(segment_ids)
+    mask = None if key_mask is None else np.asarray(key_mask)
+    kept = []
+    for b in range(batch):
+        per_head = []
+        for hb in range(bias_heads):
+            per_query = []
+            for t in range(q_len):
+                visible = []
+                for j in range(kv_len):
+                    if causal and not j <= t + kv_len - q_len:
+                        continue
+                    if seg is not None and int(seg[b, t]) != int(seg[b, j]):
+                        continue
+                    if mask is not None and not bool(mask[b, j]):
+                        continue
+                    value = float(bias[b, hb, j])
+                    if not _is_valid_bias(value):
+                        continue
+                    visible.append((value, j))
+                # Largest bias first; ties to the larger index. Python compares -0.0 == 0.0.
+                ranked = sorted(visible, key=lambda pair: (-pair[0], -pair[1]))
+                chosen = ranked if window is None else ranked[:window]
+                per_query.append(sorted(j for _, j in chosen))
+            per_head.append(per_query)
+        kept.append(per_head)
+    return kept
+
+
+def kept_sets_to_mask(kept, kv_len) -> np.ndarray:
+    """bool (B, Hb, Tq, Tk) from ``naive_kept_sets`` lists."""
+    batch, bias_heads, q_len = len(kept), len(kept[0]), len(kept[0][0])
+    mask = np.zeros((batch, bias_heads, q_len, kv_len), dtype=bool)
+    for b in range(batch):
+        for hb in range(bias_heads):
+            for t in range(q_len):
+                for j in kept[b][hb][t]:
+                    mask[b, hb, t, j] = True
+    return mask
+
+
+def naive_attention_with_kept(q, k, v, bias, kept, *, scale=None):
+    """Differentiable attention over fixed kept lists ``kept[b][hb][t]``.
+
+    A jnp function of (q, k, v, bias): use it under ``jax.grad`` / ``jax.vjp``.
+    """
+    batch, q_len, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    bias_heads = bias.shape[1]
+    if scale is None:
+        scale = 1.0 / math.sqrt(head_dim)
+    rows_per_kv = heads // kv_heads
+    rows_per_bias = heads // bias_heads
+    zeros = jnp.zeros((head_dim,), q.dtype)
+    rows = []
+    for b in range(batch):
+        # Per (batch, head) slices, taken once: (Tk, D) keys/values, (Tk,) bias.
+        k_b = [k[b, :, g, :] for g in range(kv_heads)]
+        v_b = [v[b, :, g, :] for g in range(kv_heads)]
+        bias_b = [bias[b, g, :] for g in range(bias_heads)]
+        for t in range(q_len):
+            for h in range(heads):
+                hk = h // rows_per_kv
+                hb = h // rows_per_bias
+                idx = kept[b][hb][t]
+                if not idx:
+                    rows.append(zeros)  # nothing kept: zeros, no gradient
+                    continue
+                idx_arr = jnp.asarray(np.asarray(idx, dtype=np.int32))
+                keys = jnp.take(k_b[hk], idx_arr, axis=0)  # (n, D)
+                values = jnp.take(v_b[hk], idx_arr, axis=0)  # (n, D)
+                logits = scale * (keys @ q[b, t, h]) + jnp.take(bias_b[hb], idx_arr)  # (n,)
+                weights = jnp.exp(logits - jnp.max(logits))
+                probs = weights / jnp.sum(weights)
+                rows.append(probs @ values)  # (D,)
+    return jnp.stack(rows).reshape(batch, q_len, heads, head_dim)
+
+
+def naive_dma_attention(
+    q,
+    k,
+    v,
+    bias,
+    window,
+    *,
+    causal=True,
+    scale=None,
+    segment_ids=None,
+    key_mask=None,
+):
+    """Naive DMA: kept lists from concrete bias, then differentiable attention over them.
+
+    ``bias`` must be concrete when this is called: to differentiate, compute
+    ``naive_kept_sets`` first and call ``naive_attention_with_kept`` under ``jax.grad``,
+    or pass concrete arrays and differentiate ``naive_dma_fn``.
+    """
+    kept = naive_kept_sets(
+        np.asarray(bias), window, q.shape[1], causal=causal, segment_ids=segment_ids, key_mask=key_mask
+    )
+    return naive_attention_with_kept(q, k, v, bias, kept, scale=scale)
+
+
+def naive_dma_fn(bias, window, q_len, *, causal=True, scale=None, segment_ids=None, key_mask=None):
+    """A function ``f(q, k, v, bias)`` with the selection fixed from this concrete ``bias``.
+
+    ``f`` is differentiable in all four inputs (the selection has no gradient).
+    """
+    kept = naive_kept_sets(
+        np.asarray(bias), window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask
+    )
+
+    def f(q, k, v, bias_):
+        return naive_attention_with_kept(q, k, v, bias_, kept, scale=scale)
+
+    return f
