@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 
+from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas
 from dma_jax.validation import check_attention_args
 from dma_jax.xla_attention import check_contiguous_segments, dma_attention_xla
 
 IMPLEMENTATIONS = (None, "xla", "pallas")
 
 _xla = jax.jit(dma_attention_xla, static_argnames=("window", "causal", "scale", "block_q"))
+_pallas = jax.jit(dma_attention_pallas, static_argnames=("window", "causal", "scale", "config"))
 
 
-def _resolve(implementation):
+def _on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
+def _resolve(implementation, causal, segment_ids):
+    """Pick "xla" or "pallas"; None means the kernels on GPU when they support the call."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    if implementation == "pallas":
+    pallas_supports = causal or segment_ids is None
+    if implementation == "pallas" and not pallas_supports:
         raise NotImplementedError(
-            "implementation='pallas' is not available yet: the Pallas kernels are being built "
-            "(see the kernels issue); use implementation='xla' or None"
+            "implementation='pallas' does not support causal=False with segment_ids; use 'xla' or None"
         )
-    return "xla"
+    if implementation is None:
+        return "pallas" if _on_gpu() and pallas_supports else "xla"
+    return implementation
 
 
 def dma_attention(
@@ -53,8 +60,10 @@ def dma_attention(
       segment_ids: optional int (B, T) for packed documents (Tq == Tk): a query sees only
         keys of its segment. Each segment must be one contiguous run (checked outside jit).
       key_mask: optional bool (B, Tk): False keys (padding) are never kept.
-      implementation: None (best available), "xla" (gathered key tiles in plain XLA,
-        O(T * window) work and O(B * H * T * D) memory) or "pallas" (kernels; not yet).
+      implementation: None (the Pallas kernels on GPU, the XLA path elsewhere), "xla"
+        (gathered key tiles in plain XLA, O(T * window) work, O(B * H * T * D) memory) or
+        "pallas" (the kernels of ``pallas_kernels``; in interpret mode off the GPU, which is
+        slow and meant for tests).
 
     Returns:
       (B, Tq, H, D) in q's dtype: softmax over the kept keys of ``scale * q.k + bias``,
@@ -66,8 +75,10 @@ def dma_attention(
       >>> out = dma_attention(q, k, v, bias, window=1024)            # doctest: +SKIP
     """
     check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale)
-    _resolve(implementation)
+    chosen = _resolve(implementation, causal, segment_ids)
     check_contiguous_segments(segment_ids)
-    return _xla(
-        q, k, v, bias, window, causal=causal, scale=scale, segment_ids=segment_ids, key_mask=key_mask
-    )
+    kwargs = dict(causal=causal, scale=scale, segment_ids=segment_ids, key_mask=key_mask)
+    if chosen == "pallas":
+        config = PallasConfig() if _on_gpu() else PallasConfig().interpreted()
+        return _pallas(q, k, v, bias, window, config=config, **kwargs)
+    return _xla(q, k, v, bias, window, **kwargs)

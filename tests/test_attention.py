@@ -65,6 +65,23 @@ CASES = {
     "noncausal_T111_w5_segments_hb_h": Case(
         seed=10, q_len=111, kv_len=111, window=5, causal=False, segments=True, bias_heads=4
     ),
+    # The Pallas kernels (interpret mode on the CPU).
+    "pallas_T111_w8_keymask_ties": Case(
+        seed=11, q_len=111, kv_len=111, window=8, key_mask=True, int_bias=True, implementation="pallas"
+    ),
+    "pallas_T111_w20_segments_hb_h_D80": Case(
+        seed=12, q_len=111, kv_len=111, window=20, segments=True, bias_heads=4, head_dim=80, implementation="pallas"
+    ),
+    "pallas_Tq30_Tk111_w9_neginf": Case(
+        seed=13, q_len=30, kv_len=111, window=9, neg_inf_frac=0.2, implementation="pallas"
+    ),
+    "pallas_T63_wNone_mqa_scale": Case(
+        seed=14, q_len=63, kv_len=63, window=None, kv_heads=1, bias_heads=1, scale=0.3, implementation="pallas"
+    ),
+    "pallas_T63_w2": Case(seed=15, q_len=63, kv_len=63, window=2, implementation="pallas"),
+    "pallas_noncausal_Tq40_Tk63_w6_keymask": Case(
+        seed=16, q_len=40, kv_len=63, window=6, causal=False, key_mask=True, implementation="pallas"
+    ),
 }
 
 
@@ -204,6 +221,7 @@ def test_constant_bias_is_sliding_window():
 BF16_CASES = {
     "bf16_T111_w8_bias_f32": Case(seed=30, q_len=111, kv_len=111, window=8, key_mask=True),
     "bf16_noncausal_T63_w16_hb_h": Case(seed=31, q_len=63, kv_len=63, window=16, causal=False, bias_heads=4),
+    "bf16_pallas_T111_w8": Case(seed=32, q_len=111, kv_len=111, window=8, key_mask=True, implementation="pallas"),
 }
 
 
@@ -213,7 +231,7 @@ def test_bf16_error_within_twice_reference_bf16_error(case: Case):
     q, k, v, bias, ct, kwargs = make_inputs(case, dtype=jnp.bfloat16)
     window = case.window
     got_out, got_grads = out_and_grads(
-        lambda *a: dma_jax.dma_attention(*a, window, **kwargs), q, k, v, bias, ct
+        lambda *a: dma_jax.dma_attention(*a, window, implementation=case.implementation, **kwargs), q, k, v, bias, ct
     )
     low_out, low_grads = out_and_grads(
         lambda *a: dma_jax.dma_attention_reference(*a, window, **kwargs), q, k, v, bias, ct
@@ -337,7 +355,11 @@ ERROR_CASES = {
     "key_mask_batch": (dict(key_mask=jnp.ones((2, 8), bool)), ValueError, r"key_mask"),
     "key_mask_dtype": (dict(key_mask=jnp.ones((1, 8), jnp.int32)), TypeError, r"key_mask"),
     "implementation_unknown": (dict(implementation="triton"), ValueError, r"implementation"),
-    "implementation_pallas": (dict(implementation="pallas"), NotImplementedError, r"pallas"),
+    "implementation_pallas_noncausal_segments": (
+        dict(implementation="pallas", causal=False, segment_ids=jnp.zeros((1, 8), jnp.int32)),
+        NotImplementedError,
+        r"pallas",
+    ),
     "nan_bias": (dict(bias=_bias_with(np.nan)), ValueError, r"\bbias contains NaN"),
     "pos_inf_bias": (dict(bias=_bias_with(np.inf)), ValueError, r"\bbias contains \+inf"),
 }

@@ -1,0 +1,185 @@
+"""DMA through the Pallas kernels, with a custom VJP; layouts and selection prepared here.
+
+Selection (live ranges, slot tables) runs in XLA; the kernels (``pallas_kernels``) get index
+tables only. Layout: the R = H / Hb query heads of a bias head are packed with ``block_q``
+consecutive positions into one tile of ``rows = block_q * R`` rows. Head dims and R are padded
+to powers of two (Triton needs power-of-two blocks); padded rows and columns are zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from dma_jax.selection import static_keep_unchecked
+from dma_jax.slots import carried_key_table, key_slots
+from dma_jax.tiles import num_tiles
+from dma_jax.xla_attention import key_intervals
+from pallas_kernels.common import KernelOptions
+from pallas_kernels.dma_backward import dma_backward_queries, dma_backward_slots
+from pallas_kernels.dma_forward import dma_forward
+
+
+@dataclasses.dataclass(frozen=True)
+class PallasConfig:
+    """Tile sizes and launch options of the Pallas path (static).
+
+    The backward runs on its own (smaller) query tiles: ``block_q_bwd`` must divide ``block_q``.
+    """
+
+    block_q: int | None = None  # forward query positions per tile; default 128 rows (64 if D > 128) / R
+    block_k: int = 64  # keys gathered per forward step
+    options: KernelOptions = KernelOptions(num_warps=4, num_stages=2)
+    block_q_bwd: int | None = None  # default: block_q
+    block_k_bwd: int = 64
+    block_slots: int = 32  # slots per program of the key-major backward
+    options_bwd: KernelOptions = KernelOptions(num_warps=4, num_stages=2)
+
+    def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
+        """Small tiles and interpret mode, for CPU tests."""
+        options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
+        return PallasConfig(16, 16, options, 8, 8, 16, options)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    scale: float
+    block_q: int
+    block_k: int
+    options: KernelOptions
+    block_q_bwd: int
+    block_k_bwd: int
+    block_slots: int
+    options_bwd: KernelOptions
+    q_offset: int
+    own_keys: bool
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _kernels(cfg, q_tiles, k, v, bias, start, end, table, table_bwd):
+    return _kernels_fwd(cfg, q_tiles, k, v, bias, start, end, table, table_bwd)[0]
+
+
+def _kernels_fwd(cfg, q_tiles, k, v, bias, start, end, table, table_bwd):
+    out, lse = dma_forward(
+        q_tiles, k, v, bias, start, end, table, scale=cfg.scale, block_q=cfg.block_q, block_k=cfg.block_k,
+        q_offset=cfg.q_offset, own_keys=cfg.own_keys, options=cfg.options,
+    )
+    return out, (q_tiles, k, v, bias, start, end, table_bwd, out, lse)
+
+
+def _kernels_bwd(cfg, residuals, d_out):
+    q_tiles, k, v, bias, start, end, table, out, lse = residuals
+    batch, bias_heads, tiles_fwd, rows_fwd, head_dim = q_tiles.shape
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    # Re-tile to the backward's smaller tiles: rows are position-major, so this is a reshape.
+    tiles = table.shape[2]
+    retile = lambda x: x.reshape((batch, bias_heads, tiles, -1) + x.shape[4:])
+    q_tiles, d_out, out, lse = retile(q_tiles), retile(d_out), retile(out), retile(lse)
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+    common = dict(scale=cfg.scale, block_q=cfg.block_q_bwd, q_offset=cfg.q_offset, options=cfg.options_bwd)
+    args = (q_tiles, d_out.astype(q_tiles.dtype), lse, delta, k, v, bias, start, end, table)
+    dq, dk_own, dv_own, db_own = dma_backward_queries(*args, block_k=cfg.block_k_bwd, own_keys=cfg.own_keys, **common)
+    dk, dv, dbias = dma_backward_slots(*args, block_slots=cfg.block_slots, **common)
+    dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
+    dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
+    if cfg.own_keys:  # own keys of tile n sit at positions q_offset + n * block_q + i
+        own = kv_len - cfg.q_offset
+        flat = lambda x: x.reshape((batch, bias_heads, tiles * cfg.block_q_bwd) + x.shape[4:])[:, :, :own]
+        dk = dk.at[:, :, cfg.q_offset :].add(flat(dk_own))
+        dv = dv.at[:, :, cfg.q_offset :].add(flat(dv_own))
+        dbias = dbias.at[:, :, cfg.q_offset :].add(flat(db_own))
+    per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
+    return dq, per_kv(dk).astype(k.dtype), per_kv(dv).astype(v.dtype), dbias.astype(bias.dtype), None, None, None, None
+
+
+_kernels.defvjp(_kernels_fwd, _kernels_bwd)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _noncausal_table(bias, window, tiles, key_mask):
+    """Every query keeps the same keys: list them (B, Hb, tiles, W), -1 padded."""
+    keep = static_keep_unchecked(bias, window, None, key_mask)
+    kv_len = bias.shape[-1]
+    width = kv_len if window is None else min(window, kv_len)
+    order = jnp.argsort(~keep, axis=-1, stable=True)[..., :width].astype(jnp.int32)
+    listed = jnp.where(jnp.take_along_axis(keep, order, axis=-1), order, -1)
+    return jnp.broadcast_to(listed[:, :, None, :], bias.shape[:2] + (tiles, width))
+
+
+def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasConfig()):
+    """DMA with the Pallas kernels; arguments as ``dma_attention`` (already checked).
+
+    Non-causal attention with ``segment_ids`` is not supported here (``dma_attention`` routes
+    it to the XLA path).
+    """
+    if not causal and segment_ids is not None:
+        raise NotImplementedError("the Pallas path does not support causal=False with segment_ids")
+    batch, q_len, heads, head_dim = q.shape
+    kv_len, kv_heads = k.shape[1], k.shape[2]
+    bias_heads = bias.shape[1]
+    per_bias = heads // bias_heads
+    scale = head_dim**-0.5 if scale is None else float(scale)
+    rows_per_pos = _next_pow2(per_bias)
+    block_q = config.block_q or max(16, (128 if head_dim <= 128 else 64) // rows_per_pos)
+    block_k = min(config.block_k, block_q)
+    block_q_bwd = config.block_q_bwd or block_q
+    block_k_bwd = min(config.block_k_bwd, block_q_bwd)
+    if block_q % block_q_bwd:
+        raise ValueError(f"block_q_bwd={block_q_bwd} must divide block_q={block_q}")
+    tiles = num_tiles(q_len, block_q)
+    q_offset = kv_len - q_len if causal else 0
+
+    bias_sel = lax.stop_gradient(bias)
+    start, end = key_intervals(bias_sel, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask)
+    multiple = max(block_k, block_k_bwd, config.block_slots)
+
+    def table_for(tile_q):
+        count = num_tiles(q_len, block_q) * (block_q // tile_q)
+        if causal:
+            slots = kv_len if window is None else min(window, kv_len)
+            table = carried_key_table(end, key_slots_of(slots), q_len, tile_q, slots)
+            table = jnp.pad(table, ((0, 0), (0, 0), (0, count - table.shape[2]), (0, 0)), constant_values=-1)
+        else:
+            table = _noncausal_table(bias_sel, window, count, key_mask)
+        width = _round_up(table.shape[-1], multiple)
+        return jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - table.shape[-1])), constant_values=-1)
+
+    slot_cache = {}
+
+    def key_slots_of(slots):
+        if slots not in slot_cache:
+            slot_cache[slots] = key_slots(end, slots, segment_ids=segment_ids, key_mask=key_mask, bias=bias_sel)
+        return slot_cache[slots]
+
+    table, table_bwd = table_for(block_q), table_for(block_q_bwd)
+
+    # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D').
+    dim = max(16, _next_pow2(head_dim))
+    pad_d = ((0, 0),) * 3 + ((0, dim - head_dim),)
+    qp = jnp.pad(q, ((0, 0), (0, tiles * block_q - q_len), (0, 0), (0, dim - head_dim)))
+    qp = qp.reshape(batch, tiles, block_q, bias_heads, per_bias, dim)
+    qp = jnp.pad(qp, ((0, 0),) * 4 + ((0, rows_per_pos - per_bias), (0, 0)))
+    qp = jnp.transpose(qp, (0, 3, 1, 2, 4, 5)).reshape(batch, bias_heads, tiles, block_q * rows_per_pos, dim)
+    kt = jnp.transpose(jnp.pad(k, pad_d), (0, 2, 1, 3))
+    vt = jnp.transpose(jnp.pad(v, pad_d), (0, 2, 1, 3))
+
+    cfg = _Static(
+        scale, block_q, block_k, config.options, block_q_bwd, block_k_bwd, config.block_slots,
+        config.options_bwd, q_offset, causal,
+    )
+    out = _kernels(cfg, qp, kt, vt, bias, start, end, table, table_bwd)
+    out = out.reshape(batch, bias_heads, tiles, block_q, rows_per_pos, dim)[:, :, :, :, :per_bias, :head_dim]
+    out = jnp.transpose(out, (0, 2, 3, 1, 4, 5)).reshape(batch, tiles * block_q, heads, head_dim)
+    return out[:, :q_len]
