@@ -144,24 +144,20 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     bias_sel = lax.stop_gradient(bias)
     start, end = key_intervals(bias_sel, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask)
     multiple = max(block_k, block_k_bwd, config.block_slots)
+    if causal:
+        window_slots = kv_len if window is None else min(window, kv_len)
+        slots = key_slots(end, window_slots, segment_ids=segment_ids, key_mask=key_mask, bias=bias_sel)
 
     def table_for(tile_q):
-        count = num_tiles(q_len, block_q) * (block_q // tile_q)
+        """Carried-key table for tiles of ``tile_q`` positions, padded to ``multiple`` columns."""
+        count = tiles * (block_q // tile_q)
         if causal:
-            slots = kv_len if window is None else min(window, kv_len)
-            table = carried_key_table(end, key_slots_of(slots), q_len, tile_q, slots)
+            table = carried_key_table(end, slots, q_len, tile_q, window_slots)
             table = jnp.pad(table, ((0, 0), (0, 0), (0, count - table.shape[2]), (0, 0)), constant_values=-1)
         else:
             table = _noncausal_table(bias_sel, window, count, key_mask)
         width = _round_up(table.shape[-1], multiple)
         return jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - table.shape[-1])), constant_values=-1)
-
-    slot_cache = {}
-
-    def key_slots_of(slots):
-        if slots not in slot_cache:
-            slot_cache[slots] = key_slots(end, slots, segment_ids=segment_ids, key_mask=key_mask, bias=bias_sel)
-        return slot_cache[slots]
 
     table, table_bwd = table_for(block_q), table_for(block_q_bwd)
 

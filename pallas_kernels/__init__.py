@@ -1,6 +1,11 @@
-"""Pallas kernels for dynamic mask attention (GPU through Triton or Mosaic GPU, TPU).
+"""Pallas kernels for dynamic mask attention, each beside its dense reference.
 
-Empty for now: the kernels, each beside its reference, are built in the kernels issue and
-plug in behind ``dma_jax.dma_attention(implementation="pallas")``. Until then that call
-raises ``NotImplementedError`` and ``implementation=None`` uses the XLA path.
+- ``dma_forward``: gathered-tile forward with an online softmax (``dma_forward.py``).
+- ``dma_backward_queries``, ``dma_backward_slots``: the deterministic two-pass backward
+  (``dma_backward.py``).
+- ``reference.interval_attention_reference``: what they compute, densely, for tests.
+
+They take index tables and live ranges prepared by ``dma_jax`` (``dma_jax/pallas_attention.py``
+wires them behind ``dma_attention(implementation="pallas")`` with a custom VJP). GPU: the
+Triton lowering of Pallas; CPU: interpret mode, for tests. No TPU kernels yet.
 """

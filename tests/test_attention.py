@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import dma_jax
+from problems import random_qkv
 
 FP32_REL_TOL = 1e-4  # max abs error <= FP32_REL_TOL * max |reference|
 
@@ -96,18 +97,8 @@ def random_segments(rng, batch, length, pieces):
 
 def make_inputs(case: Case, dtype=jnp.float32):
     rng = np.random.default_rng(case.seed)
-    b, tq, tk, h, hkv, hb, d = (
-        case.batch,
-        case.q_len,
-        case.kv_len,
-        case.heads,
-        case.kv_heads,
-        case.bias_heads,
-        case.head_dim,
-    )
-    q = rng.standard_normal((b, tq, h, d))
-    k = rng.standard_normal((b, tk, hkv, d))
-    v = rng.standard_normal((b, tk, hkv, d))
+    b, tk, hb = case.batch, case.kv_len, case.bias_heads
+    q, k, v = random_qkv(rng, case)
     if case.int_bias:
         bias = rng.integers(-3, 4, size=(b, hb, tk)).astype(np.float64)
         bias = np.where((bias == 0) & (rng.random(bias.shape) < 0.5), -0.0, bias)
@@ -122,7 +113,7 @@ def make_inputs(case: Case, dtype=jnp.float32):
         key_mask = rng.random((b, tk)) >= 0.25
         key_mask[-1, :20] = False  # causal queries before 20 keep nothing in the last row
         kwargs["key_mask"] = jnp.asarray(key_mask)
-    cotangent = rng.standard_normal((b, tq, h, d))
+    cotangent = rng.standard_normal(q.shape)
     arrays = [jnp.asarray(x, dtype) for x in (q, k, v, cotangent)]
     return arrays[0], arrays[1], arrays[2], jnp.asarray(bias, jnp.float32), arrays[3], kwargs
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import dma_jax
+from problems import random_qkv
 from naive import kept_sets_to_mask, naive_attention_with_kept, naive_dma_attention, naive_dma_fn, naive_kept_sets
 
 FWD_TOL = dict(rtol=1e-11, atol=1e-11)
@@ -104,18 +105,8 @@ CASES = {
 
 def make_inputs(case: Case):
     rng = np.random.default_rng(case.seed)
-    b, tq, tk, h, hkv, hb, d = (
-        case.batch,
-        case.q_len,
-        case.kv_len,
-        case.heads,
-        case.kv_heads,
-        case.bias_heads,
-        case.head_dim,
-    )
-    q = rng.standard_normal((b, tq, h, d))
-    k = rng.standard_normal((b, tk, hkv, d))
-    v = rng.standard_normal((b, tk, hkv, d))
+    b, tk, hb = case.batch, case.kv_len, case.bias_heads
+    q, k, v = random_qkv(rng, case)
     if case.bias_kind == "normal":
         bias = rng.standard_normal((b, hb, tk))
     elif case.bias_kind == "ints":
@@ -135,7 +126,7 @@ def make_inputs(case: Case):
         if case.key_mask_false_batch is not None:
             key_mask[case.key_mask_false_batch] = False
         key_mask[:, : case.key_mask_false_prefix] = False
-    cotangent = rng.standard_normal((b, tq, h, d))
+    cotangent = rng.standard_normal(q.shape)
     return q, k, v, bias, segment_ids, key_mask, cotangent
 
 
