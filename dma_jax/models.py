@@ -1,0 +1,191 @@
+"""A decoder-only language model whose attention layer is chosen by name.
+
+``DecoderLM(config, rngs=...)(tokens, segment_ids=None) -> logits`` (B, T, vocab). Blocks are
+pre-norm: ``x + attn(rmsnorm(x))``, then ``x + swiglu(rmsnorm(x))``. With ``segment_ids``
+(packed documents) RoPE positions restart at each document and attention stays inside it.
+Presets: ``ModelConfig.preset(name)`` for the paper's 80M, 200M, 680M and 1.7B shapes
+(DESIGN.md §1) and ``tiny`` for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dma_jax.nn import DynamicMaskAttention, MultiHeadAttention, SlidingWindowAttention
+
+ATTENTION_KINDS = ("dma", "mha", "swa")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape and options of ``DecoderLM``.
+
+    attention: "dma" | "mha" | "swa". window: DMA's kept keys per query and SWA's width.
+    bias_heads: DMA bias heads (None: num_kv_heads). dtype: compute dtype (params stay float32).
+    """
+
+    vocab_size: int = 50304
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 6
+    num_kv_heads: int = 3
+    head_dim: int | None = None  # default d_model // num_heads
+    mlp_dim: int | None = None  # default: 8/3 d_model rounded up to a multiple of 128
+    attention: str = "dma"
+    window: int | None = 1024
+    bias_heads: int | None = None
+    bias_kind: str = "exp"
+    qk_norm: bool = False
+    rope_base: float = 10000.0
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-6
+    dtype: str = "float32"
+    implementation: str | None = None
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+        if self.attention == "swa" and self.window is None:
+            raise ValueError("attention='swa' needs a window")
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.d_model // self.num_heads
+
+    @property
+    def resolved_mlp_dim(self) -> int:
+        return self.mlp_dim or -(-(8 * self.d_model // 3) // 128) * 128
+
+    @staticmethod
+    def preset(name: str, **overrides) -> "ModelConfig":
+        """Paper shapes (DESIGN.md §1): "80m", "200m", "680m", "1.7b"; and "tiny" for tests."""
+        presets = {
+            "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, window=16),
+            "80m": dict(d_model=768, num_layers=12, num_heads=6, num_kv_heads=3, window=1024),
+            "200m": dict(d_model=1024, num_layers=16, num_heads=8, num_kv_heads=4, window=1024),
+            "680m": dict(d_model=1536, num_layers=24, num_heads=12, num_kv_heads=6, window=1024),
+            # Qwen3-1.7B shape with DMA attention: head dim 128, q/k norm, tied, rope base 1e6.
+            "1.7b": dict(vocab_size=151936, d_model=2048, num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128,
+                         mlp_dim=6144, qk_norm=True, tie_embeddings=True, rope_base=1e6, window=2048),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+        return ModelConfig(**{**presets[name], **overrides})
+
+
+def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+    """The attention layer named by ``config.attention``."""
+    shape = (config.d_model, config.num_heads, config.num_kv_heads, config.resolved_head_dim)
+    common = dict(qk_norm=config.qk_norm, rope_base=config.rope_base, dtype=jnp.dtype(config.dtype), rngs=rngs)
+    if config.attention == "dma":
+        return DynamicMaskAttention(
+            *shape, config.window, bias_heads=config.bias_heads, bias_kind=config.bias_kind,
+            implementation=config.implementation, **common,
+        )
+    if config.attention == "swa":
+        return SlidingWindowAttention(*shape, config.window, **common)
+    return MultiHeadAttention(*shape, **common)
+
+
+class SwiGLU(nnx.Module):
+    """``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, d_model: int, hidden: int, *, dtype, rngs: nnx.Rngs):
+        linear = lambda i, o: nnx.Linear(i, o, use_bias=False, dtype=dtype, rngs=rngs)
+        self.gate_proj, self.up_proj, self.down_proj = linear(d_model, hidden), linear(d_model, hidden), linear(hidden, d_model)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(config.dtype)
+        self.attn_norm = nnx.RMSNorm(config.d_model, epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
+        self.attn = make_attention(config, rngs)
+        self.mlp_norm = nnx.RMSNorm(config.d_model, epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
+        self.mlp = SwiGLU(config.d_model, config.resolved_mlp_dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, *, positions, segment_ids):
+        x = x + self.attn(self.attn_norm(x), positions=positions, segment_ids=segment_ids)
+        return x + self.mlp(self.mlp_norm(x))
+
+    def prefill(self, x, *, lengths, max_len):
+        attended, cache = self.attn.prefill(self.attn_norm(x), lengths=lengths, max_len=max_len)
+        x = x + attended
+        return x + self.mlp(self.mlp_norm(x)), cache
+
+    def decode(self, x, *, positions, cache):
+        attended, cache = self.attn.decode(self.attn_norm(x), positions=positions, cache=cache)
+        x = x + attended
+        return x + self.mlp(self.mlp_norm(x)), cache
+
+
+def positions_in_segments(segment_ids: jax.Array) -> jax.Array:
+    """int32 (B, T): each token's index within its run of equal segment ids."""
+    length = segment_ids.shape[1]
+    index = jnp.arange(length, dtype=jnp.int32)
+    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+
+
+class DecoderLM(nnx.Module):
+    """Decoder-only LM: token embedding, ``num_layers`` blocks, final RMSNorm, LM head.
+
+    Call: ``model(tokens, segment_ids=None)`` with tokens int (B, T) -> float32 logits
+    (B, T, vocab_size).
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        dtype = jnp.dtype(config.dtype)
+        self.embed = nnx.Embed(config.vocab_size, config.d_model, dtype=dtype, rngs=rngs)
+        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.final_norm = nnx.RMSNorm(config.d_model, epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
+        self.lm_head = None if config.tie_embeddings else nnx.Linear(
+            config.d_model, config.vocab_size, use_bias=False, dtype=dtype, rngs=rngs
+        )
+
+    def __call__(self, tokens: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be (B, T) integers, got shape {tokens.shape}")
+        if segment_ids is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+        else:
+            positions = positions_in_segments(segment_ids)
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, positions=positions, segment_ids=segment_ids)
+        return self._logits(x)
+
+    def _logits(self, x):
+        x = self.final_norm(x)
+        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
+        return logits.astype(jnp.float32)
+
+    def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int):
+        """Right-padded prompts (B, T) of ``lengths`` (B,) -> (logits (B, T, vocab), caches).
+
+        ``max_len``: the longest total length decoding will reach (sizes MHA caches).
+        """
+        x = self.embed(tokens)
+        caches = []
+        for block in self.blocks:
+            x, cache = block.prefill(x, lengths=lengths, max_len=max_len)
+            caches.append(cache)
+        return self._logits(x), caches
+
+    def decode(self, tokens: jax.Array, positions: jax.Array, caches):
+        """One token per sequence, tokens and positions (B,) -> (logits (B, vocab), caches)."""
+        x = self.embed(tokens[:, None])
+        new_caches = []
+        for block, cache in zip(self.blocks, caches):
+            x, cache = block.decode(x, positions=positions, cache=cache)
+            new_caches.append(cache)
+        return self._logits(x)[:, 0], new_caches

@@ -1,0 +1,15 @@
+"""Flax NNX attention layers: DMA and the baselines it is compared with, one call signature.
+
+Every layer maps ``x`` (B, T, d_model) to (B, T, d_model) as
+``layer(x, *, positions=None, segment_ids=None)``: ``positions`` (B, T) int feed RoPE (default
+``0 .. T-1``), ``segment_ids`` (B, T) int keep packed documents apart.
+"""
+
+from dma_jax.nn.attention_layers import (
+    DynamicMaskAttention,
+    MultiHeadAttention,
+    SlidingWindowAttention,
+)
+from dma_jax.nn.rope import apply_rope
+
+__all__ = ["DynamicMaskAttention", "MultiHeadAttention", "SlidingWindowAttention", "apply_rope"]

@@ -1,0 +1,200 @@
+"""Self-attention layers with one call signature: DMA, dense causal (MHA) and sliding window.
+
+All share q/k/v/o projections with GQA, optional per-head RMSNorm of q and k, and RoPE. Parameter
+names follow HF's Doge (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``dt_proj``, ``A``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dma_jax.attention import dma_attention
+from dma_jax.cache import cache_append, cache_from_prefill, cached_attention
+from dma_jax.kv_cache import kv_cache_append, kv_cache_from_prefill, kv_cached_attention
+from dma_jax.nn.rope import apply_rope
+
+
+def default_positions(x: jax.Array) -> jax.Array:
+    batch, length = x.shape[:2]
+    return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+
+
+class _ProjectedAttention(nnx.Module):
+    """q, k, v (with RoPE) from x, and the output projection. Subclasses attend."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        *,
+        qk_norm: bool = False,
+        rope_base: float = 10000.0,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.rope_base = rope_base
+        linear = lambda i, o: nnx.Linear(i, o, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = linear(d_model, num_heads * head_dim)
+        self.k_proj = linear(d_model, num_kv_heads * head_dim)
+        self.v_proj = linear(d_model, num_kv_heads * head_dim)
+        self.o_proj = linear(num_heads * head_dim, d_model)
+        norm = lambda: nnx.RMSNorm(head_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_norm = norm() if qk_norm else None
+        self.k_norm = norm() if qk_norm else None
+
+    def project(self, x, positions):
+        """(q (B, T, H, D) with RoPE, k (B, T, Hkv, D) with RoPE, v (B, T, Hkv, D))."""
+        batch, length = x.shape[:2]
+        q = self.q_proj(x).reshape(batch, length, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(batch, length, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(batch, length, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        positions = default_positions(x) if positions is None else positions
+        return apply_rope(q, positions, self.rope_base), apply_rope(k, positions, self.rope_base), v
+
+    def output(self, attended):
+        batch, length = attended.shape[:2]
+        return self.o_proj(attended.reshape(batch, length, self.num_heads * self.head_dim))
+
+
+class DynamicMaskAttention(_ProjectedAttention):
+    """Trainable dynamic mask attention (DMA): each query keeps the top-``window`` keys by a bias
+    learned from the values.
+
+    ``bias = exp(A * softplus(dt_proj(v)))`` ('exp', the paper's) or ``A * softplus(dt_proj(v))``
+    ('linear'), with ``dt_proj``: Dense(Hkv*D -> Hb) over the concatenated value heads and ``A``
+    of shape (Hb,), zero at init (a constant bias: the layer starts as sliding-window attention).
+    ``bias_heads`` Hb is Hkv by default (one selection per kv head, as in Doge2 / HF) or H.
+
+    Call: ``layer(x, *, positions=None, segment_ids=None, key_mask=None)`` with x (B, T, d_model)
+    -> (B, T, d_model); see ``dma_jax.dma_attention`` for the masks. ``implementation`` is passed
+    to ``dma_attention`` (None: the Pallas kernels on GPU, XLA elsewhere).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        window: int | None,
+        *,
+        bias_heads: int | None = None,
+        bias_kind: str = "exp",
+        implementation: str | None = None,
+        rngs: nnx.Rngs,
+        **kwargs,
+    ):
+        super().__init__(d_model, num_heads, num_kv_heads, head_dim, rngs=rngs, **kwargs)
+        if bias_kind not in ("exp", "linear"):
+            raise ValueError(f"bias_kind must be 'exp' or 'linear', got {bias_kind!r}")
+        bias_heads = num_kv_heads if bias_heads is None else bias_heads
+        if bias_heads not in (num_kv_heads, num_heads):
+            raise ValueError(f"bias_heads must be num_kv_heads={num_kv_heads} or num_heads={num_heads}, got {bias_heads}")
+        self.window, self.bias_kind, self.implementation = window, bias_kind, implementation
+        self.dt_proj = nnx.Linear(
+            num_kv_heads * head_dim, bias_heads, use_bias=True, param_dtype=kwargs.get("param_dtype", jnp.float32),
+            rngs=rngs,
+        )
+        self.A = nnx.Param(jnp.zeros((bias_heads,), kwargs.get("param_dtype", jnp.float32)))
+
+    def key_bias(self, v: jax.Array) -> jax.Array:
+        """float32 (B, Hb, T): one score per key from the values v (B, T, Hkv, D)."""
+        batch, length = v.shape[:2]
+        dt = self.dt_proj(v.reshape(batch, length, -1).astype(jnp.float32))
+        score = self.A[...] * jax.nn.softplus(dt)
+        if self.bias_kind == "exp":
+            score = jnp.exp(score)
+        return jnp.transpose(score, (0, 2, 1))
+
+    def __call__(self, x, *, positions=None, segment_ids=None, key_mask=None):
+        q, k, v = self.project(x, positions)
+        out = dma_attention(
+            q, k, v, self.key_bias(v), self.window, segment_ids=segment_ids, key_mask=key_mask,
+            implementation=self.implementation,
+        )
+        return self.output(out)
+
+    def prefill(self, x, *, lengths, max_len):
+        """Right-padded prompts x (B, T, d_model) of ``lengths`` (B,) -> (y, cache of w entries).
+
+        With ``window=None`` the cache has ``max_len`` entries (every key stays kept).
+        """
+        q, k, v = self.project(x, None)
+        bias = self.key_bias(v)
+        out = dma_attention(q, k, v, bias, self.window, implementation=self.implementation)
+        return self.output(out), cache_from_prefill(k, v, bias, self.window or max_len, lengths)
+
+    def decode(self, x, *, positions, cache):
+        """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
+        q, k, v = self.project(x, positions[:, None])
+        cache = cache_append(cache, k[:, 0], v[:, 0], self.key_bias(v)[..., 0], positions)
+        return self.output(cached_attention(q[:, 0], cache)[:, None].astype(x.dtype)), cache
+
+
+def _dense_attention(q, k, v, *, window, segment_ids):
+    """Causal attention through ``jax.nn.dot_product_attention`` (cuDNN on GPU where it can).
+
+    ``window``: keys ``t - window < j <= t`` only. ``segment_ids`` become an explicit (B, 1, T, T)
+    mask, which costs O(T^2) memory.
+    """
+    mask = None
+    if segment_ids is not None:
+        mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    local = None if window is None else (window - 1, 0)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, local_window_size=local)
+
+
+class _DenseCausalAttention(_ProjectedAttention):
+    """Causal attention to the last ``window`` keys (all keys when None), with a KV cache."""
+
+    window: int | None = None
+
+    def __call__(self, x, *, positions=None, segment_ids=None):
+        q, k, v = self.project(x, positions)
+        return self.output(_dense_attention(q, k, v, window=self.window, segment_ids=segment_ids))
+
+    def prefill(self, x, *, lengths, max_len):
+        """Right-padded prompts (B, T, d_model) of ``lengths`` (B,) -> (y, KV cache).
+
+        The cache holds ``max_len`` slots (every key) or ``window`` (a ring buffer).
+        """
+        q, k, v = self.project(x, None)
+        out = _dense_attention(q, k, v, window=self.window, segment_ids=None)
+        return self.output(out), kv_cache_from_prefill(k, v, self.window or max_len, lengths)
+
+    def decode(self, x, *, positions, cache):
+        """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
+        q, k, v = self.project(x, positions[:, None])
+        cache = kv_cache_append(cache, k[:, 0], v[:, 0], positions)
+        out = kv_cached_attention(q[:, 0], cache, positions, self.window)
+        return self.output(out[:, None].astype(x.dtype)), cache
+
+
+class MultiHeadAttention(_DenseCausalAttention):
+    """Dense causal self-attention with GQA and RoPE (the "MHA" baseline).
+
+    Call: ``layer(x, *, positions=None, segment_ids=None)`` -> (B, T, d_model).
+    """
+
+
+class SlidingWindowAttention(_DenseCausalAttention):
+    """Causal attention to the last ``window`` keys (the "SWA" baseline); its cache is a ring.
+
+    Call: ``layer(x, *, positions=None, segment_ids=None)`` -> (B, T, d_model).
+    """
+
+    def __init__(self, d_model, num_heads, num_kv_heads, head_dim, window: int, *, rngs: nnx.Rngs, **kwargs):
+        super().__init__(d_model, num_heads, num_kv_heads, head_dim, rngs=rngs, **kwargs)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window

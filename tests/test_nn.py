@@ -1,0 +1,143 @@
+"""dma_jax.nn: RoPE, the DMA layer against a by-hand computation, the baselines, interop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen, nnx
+
+from dma_jax import dma_attention_reference
+from dma_jax.nn import DynamicMaskAttention, MultiHeadAttention, SlidingWindowAttention, apply_rope
+
+D_MODEL, HEADS, KV_HEADS, HEAD_DIM = 32, 4, 2, 8
+
+
+def _x(seed=0, batch=2, length=37):
+    return jax.random.normal(jax.random.key(seed), (batch, length, D_MODEL))
+
+
+def test_rope_depends_only_on_relative_position():
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(1, 1, 1, 16)), jnp.float32)
+    dot = lambda t, s: float(jnp.sum(apply_rope(q, jnp.array([[t]])) * apply_rope(k, jnp.array([[s]]))))
+    assert dot(5, 2) == pytest.approx(dot(13, 10), rel=1e-5)
+    assert dot(5, 2) != pytest.approx(dot(5, 3), rel=1e-3)
+    np.testing.assert_allclose(apply_rope(q, jnp.zeros((1, 1), jnp.int32)), q)
+
+
+def _naive_causal(q, k, v, window=None, segment_ids=None):
+    """Plain softmax attention, float64, with GQA by repeating kv heads."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    group = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, group, 2), np.repeat(v, group, 2)
+    logits = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
+    t, s = np.arange(q.shape[1])[:, None], np.arange(k.shape[1])[None, :]
+    mask = (s <= t) & ((s > t - window) if window else True)
+    mask = np.broadcast_to(mask, logits.shape[:1] + mask.shape)
+    if segment_ids is not None:
+        mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+    logits = np.where(mask[:, None], logits, -np.inf)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return np.einsum("bhts,bshd->bthd", p / p.sum(-1, keepdims=True), v)
+
+
+def _projections_by_hand(layer, x):
+    w = lambda lin: np.asarray(lin.kernel[...], np.float64)
+    xb = np.asarray(x, np.float64)
+    batch, length = x.shape[:2]
+    q = (xb @ w(layer.q_proj)).reshape(batch, length, HEADS, HEAD_DIM)
+    k = (xb @ w(layer.k_proj)).reshape(batch, length, KV_HEADS, HEAD_DIM)
+    v = (xb @ w(layer.v_proj)).reshape(batch, length, KV_HEADS, HEAD_DIM)
+    positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    rope = lambda a: np.asarray(apply_rope(jnp.asarray(a, jnp.float32), positions), np.float64)
+    return rope(q), rope(k), v, w(layer.o_proj)
+
+
+@pytest.mark.parametrize("bias_kind", ["exp", "linear"])
+@pytest.mark.parametrize("bias_heads", [KV_HEADS, HEADS], ids=["hb_hkv", "hb_h"])
+def test_dma_layer_matches_by_hand_computation(bias_kind, bias_heads):
+    layer = DynamicMaskAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 6, bias_heads=bias_heads, bias_kind=bias_kind,
+                                 rngs=nnx.Rngs(1))
+    layer.A[...] = jnp.asarray(np.random.default_rng(2).normal(size=(bias_heads,)), jnp.float32)
+    x = _x()
+    q, k, v, wo = _projections_by_hand(layer, x)
+    dt = v.reshape(2, 37, -1) @ np.asarray(layer.dt_proj.kernel[...], np.float64) + np.asarray(layer.dt_proj.bias[...])
+    score = np.asarray(layer.A[...], np.float64) * np.log1p(np.exp(dt))
+    bias = np.exp(score) if bias_kind == "exp" else score
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    attended = dma_attention_reference(f32(q), f32(k), f32(v), f32(np.transpose(bias, (0, 2, 1))), 6)
+    want = np.asarray(attended, np.float64).reshape(2, 37, -1) @ wo
+    np.testing.assert_allclose(np.asarray(layer(x)), want, atol=2e-4)
+
+
+def test_dma_layer_starts_as_sliding_window():
+    """A = 0 at init: constant bias, so DMA with window w equals SWA of width w."""
+    dma = DynamicMaskAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 5, rngs=nnx.Rngs(0))
+    swa = SlidingWindowAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 5, rngs=nnx.Rngs(0))
+    x = _x(3)
+    np.testing.assert_allclose(np.asarray(dma(x)), np.asarray(swa(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mha", "swa"])
+@pytest.mark.parametrize("segments", [False, True])
+def test_baselines_match_naive_attention(kind, segments):
+    layer = (MultiHeadAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, rngs=nnx.Rngs(4)) if kind == "mha"
+             else SlidingWindowAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 7, rngs=nnx.Rngs(4)))
+    x = _x(5)
+    seg = np.repeat(np.array([[0, 1, 2]]), [10, 20, 7], axis=1).repeat(2, 0).astype(np.int32) if segments else None
+    q, k, v, wo = _projections_by_hand(layer, x)
+    want = _naive_causal(q, k, v, window=None if kind == "mha" else 7, segment_ids=seg).reshape(2, 37, -1) @ wo
+    got = layer(x, segment_ids=None if seg is None else jnp.asarray(seg))
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-4)
+
+
+class _ForeignModel(nnx.Module):
+    """Somebody else's tiny NNX model with our layer inside."""
+
+    def __init__(self, rngs):
+        self.inp = nnx.Linear(3, D_MODEL, rngs=rngs)
+        self.attn = DynamicMaskAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 4, rngs=rngs)
+        self.out = nnx.Linear(D_MODEL, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(self.attn(self.inp(x)))
+
+
+def test_drops_into_a_foreign_nnx_model_and_trains():
+    model = _ForeignModel(nnx.Rngs(0))
+    model.attn.A[...] = jnp.full((KV_HEADS,), 0.5)
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(0), (2, 24, 3))
+    y = jnp.cumsum(x[..., :1], axis=1)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss, grads
+
+    first, grads = step(model, optimizer)
+    assert float(jnp.abs(grads.attn.A[...]).sum()) > 0, "the selection bias gets gradients"
+    assert float(jnp.abs(grads.attn.dt_proj.kernel[...]).sum()) > 0
+    for _ in range(20):
+        loss, _ = step(model, optimizer)
+    assert float(loss) < float(first)
+
+
+def test_works_in_a_linen_model_through_the_bridge():
+    class LinenNet(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            attn = nnx.bridge.to_linen(DynamicMaskAttention, D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 4)
+            return linen.Dense(1)(attn(x))
+
+    x = _x(6, length=20)
+    net = LinenNet()
+    variables = net.init(jax.random.key(0), x)
+    out = net.apply(variables, x)
+    assert out.shape == (2, 20, 1) and np.isfinite(np.asarray(out)).all()
+    grads = jax.grad(lambda v: jnp.sum(net.apply(v, x) ** 2))(variables)
+    assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
+    np.testing.assert_array_equal(np.asarray(net.apply(variables, x)), np.asarray(out))
