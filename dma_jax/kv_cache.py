@@ -24,15 +24,15 @@ class KVCache:
 
 
 def kv_cache_from_prefill(k, v, size: int, lengths) -> KVCache:
-    """Cache of ``size`` slots after prompts of ``lengths`` (B,) tokens; k, v (B, T, Hkv, D)."""
-    batch, length, kv_heads, dim = k.shape
+    """Cache of ``size`` slots after prompts of ``lengths`` (B,) tokens; k (B, T, Hkv, Dk), v (B, T, Hkv, Dv)."""
+    batch, length, kv_heads, key_dim = k.shape
     index = jnp.arange(length)
     keep = (index[None, :] < lengths[:, None]) & (index[None, :] >= lengths[:, None] - size)
     slot = jnp.where(keep, index[None, :] % size, size)  # size: dropped
     rows = jnp.arange(batch)[:, None]
     empty = KVCache(
-        keys=jnp.zeros((batch, size, kv_heads, dim), k.dtype),
-        values=jnp.zeros((batch, size, kv_heads, dim), v.dtype),
+        keys=jnp.zeros((batch, size, kv_heads, key_dim), k.dtype),
+        values=jnp.zeros((batch, size, kv_heads, v.shape[-1]), v.dtype),
         position=jnp.full((batch, size), -1, jnp.int32),
     )
     return KVCache(

@@ -15,17 +15,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dma_jax.nn import DynamicMaskAttention, MultiHeadAttention, SlidingWindowAttention
+from dma_jax.nn import DynamicMaskAttention, MultiHeadAttention, MultiHeadLatentAttention, SlidingWindowAttention
 
-ATTENTION_KINDS = ("dma", "mha", "swa")
+ATTENTION_KINDS = ("dma", "mha", "swa", "mla")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Shape and options of ``DecoderLM``.
 
-    attention: "dma" | "mha" | "swa". window: DMA's kept keys per query and SWA's width.
-    bias_heads: DMA bias heads (None: num_kv_heads). dtype: compute dtype (params stay float32).
+    attention: "dma" | "mha" | "swa" | "mla". window: DMA's kept keys per query and SWA's width.
+    bias_heads: DMA bias heads (None: num_kv_heads). latent_dim, rope_dim: MLA's latent size
+    and decoupled RoPE width (None: head_dim // 2). dtype: compute dtype (params stay float32).
     """
 
     vocab_size: int = 50304
@@ -39,6 +40,8 @@ class ModelConfig:
     window: int | None = 1024
     bias_heads: int | None = None
     bias_kind: str = "exp"
+    latent_dim: int = 192
+    rope_dim: int | None = None
     qk_norm: bool = False
     rope_base: float = 10000.0
     tie_embeddings: bool = True
@@ -66,7 +69,7 @@ class ModelConfig:
     def preset(name: str, **overrides) -> "ModelConfig":
         """Paper shapes (DESIGN.md §1): "80m", "200m", "680m", "1.7b"; and "tiny" for tests."""
         presets = {
-            "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, window=16),
+            "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, window=16, latent_dim=24),
             "80m": dict(d_model=768, num_layers=12, num_heads=6, num_kv_heads=3, window=1024),
             "200m": dict(d_model=1024, num_layers=16, num_heads=8, num_kv_heads=4, window=1024),
             "680m": dict(d_model=1536, num_layers=24, num_heads=12, num_kv_heads=6, window=1024),
@@ -90,6 +93,11 @@ def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         )
     if config.attention == "swa":
         return SlidingWindowAttention(*shape, config.window, **common)
+    if config.attention == "mla":
+        return MultiHeadLatentAttention(
+            config.d_model, config.num_heads, config.resolved_head_dim, config.latent_dim, config.rope_dim,
+            rope_base=config.rope_base, dtype=jnp.dtype(config.dtype), rngs=rngs,
+        )
     return MultiHeadAttention(*shape, **common)
 
 

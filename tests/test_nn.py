@@ -141,3 +141,30 @@ def test_works_in_a_linen_model_through_the_bridge():
     grads = jax.grad(lambda v: jnp.sum(net.apply(v, x) ** 2))(variables)
     assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
     np.testing.assert_array_equal(np.asarray(net.apply(variables, x)), np.asarray(out))
+
+
+def test_latent_attention_matches_by_hand_computation():
+    from dma_jax.nn import MultiHeadLatentAttention
+
+    heads, dim, latent_dim, rope_dim = 4, 8, 12, 4
+    layer = MultiHeadLatentAttention(D_MODEL, heads, dim, latent_dim, rope_dim, rngs=nnx.Rngs(7))
+    x = _x(8, length=19)
+    w = lambda lin: np.asarray(lin.kernel[...], np.float64)
+    xb = np.asarray(x, np.float64)
+    positions = jnp.broadcast_to(jnp.arange(19), (2, 19))
+    rope = lambda a: np.asarray(apply_rope(jnp.asarray(a, jnp.float32), positions), np.float64)
+    down = xb @ w(layer.kv_down)
+    latent = down[..., :latent_dim]
+    latent = latent / np.sqrt(np.mean(latent**2, axis=-1, keepdims=True) + 1e-6) * np.asarray(layer.kv_norm.scale[...])
+    k_rope = rope(down[..., None, latent_dim:])  # (B, T, 1, rope_dim), shared by the heads
+    k_nope = (latent @ w(layer.k_up)).reshape(2, 19, heads, dim)
+    v = (latent @ w(layer.v_up)).reshape(2, 19, heads, dim)
+    q = (xb @ w(layer.q_proj)).reshape(2, 19, heads, dim + rope_dim)
+    q = np.concatenate([q[..., :dim], rope(q[..., dim:])], axis=-1)
+    k = np.concatenate([k_nope, np.repeat(k_rope, heads, axis=2)], axis=-1)
+    logits = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(dim + rope_dim)
+    logits = np.where(np.tril(np.ones((19, 19), bool)), logits, -np.inf)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    attended = np.einsum("bhts,bshd->bthd", p / p.sum(-1, keepdims=True), v)
+    want = attended.reshape(2, 19, -1) @ w(layer.o_proj)
+    np.testing.assert_allclose(np.asarray(layer(x)), want, atol=2e-4)

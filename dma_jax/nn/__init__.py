@@ -10,6 +10,13 @@ from dma_jax.nn.attention_layers import (
     MultiHeadAttention,
     SlidingWindowAttention,
 )
+from dma_jax.nn.latent_attention import MultiHeadLatentAttention
 from dma_jax.nn.rope import apply_rope
 
-__all__ = ["DynamicMaskAttention", "MultiHeadAttention", "SlidingWindowAttention", "apply_rope"]
+__all__ = [
+    "DynamicMaskAttention",
+    "MultiHeadAttention",
+    "MultiHeadLatentAttention",
+    "SlidingWindowAttention",
+    "apply_rope",
+]
