@@ -15,16 +15,24 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dma_jax.nn import DynamicMaskAttention, MultiHeadAttention, MultiHeadLatentAttention, SlidingWindowAttention
+from dma_jax.nn import (
+    DynamicMaskAttention,
+    MultiHeadAttention,
+    MultiHeadLatentAttention,
+    NativeSparseAttention,
+    SlidingWindowAttention,
+)
 
-ATTENTION_KINDS = ("dma", "mha", "swa", "mla")
+ATTENTION_KINDS = ("dma", "mha", "swa", "mla", "nsa")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Shape and options of ``DecoderLM``.
 
-    attention: "dma" | "mha" | "swa" | "mla". window: DMA's kept keys per query and SWA's width.
+    attention: "dma" | "mha" | "swa" | "mla" | "nsa". window: DMA's kept keys per query, SWA's
+    and NSA's sliding window. nsa_*: NSA's compression block and stride, selection block and
+    number of selected blocks.
     bias_heads: DMA bias heads (None: num_kv_heads). latent_dim, rope_dim: MLA's latent size
     and decoupled RoPE width (None: head_dim // 2). dtype: compute dtype (params stay float32).
     """
@@ -42,6 +50,10 @@ class ModelConfig:
     bias_kind: str = "exp"
     latent_dim: int = 192
     rope_dim: int | None = None
+    nsa_block_size: int = 32
+    nsa_block_stride: int = 16
+    nsa_select_block: int = 64
+    nsa_num_selected: int = 16
     qk_norm: bool = False
     rope_base: float = 10000.0
     tie_embeddings: bool = True
@@ -54,8 +66,8 @@ class ModelConfig:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
-        if self.attention == "swa" and self.window is None:
-            raise ValueError("attention='swa' needs a window")
+        if self.attention in ("swa", "nsa") and self.window is None:
+            raise ValueError(f"attention={self.attention!r} needs a window")
 
     @property
     def resolved_head_dim(self) -> int:
@@ -69,7 +81,8 @@ class ModelConfig:
     def preset(name: str, **overrides) -> "ModelConfig":
         """Paper shapes (DESIGN.md §1): "80m", "200m", "680m", "1.7b"; and "tiny" for tests."""
         presets = {
-            "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, window=16, latent_dim=24),
+            "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, window=16, latent_dim=24,
+                         nsa_block_size=4, nsa_block_stride=2, nsa_select_block=4, nsa_num_selected=3),
             "80m": dict(d_model=768, num_layers=12, num_heads=6, num_kv_heads=3, window=1024),
             "200m": dict(d_model=1024, num_layers=16, num_heads=8, num_kv_heads=4, window=1024),
             "680m": dict(d_model=1536, num_layers=24, num_heads=12, num_kv_heads=6, window=1024),
@@ -93,6 +106,12 @@ def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         )
     if config.attention == "swa":
         return SlidingWindowAttention(*shape, config.window, **common)
+    if config.attention == "nsa":
+        return NativeSparseAttention(
+            *shape, block_size=config.nsa_block_size, block_stride=config.nsa_block_stride,
+            select_block=config.nsa_select_block, num_selected=config.nsa_num_selected, window=config.window,
+            rope_base=config.rope_base, dtype=jnp.dtype(config.dtype), rngs=rngs,
+        )
     if config.attention == "mla":
         return MultiHeadLatentAttention(
             config.d_model, config.num_heads, config.resolved_head_dim, config.latent_dim, config.rope_dim,

@@ -19,7 +19,7 @@ def _model(kind, window=6):
     return model
 
 
-@pytest.mark.parametrize("kind", ["dma", "mha", "swa", "mla"])
+@pytest.mark.parametrize("kind", ["dma", "mha", "swa", "mla", "nsa"])
 def test_cached_decoding_equals_full_forward(kind):
     model = _model(kind)
     rng = np.random.default_rng(0)

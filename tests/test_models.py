@@ -9,7 +9,7 @@ from flax import nnx
 
 from dma_jax.models import DecoderLM, ModelConfig, positions_in_segments
 
-KINDS = ["dma", "mha", "swa", "mla"]
+KINDS = ["dma", "mha", "swa", "mla", "nsa"]
 
 
 def _model(kind, **overrides):

@@ -168,3 +168,68 @@ def test_latent_attention_matches_by_hand_computation():
     attended = np.einsum("bhts,bshd->bthd", p / p.sum(-1, keepdims=True), v)
     want = attended.reshape(2, 19, -1) @ w(layer.o_proj)
     np.testing.assert_allclose(np.asarray(layer(x)), want, atol=2e-4)
+
+
+def _naive_nsa(layer, x):
+    """NSA written query by query from the paper's description, in float64 numpy."""
+    heads, kv_heads, dim = layer.num_heads, layer.num_kv_heads, layer.head_dim
+    group = heads // kv_heads
+    l, d, lp, n, w = layer.block_size, layer.block_stride, layer.select_block, layer.num_selected, layer.window
+    f64 = lambda a: np.asarray(a, np.float64)
+    batch, length = x.shape[:2]
+    positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    rope = lambda a: f64(apply_rope(jnp.asarray(a, jnp.float32), positions))
+    kv = (f64(x) @ f64(layer.kv_proj.kernel[...])).reshape(batch, length, 6, kv_heads, dim)
+    kc, vc, ks, vs, kw, vw = rope(kv[:, :, 0]), kv[:, :, 1], rope(kv[:, :, 2]), kv[:, :, 3], rope(kv[:, :, 4]), kv[:, :, 5]
+    q = rope((f64(x) @ f64(layer.q_proj.kernel[...])).reshape(batch, length, heads, dim))
+    gates = 1 / (1 + np.exp(-(f64(x) @ f64(layer.gate_proj.kernel[...]) + f64(layer.gate_proj.bias[...]))))
+    pe = f64(layer.block_position[...])
+    blocks = (length - l) // d + 1
+    out = np.zeros((batch, length, heads, dim))
+
+    def softmax_attend(qv, keys, values):
+        logits = keys @ qv / np.sqrt(dim)
+        p = np.exp(logits - logits.max())
+        return (p / p.sum()) @ values, p / p.sum()
+
+    for b in range(batch):
+        kcmp = np.stack([[(kc[b, i * d:i * d + l, g] + pe).reshape(-1) @ f64(layer.compress_k.kernel[...])
+                          for g in range(kv_heads)] for i in range(blocks)])  # (blocks, Hkv, D)
+        vcmp = np.stack([[(vc[b, i * d:i * d + l, g] + pe).reshape(-1) @ f64(layer.compress_v.kernel[...])
+                          for g in range(kv_heads)] for i in range(blocks)])
+        for t in range(length):
+            visible_blocks = [i for i in range(blocks) if i * d + l - 1 <= t]
+            importance = np.zeros((kv_heads, -(-length // lp)))
+            branch_cmp = np.zeros((heads, dim))
+            for h in range(heads):
+                g = h // group
+                if visible_blocks:
+                    o, p = softmax_attend(q[b, t, h], kcmp[visible_blocks, g], vcmp[visible_blocks, g])
+                    branch_cmp[h] = o
+                    for pi, i in zip(p, visible_blocks):
+                        for j in range(importance.shape[1]):
+                            if i * d < (j + 1) * lp and i * d + l - 1 >= j * lp:
+                                importance[g, j] += pi
+            for h in range(heads):
+                g = h // group
+                candidates = [j for j in range(importance.shape[1]) if j * lp <= t]
+                forced = [j for j in candidates if j == 0 or j >= t // lp - 1]
+                others = sorted((j for j in candidates if j not in forced), key=lambda j: (-importance[g, j], j))
+                chosen = set((forced + others)[:n]) if len(forced) <= n else set(forced[:n])
+                tokens = [s for s in range(t + 1) if s // lp in chosen]
+                branch_slc, _ = softmax_attend(q[b, t, h], ks[b, tokens, g], vs[b, tokens, g])
+                recent = list(range(max(0, t - w + 1), t + 1))
+                branch_win, _ = softmax_attend(q[b, t, h], kw[b, recent, g], vw[b, recent, g])
+                gate = gates[b, t, h * 3:h * 3 + 3]
+                out[b, t, h] = gate[0] * branch_cmp[h] + gate[1] * branch_slc + gate[2] * branch_win
+    return out.reshape(batch, length, heads * dim) @ f64(layer.o_proj.kernel[...])
+
+
+def test_native_sparse_attention_matches_naive_loops():
+    from dma_jax.nn import NativeSparseAttention
+
+    layer = NativeSparseAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, block_size=4, block_stride=2, select_block=4,
+                                  num_selected=3, window=5, rngs=nnx.Rngs(9))
+    layer.block_position[...] = jax.random.normal(jax.random.key(1), layer.block_position[...].shape)
+    x = _x(10, batch=1, length=26)
+    np.testing.assert_allclose(np.asarray(layer(x)), _naive_nsa(layer, x), atol=3e-4)

@@ -11,12 +11,14 @@ from dma_jax.nn.attention_layers import (
     SlidingWindowAttention,
 )
 from dma_jax.nn.latent_attention import MultiHeadLatentAttention
+from dma_jax.nn.native_sparse_attention import NativeSparseAttention
 from dma_jax.nn.rope import apply_rope
 
 __all__ = [
     "DynamicMaskAttention",
     "MultiHeadAttention",
     "MultiHeadLatentAttention",
+    "NativeSparseAttention",
     "SlidingWindowAttention",
     "apply_rope",
 ]
