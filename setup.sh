@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install dma-jax with its test tools. CUDA JAX where an NVIDIA GPU is present.
+# Create .venv and install dma-jax with its test tools. CUDA JAX where an NVIDIA GPU is present;
+# torch and transformers (for the Doge interop tests) under CI=true or DMA_INTEROP_TESTS=1.
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -7,5 +8,10 @@ cd "$(dirname "$0")"
 extras="test"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   extras="test,cuda"
+fi
+if [ "${CI:-}" = "true" ] || [ "${DMA_INTEROP_TESTS:-}" = "1" ]; then
+  # The Doge interop tests need torch; 2.13.0 is the CPU build these machines keep on disk.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  extras="$extras,interop"
 fi
 .venv/bin/python -m pip install -q -e ".[$extras]"

@@ -57,6 +57,8 @@ class ModelConfig:
     qk_norm: bool = False
     rope_base: float = 10000.0
     tie_embeddings: bool = True
+    residual_scale: bool = False  # learned per-channel residual scales, as in HF's Doge
+    dt_bias: bool = True  # DMA's dt_proj has a bias (HF's Doge: only with attention_bias)
     norm_eps: float = 1e-6
     dtype: str = "float32"
     implementation: str | None = None
@@ -102,7 +104,7 @@ def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
     if config.attention == "dma":
         return DynamicMaskAttention(
             *shape, config.window, bias_heads=config.bias_heads, bias_kind=config.bias_kind,
-            implementation=config.implementation, **common,
+            implementation=config.implementation, dt_bias=config.dt_bias, **common,
         )
     if config.attention == "swa":
         return SlidingWindowAttention(*shape, config.window, **common)
@@ -138,20 +140,26 @@ class Block(nnx.Module):
         self.attn = make_attention(config, rngs)
         self.mlp_norm = nnx.RMSNorm(config.d_model, epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
         self.mlp = SwiGLU(config.d_model, config.resolved_mlp_dim, dtype=dtype, rngs=rngs)
+        ones = lambda: nnx.Param(jnp.ones((config.d_model,), jnp.float32)) if config.residual_scale else None
+        self.attn_residual, self.mlp_residual = ones(), ones()
+
+    def _add(self, scale, residual, update):
+        return update + (residual if scale is None else scale[...].astype(residual.dtype) * residual)
+
+    def _mlp(self, x):
+        return self._add(self.mlp_residual, x, self.mlp(self.mlp_norm(x)))
 
     def __call__(self, x, *, positions, segment_ids):
-        x = x + self.attn(self.attn_norm(x), positions=positions, segment_ids=segment_ids)
-        return x + self.mlp(self.mlp_norm(x))
+        x = self._add(self.attn_residual, x, self.attn(self.attn_norm(x), positions=positions, segment_ids=segment_ids))
+        return self._mlp(x)
 
     def prefill(self, x, *, lengths, max_len):
         attended, cache = self.attn.prefill(self.attn_norm(x), lengths=lengths, max_len=max_len)
-        x = x + attended
-        return x + self.mlp(self.mlp_norm(x)), cache
+        return self._mlp(self._add(self.attn_residual, x, attended)), cache
 
     def decode(self, x, *, positions, cache):
         attended, cache = self.attn.decode(self.attn_norm(x), positions=positions, cache=cache)
-        x = x + attended
-        return x + self.mlp(self.mlp_norm(x)), cache
+        return self._mlp(self._add(self.attn_residual, x, attended)), cache
 
 
 def positions_in_segments(segment_ids: jax.Array) -> jax.Array:

@@ -91,6 +91,7 @@ class DynamicMaskAttention(_ProjectedAttention):
         bias_heads: int | None = None,
         bias_kind: str = "exp",
         implementation: str | None = None,
+        dt_bias: bool = True,
         rngs: nnx.Rngs,
         **kwargs,
     ):
@@ -102,7 +103,7 @@ class DynamicMaskAttention(_ProjectedAttention):
             raise ValueError(f"bias_heads must be num_kv_heads={num_kv_heads} or num_heads={num_heads}, got {bias_heads}")
         self.window, self.bias_kind, self.implementation = window, bias_kind, implementation
         self.dt_proj = nnx.Linear(
-            num_kv_heads * head_dim, bias_heads, use_bias=True, param_dtype=kwargs.get("param_dtype", jnp.float32),
+            num_kv_heads * head_dim, bias_heads, use_bias=dt_bias, param_dtype=kwargs.get("param_dtype", jnp.float32),
             rngs=rngs,
         )
         self.A = nnx.Param(jnp.zeros((bias_heads,), kwargs.get("param_dtype", jnp.float32)))
