@@ -38,6 +38,28 @@ def _per_bias_head(x, bias_heads):
     return jnp.repeat(jnp.transpose(x, (0, 2, 1, 3)), bias_heads // x.shape[2], axis=1)
 
 
+def _cache_of_live(keys, values, bias, position, live, window: int) -> DMACache:
+    """Pack the live entries (at most ``window`` per row) of (B, Hb, T, ...) arrays into a cache.
+
+    Entries keep their index order; with fewer than ``window`` live, the rest are empty slots.
+    """
+    length = live.shape[-1]
+    if window > length:  # the cache still has w slots for the keys to come
+        pad = ((0, 0), (0, 0), (0, window - length))
+        live, bias, position = jnp.pad(live, pad), jnp.pad(bias, pad), jnp.pad(position, pad)
+        keys = jnp.pad(keys, pad + ((0, 0),))
+        values = jnp.pad(values, pad + ((0, 0),))
+    order = jnp.argsort(~live, axis=-1, stable=True)[..., :window]
+    filled = jnp.take_along_axis(live, order, axis=-1)
+    gather = lambda x: jnp.take_along_axis(x, order[..., None], axis=2)
+    return DMACache(
+        keys=gather(keys),
+        values=gather(values),
+        bias=jnp.where(filled, jnp.take_along_axis(bias.astype(jnp.float32), order, axis=-1), 0.0),
+        position=jnp.where(filled, jnp.take_along_axis(position, order, axis=-1), -1).astype(jnp.int32),
+    )
+
+
 def cache_from_prefill(k, v, bias, window: int, lengths: jax.Array) -> DMACache:
     """The cache after prompts of ``lengths`` tokens: the keys kept by each prompt's last query.
 
@@ -48,27 +70,54 @@ def cache_from_prefill(k, v, bias, window: int, lengths: jax.Array) -> DMACache:
     """
     batch, length = k.shape[:2]
     bias_heads = bias.shape[1]
-    real = jnp.arange(length)[None, :] < lengths[:, None]
-    ends = live_ranges(bias, window, key_mask=real)
+    index = jnp.arange(length)
+    ends = live_ranges(bias, window, key_mask=index[None, :] < lengths[:, None])
     last = (lengths - 1)[:, None, None]
-    live = (jnp.arange(length)[None, None, :] <= last) & (ends > last)  # kept by the last query
-    # Take the live keys (at most w) in index order; empty slots get position -1. With a
-    # window longer than the prompt, the cache still has w slots for the keys to come.
-    if window > length:
-        pad = ((0, 0), (0, 0), (0, window - length))
-        live = jnp.pad(live, pad)
-        bias = jnp.pad(bias, pad)
-        k = jnp.pad(k, ((0, 0), (0, window - length), (0, 0), (0, 0)))
-        v = jnp.pad(v, ((0, 0), (0, window - length), (0, 0), (0, 0)))
-    order = jnp.argsort(~live, axis=-1, stable=True)[..., :window]
-    filled = jnp.take_along_axis(live, order, axis=-1)
-    gather = lambda x: jnp.take_along_axis(x, order[..., None], axis=2)
-    return DMACache(
-        keys=gather(_per_bias_head(k, bias_heads)),
-        values=gather(_per_bias_head(v, bias_heads)),
-        bias=jnp.where(filled, jnp.take_along_axis(bias.astype(jnp.float32), order, axis=-1), 0.0),
-        position=jnp.where(filled, order, -1).astype(jnp.int32),
+    live = (index[None, None, :] <= last) & (ends > last)  # kept by the last query
+    position = jnp.broadcast_to(index, bias.shape).astype(jnp.int32)
+    return _cache_of_live(_per_bias_head(k, bias_heads), _per_bias_head(v, bias_heads), bias, position, live, window)
+
+
+def cache_extend(cache: DMACache, q, k, v, bias, positions, lengths=None):
+    """C new tokens per sequence: their attention outputs, and the cache after them.
+
+    The keys a chunk query may keep are the cache's live keys (all earlier) and the chunk's own
+    keys up to it: DMA over that list (cache entries in position order, then the chunk) is exact,
+    because keys evicted before the chunk never return.
+
+    Args:
+      q: (B, C, H, D); k, v: (B, C, Hkv, D); bias: float (B, Hb, C); positions: int (B, C).
+      lengths: optional int (B,): tokens at positions >= lengths are padding (not offered).
+
+    Returns:
+      (out float (B, C, H, D), cache).
+    """
+    from dma_jax.attention import dma_attention  # the op sits above this module
+
+    batch, chunk = positions.shape
+    bias_heads, window = cache.bias.shape[1], cache.window
+    real = jnp.ones((batch, chunk), bool) if lengths is None else positions < lengths[:, None]
+    order = jnp.argsort(cache.position, axis=-1)  # empty slots (-1) first
+    gather = lambda x: jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 3)), axis=2)
+    keys = jnp.concatenate([gather(cache.keys), _per_bias_head(k, bias_heads).astype(cache.keys.dtype)], axis=2)
+    values = jnp.concatenate([gather(cache.values), _per_bias_head(v, bias_heads).astype(cache.values.dtype)], axis=2)
+    cached_position = gather(cache.position)
+    all_bias = jnp.concatenate([
+        jnp.where(cached_position >= 0, gather(cache.bias), -jnp.inf),
+        jnp.where(real[:, None, :], bias.astype(jnp.float32), -jnp.inf),
+    ], axis=-1)
+    out = dma_attention(
+        q, jnp.swapaxes(keys, 1, 2).astype(q.dtype), jnp.swapaxes(values, 1, 2).astype(q.dtype), all_bias, window
     )
+    # The new cache: what the last real query keeps (the old cache when the chunk has none).
+    last = (window + real.sum(axis=1) - 1)[:, None, None]
+    index = jnp.arange(window + chunk)
+    ends = live_ranges(all_bias, window)
+    live = (index[None, None, :] <= last) & (ends > last)
+    position = jnp.concatenate(
+        [cached_position, jnp.broadcast_to(positions[:, None, :], (batch, bias_heads, chunk)).astype(jnp.int32)], axis=-1
+    )
+    return out, _cache_of_live(keys, values, all_bias, position, live, window)
 
 
 def cache_append(cache: DMACache, k_new, v_new, bias_new, position) -> DMACache:

@@ -1,4 +1,5 @@
-"""Generation with per-layer caches: prefill the prompts, then one jitted scan over new tokens.
+"""Generation with per-layer caches: prefill the prompts (whole or in chunks), then one jitted
+scan over new tokens.
 
 A DMA layer's cache holds only its w live keys per (sequence, bias head) (``dma_jax.cache``);
 MHA keeps every key and SWA a ring of w (``dma_jax.kv_cache``). Prompts may differ in length:
@@ -24,11 +25,11 @@ def _lengths(prompt_tokens, prompt_lengths):
     return lengths
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _teacher_forced(graphdef, state, prompt_tokens, lengths, continuation):
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _teacher_forced(graphdef, state, prompt_tokens, lengths, continuation, chunk):
     model = nnx.merge(graphdef, state)
     max_len = prompt_tokens.shape[1] + continuation.shape[1]
-    _, caches = model.prefill(prompt_tokens, lengths, max_len)
+    _, caches = model.prefill(prompt_tokens, lengths, max_len, chunk)
 
     def step(carry, token):
         position, caches = carry
@@ -39,7 +40,7 @@ def _teacher_forced(graphdef, state, prompt_tokens, lengths, continuation):
     return jnp.swapaxes(logits, 0, 1)
 
 
-def teacher_forced_logits(model, prompt_tokens, continuation, *, prompt_lengths=None):
+def teacher_forced_logits(model, prompt_tokens, continuation, *, prompt_lengths=None, prefill_chunk=None):
     """Logits from cached decoding while feeding ``continuation`` (B, N) after the prompts.
 
     Returns float32 (B, N, vocab): entry i is what the model predicts after reading
@@ -47,14 +48,15 @@ def teacher_forced_logits(model, prompt_tokens, continuation, *, prompt_lengths=
     concatenated tokens gives the same numbers (used to test the caches).
     """
     graphdef, state = nnx.split(model)
-    return _teacher_forced(graphdef, state, prompt_tokens, _lengths(prompt_tokens, prompt_lengths), continuation)
+    lengths = _lengths(prompt_tokens, prompt_lengths)
+    return _teacher_forced(graphdef, state, prompt_tokens, lengths, continuation, prefill_chunk)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _generate(graphdef, state, prompt_tokens, lengths, steps, temperature, key):
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 7))
+def _generate(graphdef, state, prompt_tokens, lengths, steps, temperature, key, chunk):
     model = nnx.merge(graphdef, state)
     batch = prompt_tokens.shape[0]
-    logits, caches = model.prefill(prompt_tokens, lengths, prompt_tokens.shape[1] + steps)
+    logits, caches = model.prefill(prompt_tokens, lengths, prompt_tokens.shape[1] + steps, chunk)
     keys = jax.random.split(key, steps)
 
     def pick(logits, key):
@@ -74,12 +76,15 @@ def _generate(graphdef, state, prompt_tokens, lengths, steps, temperature, key):
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
-def generate(model, prompt_tokens, max_new_tokens: int, *, prompt_lengths=None, temperature: float = 0.0, key=None):
+def generate(
+    model, prompt_tokens, max_new_tokens: int, *, prompt_lengths=None, temperature: float = 0.0, key=None,
+    prefill_chunk: int | None = None,
+):
     """Continue right-padded prompts (B, P) by ``max_new_tokens`` tokens -> int32 (B, max_new_tokens).
 
     ``prompt_lengths`` (B,): real prompt lengths (default P). ``temperature`` 0 is greedy;
-    above 0 samples and needs ``key``. The prompt runs in one prefill pass, then decoding is one
-    ``lax.scan`` under ``jit``.
+    above 0 samples and needs ``key``. The prompt runs in one prefill pass, or ``prefill_chunk``
+    tokens at a time for long prompts; then decoding is one ``lax.scan`` under ``jit``.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -90,4 +95,4 @@ def generate(model, prompt_tokens, max_new_tokens: int, *, prompt_lengths=None, 
     key = jax.random.key(0) if key is None else key
     graphdef, state = nnx.split(model)
     return _generate(graphdef, state, prompt_tokens, _lengths(prompt_tokens, prompt_lengths), max_new_tokens,
-                     float(temperature), key)
+                     float(temperature), key, prefill_chunk)

@@ -42,28 +42,39 @@ def kv_cache_from_prefill(k, v, size: int, lengths) -> KVCache:
     )
 
 
-def kv_cache_append(cache: KVCache, k_new, v_new, position) -> KVCache:
-    """Write key ``position`` (B,) with k_new, v_new (B, Hkv, D) into slot ``position % S``."""
+def kv_cache_append(cache: KVCache, k_new, v_new, position, lengths=None) -> KVCache:
+    """Write keys at ``position`` (B, C) with k_new, v_new (B, C, Hkv, D) into slots ``position % S``.
+
+    Positions at or past ``lengths`` (B,) are padding and are not written (in a ring they would
+    overwrite real keys). A ring (S smaller than the total length) must have
+    ``S >= window + C - 1`` so that a chunk does not overwrite keys its own queries still see.
+    """
     size = cache.position.shape[1]
-    rows = jnp.arange(cache.position.shape[0])
+    rows = jnp.arange(cache.position.shape[0])[:, None]
     slot = position % size
+    if lengths is not None:
+        slot = jnp.where(position < lengths[:, None], slot, size)  # size: dropped
     return KVCache(
-        keys=cache.keys.at[rows, slot].set(k_new),
-        values=cache.values.at[rows, slot].set(v_new),
-        position=cache.position.at[rows, slot].set(position.astype(jnp.int32)),
+        keys=cache.keys.at[rows, slot].set(k_new, mode="drop"),
+        values=cache.values.at[rows, slot].set(v_new, mode="drop"),
+        position=cache.position.at[rows, slot].set(position.astype(jnp.int32), mode="drop"),
     )
 
 
 def kv_cached_attention(q, cache: KVCache, position, window: int | None = None, scale: float | None = None):
-    """Query at ``position`` (B,), q (B, H, D), over cached keys ``position - window < j <= position``."""
-    batch, heads, dim = q.shape
+    """Queries at ``position`` (B, C), q (B, C, H, D), over cached keys ``position - window < j <= position``.
+
+    Returns float32 (B, C, H, D).
+    """
+    batch, chunk, heads, dim = q.shape
     kv_heads = cache.keys.shape[2]
     scale = dim**-0.5 if scale is None else scale
-    q = q.reshape(batch, kv_heads, heads // kv_heads, dim).astype(jnp.float32)
-    logits = jnp.einsum("bgrd,bsgd->bgrs", q, cache.keys.astype(jnp.float32)) * scale
-    visible = (cache.position >= 0) & (cache.position <= position[:, None])
+    q = q.reshape(batch, chunk, kv_heads, heads // kv_heads, dim).astype(jnp.float32)
+    logits = jnp.einsum("bcgrd,bsgd->bgrcs", q, cache.keys.astype(jnp.float32)) * scale
+    t = position[:, :, None]
+    visible = (cache.position[:, None, :] >= 0) & (cache.position[:, None, :] <= t)
     if window is not None:
-        visible = visible & (cache.position > position[:, None] - window)
-    probs = masked_softmax(logits, visible[:, None, None, :])
-    out = jnp.einsum("bgrs,bsgd->bgrd", probs, cache.values.astype(jnp.float32))
-    return out.reshape(batch, heads, dim)
+        visible = visible & (cache.position[:, None, :] > t - window)
+    probs = masked_softmax(logits, visible[:, None, None])
+    out = jnp.einsum("bgrcs,bsgd->bcgrd", probs, cache.values.astype(jnp.float32))
+    return out.reshape(batch, chunk, heads, dim)

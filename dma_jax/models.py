@@ -153,8 +153,12 @@ class Block(nnx.Module):
         x = self._add(self.attn_residual, x, self.attn(self.attn_norm(x), positions=positions, segment_ids=segment_ids))
         return self._mlp(x)
 
-    def prefill(self, x, *, lengths, max_len):
-        attended, cache = self.attn.prefill(self.attn_norm(x), lengths=lengths, max_len=max_len)
+    def prefill(self, x, *, lengths, max_len, chunk):
+        attended, cache = self.attn.prefill(self.attn_norm(x), lengths=lengths, max_len=max_len, chunk=chunk)
+        return self._mlp(self._add(self.attn_residual, x, attended)), cache
+
+    def extend(self, x, *, positions, cache, lengths):
+        attended, cache = self.attn.extend(self.attn_norm(x), positions=positions, cache=cache, lengths=lengths)
         return self._mlp(self._add(self.attn_residual, x, attended)), cache
 
     def decode(self, x, *, positions, cache):
@@ -204,17 +208,29 @@ class DecoderLM(nnx.Module):
         logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
         return logits.astype(jnp.float32)
 
-    def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int):
+    def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int, chunk: int | None = None):
         """Right-padded prompts (B, T) of ``lengths`` (B,) -> (logits (B, T, vocab), caches).
 
-        ``max_len``: the longest total length decoding will reach (sizes MHA caches).
+        ``max_len``: the longest total length decoding will reach (sizes MHA caches). ``chunk``:
+        run the prompt ``chunk`` tokens at a time (first chunk in one pass, then each later chunk
+        against the caches), so attention never sees more than the caches plus one chunk.
         """
-        x = self.embed(tokens)
+        length = tokens.shape[1]
+        chunk = length if chunk is None else min(chunk, length)
+        x = self.embed(tokens[:, :chunk])
         caches = []
         for block in self.blocks:
-            x, cache = block.prefill(x, lengths=lengths, max_len=max_len)
+            x, cache = block.prefill(x, lengths=jnp.minimum(lengths, chunk), max_len=max_len, chunk=chunk)
             caches.append(cache)
-        return self._logits(x), caches
+        logits = [self._logits(x)]
+        for start in range(chunk, length, chunk):
+            piece = tokens[:, start : start + chunk]
+            positions = jnp.broadcast_to(start + jnp.arange(piece.shape[1], dtype=jnp.int32), piece.shape)
+            x = self.embed(piece)
+            for i, block in enumerate(self.blocks):
+                x, caches[i] = block.extend(x, positions=positions, cache=caches[i], lengths=lengths)
+            logits.append(self._logits(x))
+        return jnp.concatenate(logits, axis=1), caches
 
     def decode(self, tokens: jax.Array, positions: jax.Array, caches):
         """One token per sequence, tokens and positions (B,) -> (logits (B, vocab), caches)."""

@@ -67,3 +67,20 @@ def test_sampling_needs_a_key_and_is_reproducible():
     a = generate(model, prompts, 5, temperature=1.0, key=jax.random.key(3))
     b = generate(model, prompts, 5, temperature=1.0, key=jax.random.key(3))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("kind", ["dma", "mha", "swa", "mla", "nsa"])
+def test_chunked_prefill_equals_full_forward(kind):
+    """Prompts run 5 tokens at a time (lengths 23, 9, 2), then decoding: the full forward's logits."""
+    model = _model(kind)
+    rng = np.random.default_rng(1)
+    prompts = jnp.asarray(rng.integers(0, 256, (3, 23)), jnp.int32)
+    lengths = np.array([23, 9, 2])
+    continuation = jnp.asarray(rng.integers(0, 256, (3, 6)), jnp.int32)
+    prompt_logits, _ = nnx.jit(lambda m, t, l: m.prefill(t, l, 29, 5))(model, prompts, jnp.asarray(lengths))
+    cached = np.asarray(teacher_forced_logits(model, prompts, continuation, prompt_lengths=lengths, prefill_chunk=5))
+    for b, length in enumerate(lengths):
+        sequence = jnp.concatenate([prompts[b, :length], continuation[b]])[None]
+        full = np.asarray(model(sequence))[0]
+        np.testing.assert_allclose(np.asarray(prompt_logits)[b, :length], full[:length], atol=2e-4)
+        np.testing.assert_allclose(cached[b], full[length:], atol=2e-4)

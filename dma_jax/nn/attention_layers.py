@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dma_jax.attention import dma_attention
-from dma_jax.cache import cache_append, cache_from_prefill, cached_attention
+from dma_jax.cache import cache_append, cache_extend, cache_from_prefill, cached_attention
 from dma_jax.kv_cache import kv_cache_append, kv_cache_from_prefill, kv_cached_attention
 from dma_jax.nn.rope import apply_rope
 
@@ -125,7 +125,7 @@ class DynamicMaskAttention(_ProjectedAttention):
         )
         return self.output(out)
 
-    def prefill(self, x, *, lengths, max_len):
+    def prefill(self, x, *, lengths, max_len, chunk=1):
         """Right-padded prompts x (B, T, d_model) of ``lengths`` (B,) -> (y, cache of w entries).
 
         With ``window=None`` the cache has ``max_len`` entries (every key stays kept).
@@ -134,6 +134,15 @@ class DynamicMaskAttention(_ProjectedAttention):
         bias = self.key_bias(v)
         out = dma_attention(q, k, v, bias, self.window, implementation=self.implementation)
         return self.output(out), cache_from_prefill(k, v, bias, self.window or max_len, lengths)
+
+    def extend(self, x, *, positions, cache, lengths=None):
+        """C tokens per sequence: x (B, C, d_model) at ``positions`` (B, C) -> (y, cache).
+
+        Tokens at positions >= ``lengths`` (B,) are padding: never offered to the cache.
+        """
+        q, k, v = self.project(x, positions)
+        out, cache = cache_extend(cache, q, k, v, self.key_bias(v), positions, lengths)
+        return self.output(out.astype(x.dtype)), cache
 
     def decode(self, x, *, positions, cache):
         """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
@@ -164,21 +173,29 @@ class _DenseCausalAttention(_ProjectedAttention):
         q, k, v = self.project(x, positions)
         return self.output(_dense_attention(q, k, v, window=self.window, segment_ids=segment_ids))
 
-    def prefill(self, x, *, lengths, max_len):
+    def prefill(self, x, *, lengths, max_len, chunk=1):
         """Right-padded prompts (B, T, d_model) of ``lengths`` (B,) -> (y, KV cache).
 
-        The cache holds ``max_len`` slots (every key) or ``window`` (a ring buffer).
+        The cache holds ``max_len`` slots (every key) or a ring of ``window + chunk - 1``, enough
+        for later ``extend`` calls of up to ``chunk`` tokens.
         """
         q, k, v = self.project(x, None)
         out = _dense_attention(q, k, v, window=self.window, segment_ids=None)
-        return self.output(out), kv_cache_from_prefill(k, v, self.window or max_len, lengths)
+        size = max_len if self.window is None else min(max_len, self.window + chunk - 1)
+        return self.output(out), kv_cache_from_prefill(k, v, size, lengths)
+
+    def extend(self, x, *, positions, cache, lengths=None):
+        """C tokens per sequence: x (B, C, d_model) at ``positions`` (B, C) -> (y, cache).
+
+        Padding tokens (positions >= ``lengths``) are not written to the cache.
+        """
+        q, k, v = self.project(x, positions)
+        cache = kv_cache_append(cache, k, v, positions, lengths)
+        return self.output(kv_cached_attention(q, cache, positions, self.window).astype(x.dtype)), cache
 
     def decode(self, x, *, positions, cache):
         """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
-        q, k, v = self.project(x, positions[:, None])
-        cache = kv_cache_append(cache, k[:, 0], v[:, 0], positions)
-        out = kv_cached_attention(q[:, 0], cache, positions, self.window)
-        return self.output(out[:, None].astype(x.dtype)), cache
+        return self.extend(x, positions=positions[:, None], cache=cache)
 
 
 class MultiHeadAttention(_DenseCausalAttention):

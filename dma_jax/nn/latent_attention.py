@@ -81,7 +81,7 @@ class MultiHeadLatentAttention(nnx.Module):
         out = jax.nn.dot_product_attention(self._queries(x, positions), k, v, mask=mask, is_causal=True)
         return self._output(out)
 
-    def prefill(self, x, *, lengths, max_len):
+    def prefill(self, x, *, lengths, max_len, chunk=1):
         """Right-padded prompts (B, T, d_model) -> (y, latent cache of ``max_len`` slots)."""
         batch, length = x.shape[:2]
         positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
@@ -89,11 +89,15 @@ class MultiHeadLatentAttention(nnx.Module):
         y = self(x)
         return y, kv_cache_from_prefill(latent[:, :, None, :], k_rope[:, :, None, :], max_len, lengths)
 
-    def decode(self, x, *, positions, cache: KVCache):
-        """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
-        latent, k_rope = self._latent(x, positions[:, None])
-        cache = kv_cache_append(cache, latent[:, 0, None, :], k_rope[:, 0, None, :], positions)
+    def extend(self, x, *, positions, cache: KVCache, lengths=None):
+        """C tokens per sequence: x (B, C, d_model) at ``positions`` (B, C) -> (y, cache)."""
+        latent, k_rope = self._latent(x, positions)
+        cache = kv_cache_append(cache, latent[:, :, None, :], k_rope[:, :, None, :], positions, lengths)
         k, v = self._keys_values(cache.keys[:, :, 0, :], cache.values[:, :, 0, :])
         expanded = KVCache(keys=k, values=v, position=cache.position)
-        out = kv_cached_attention(self._queries(x, positions[:, None])[:, 0], expanded, positions)
-        return self._output(out[:, None].astype(x.dtype)), cache
+        out = kv_cached_attention(self._queries(x, positions), expanded, positions)
+        return self._output(out.astype(x.dtype)), cache
+
+    def decode(self, x, *, positions, cache: KVCache):
+        """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
+        return self.extend(x, positions=positions[:, None], cache=cache)

@@ -166,21 +166,26 @@ class NativeSparseAttention(nnx.Module):
             segments, start = (segment_ids, segment_ids), index - positions
         return self._attention(x, index, positions, k, v, index, jnp.ones((batch, length), bool), segments, start)
 
-    def prefill(self, x, *, lengths, max_len):
+    def prefill(self, x, *, lengths, max_len, chunk=1):
         """Right-padded prompts (B, T, d_model) -> (y, cache of every token's branch keys/values)."""
         batch, length = x.shape[:2]
         k, v = self._branch_keys(x, jnp.broadcast_to(jnp.arange(length), (batch, length)))
         flat = lambda a: a.reshape(batch, length, 1, -1)
         return self(x), kv_cache_from_prefill(flat(k), flat(v), max_len, lengths)
 
-    def decode(self, x, *, positions, cache: KVCache):
-        """One token per sequence at ``positions`` (B,): recomputes the branches over the cache."""
-        batch = x.shape[0]
-        k, v = self._branch_keys(x, positions[:, None])
-        cache = kv_cache_append(cache, k.reshape(batch, 1, -1)[:, 0, None], v.reshape(batch, 1, -1)[:, 0, None], positions)
+    def extend(self, x, *, positions, cache: KVCache, lengths=None):
+        """C tokens per sequence at ``positions`` (B, C): the branches recomputed over the cache."""
+        batch, chunk = x.shape[:2]
+        k, v = self._branch_keys(x, positions)
+        cache = kv_cache_append(cache, k.reshape(batch, chunk, 1, -1), v.reshape(batch, chunk, 1, -1), positions, lengths)
         size = cache.position.shape[1]
         shape = (batch, size, 3, self.num_kv_heads, self.head_dim)
         key_positions = jnp.broadcast_to(jnp.arange(size), (batch, size))
-        y = self._attention(x, positions[:, None], positions[:, None], cache.keys.reshape(shape), cache.values.reshape(shape),
-                            key_positions, cache.position >= 0, None, jnp.zeros_like(positions[:, None]))
+        valid = (cache.position >= 0) & (cache.position == key_positions)
+        y = self._attention(x, positions, positions, cache.keys.reshape(shape), cache.values.reshape(shape),
+                            key_positions, valid, None, jnp.zeros_like(positions))
         return y, cache
+
+    def decode(self, x, *, positions, cache: KVCache):
+        """One token per sequence at ``positions`` (B,): recomputes the branches over the cache."""
+        return self.extend(x, positions=positions[:, None], cache=cache)
