@@ -218,9 +218,10 @@ class DecoderLM(nnx.Module):
         length = tokens.shape[1]
         chunk = length if chunk is None else min(chunk, length)
         x = self.embed(tokens[:, :chunk])
+        later_chunk = chunk if chunk < length else 1  # what the caches must take in one step
         caches = []
         for block in self.blocks:
-            x, cache = block.prefill(x, lengths=jnp.minimum(lengths, chunk), max_len=max_len, chunk=chunk)
+            x, cache = block.prefill(x, lengths=jnp.minimum(lengths, chunk), max_len=max_len, chunk=later_chunk)
             caches.append(cache)
         logits = [self._logits(x)]
         for start in range(chunk, length, chunk):

@@ -84,3 +84,11 @@ def test_chunked_prefill_equals_full_forward(kind):
         full = np.asarray(model(sequence))[0]
         np.testing.assert_allclose(np.asarray(prompt_logits)[b, :length], full[:length], atol=2e-4)
         np.testing.assert_allclose(cached[b], full[length:], atol=2e-4)
+
+
+def test_swa_cache_is_a_ring_of_window_slots():
+    model = _model("swa", window=6)
+    _, caches = model.prefill(jnp.zeros((2, 20), jnp.int32), jnp.array([20, 7]), 60)
+    assert {c.keys.shape[1] for c in caches} == {6}
+    _, chunked = model.prefill(jnp.zeros((2, 20), jnp.int32), jnp.array([20, 7]), 60, 5)
+    assert {c.keys.shape[1] for c in chunked} == {6 + 5 - 1}
