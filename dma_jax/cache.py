@@ -131,15 +131,14 @@ def cache_append(cache: DMACache, k_new, v_new, bias_new, position) -> DMACache:
     v_new = jnp.repeat(v_new, bias_heads // v_new.shape[1], axis=1)
     bias_new = bias_new.astype(jnp.float32)
     empty = cache.position < 0
-    # The slot to take: an empty one if any, else the worst key (smallest bias, then oldest).
-    score = jnp.where(empty, -jnp.inf, cache.bias)
-    worst_bias = jnp.min(score, axis=-1, keepdims=True)
-    oldest_among_worst = jnp.where(score == worst_bias, jnp.where(empty, -1, cache.position), jnp.iinfo(jnp.int32).max)
-    slot = jnp.where(empty.any(-1), jnp.argmax(empty, axis=-1), jnp.argmin(oldest_among_worst, axis=-1))
     has_room = empty.any(-1)
+    # The slot to take: an empty one if any, else the worst key (smallest bias, then oldest).
+    worst_bias = jnp.min(jnp.where(empty, jnp.inf, cache.bias), axis=-1)
+    is_worst = ~empty & (cache.bias == worst_bias[..., None])
+    oldest_worst = jnp.argmin(jnp.where(is_worst, cache.position, jnp.iinfo(jnp.int32).max), axis=-1)
+    slot = jnp.where(has_room, jnp.argmax(empty, axis=-1), oldest_worst)
     # Ties go to the newer key, so it wins whenever its bias is not smaller than the worst.
-    wins = has_room | (bias_new >= worst_bias[..., 0])
-    wins = wins & (bias_new > -jnp.inf)
+    wins = (has_room | (bias_new >= worst_bias)) & (bias_new > -jnp.inf)
     take = wins[..., None] & (jnp.arange(cache.window) == slot[..., None])  # (B, Hb, w)
     return DMACache(
         keys=jnp.where(take[..., None], k_new[:, :, None, :], cache.keys),
