@@ -62,6 +62,7 @@ class ModelConfig:
     norm_eps: float = 1e-6
     dtype: str = "float32"
     implementation: str | None = None
+    remat: bool = False  # recompute each block's activations in the backward pass (saves memory)
 
     def __post_init__(self):
         if self.attention not in ATTENTION_KINDS:
@@ -199,8 +200,11 @@ class DecoderLM(nnx.Module):
         else:
             positions = positions_in_segments(segment_ids)
         x = self.embed(tokens)
+        run_block = lambda block, x, positions, segment_ids: block(x, positions=positions, segment_ids=segment_ids)
+        if self.config.remat:
+            run_block = nnx.remat(run_block)
         for block in self.blocks:
-            x = block(x, positions=positions, segment_ids=segment_ids)
+            x = run_block(block, x, positions, segment_ids)
         return self._logits(x)
 
     def _logits(self, x):

@@ -14,6 +14,7 @@ from dma_jax.attention import dma_attention
 from dma_jax.cache import cache_append, cache_extend, cache_from_prefill, cached_attention
 from dma_jax.kv_cache import kv_cache_append, kv_cache_from_prefill, kv_cached_attention
 from dma_jax.nn.rope import apply_rope
+from dma_jax.sharding import per_device
 
 
 def default_positions(x: jax.Array) -> jax.Array:
@@ -119,10 +120,11 @@ class DynamicMaskAttention(_ProjectedAttention):
 
     def __call__(self, x, *, positions=None, segment_ids=None, key_mask=None):
         q, k, v = self.project(x, positions)
-        out = dma_attention(
-            q, k, v, self.key_bias(v), self.window, segment_ids=segment_ids, key_mask=key_mask,
-            implementation=self.implementation,
+        attend = lambda q, k, v, bias, segment_ids, key_mask: dma_attention(
+            q, k, v, bias, self.window, segment_ids=segment_ids, key_mask=key_mask, implementation=self.implementation
         )
+        # One kernel call per device when a mesh is set (jax.set_mesh); a plain call otherwise.
+        out = per_device(attend, q, k, v, self.key_bias(v), segment_ids, key_mask, head_axis=(2, 2, 2, 1, None, None))
         return self.output(out)
 
     def prefill(self, x, *, lengths, max_len, chunk=1):

@@ -1,0 +1,122 @@
+"""The train state, its shardings, and the jitted train and eval steps.
+
+The state is a plain pytree ``{"params", "opt_state", "step", "rng"}``: params are the model's
+``nnx.State`` in float32 (master weights); the model computes in ``config.model.dtype`` (e.g.
+bfloat16) and returns float32 logits, so the loss and the gradients are float32.
+
+A step splits the global batch into ``grad_accum`` micro-batches and sums their gradients in a
+``lax.scan``; the loss is the mean over every ``loss_mask`` token of the whole global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dma_jax.models import DecoderLM
+from dma_jax.sharding import batch_sharding, tree_shardings
+from dma_jax.training.config import TrainConfig
+
+TrainState = dict[str, Any]
+
+
+def abstract_model(config: TrainConfig) -> nnx.Module:
+    return nnx.eval_shape(lambda: DecoderLM(config.model, rngs=nnx.Rngs(0)))
+
+
+def init_state(config: TrainConfig, optimizer: optax.GradientTransformation, mesh) -> tuple[nnx.GraphDef, TrainState, Any]:
+    """(graphdef, state placed on ``mesh``, state shardings). Parameters are initialised on device,
+    already sharded (no host copy of the full model)."""
+    graphdef, _ = nnx.split(abstract_model(config))
+
+    def init(seed):
+        init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+        _, params = nnx.split(DecoderLM(config.model, rngs=nnx.Rngs(init_key)))
+        return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32), "rng": train_key}
+
+    abstract = jax.eval_shape(init, config.seed)
+    shardings = tree_shardings(abstract, mesh)
+    state = jax.jit(init, static_argnums=0, out_shardings=shardings)(config.seed)
+    return graphdef, state, shardings
+
+
+def abstract_state(state_or_shapes, shardings):
+    """ShapeDtypeStructs with shardings: the target a checkpoint restores into."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings)
+
+
+def loss_sums(params, graphdef, batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(sum of token NLL, (token count, correct argmax count)) over ``loss_mask`` tokens."""
+    model = nnx.merge(graphdef, params)
+    logits = model(batch["inputs"], batch["segment_ids"])
+    targets = batch["targets"]
+    mask = batch["loss_mask"].astype(jnp.float32)
+    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    return jnp.sum(nll * mask), (jnp.sum(mask), jnp.sum(correct * mask))
+
+
+def _micro_batches(batch, count: int):
+    """(B, ...) -> (count, B / count, ...), micro-batch i = rows i, i + count, ... so every device
+    keeps its own rows (the batch dim stays sharded)."""
+    return jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1), batch)
+
+
+def make_train_step(config: TrainConfig, graphdef, optimizer, schedule, mesh, state_shardings):
+    """jit(state, batch) -> (state, metrics). ``batch``: global arrays sharded over the batch axes."""
+    accum = config.grad_accum
+
+    def step(state, batch):
+        params = state["params"]
+        if accum == 1:
+            (nll, (count, correct)), grads = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, batch)
+        else:
+            def one(carry, micro):
+                grads, nll, count, correct = carry
+                (n, (c, r)), g = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, micro)
+                return (jax.tree.map(jnp.add, grads, g), nll + n, count + c, correct + r), None
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+            (grads, nll, count, correct), _ = jax.lax.scan(one, init, _micro_batches(batch, accum))
+        denominator = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denominator, grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_state = {
+            "params": optax.apply_updates(params, updates),
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+            "rng": jax.random.fold_in(state["rng"], state["step"]),
+        }
+        metrics = {
+            "loss": nll / denominator,
+            "accuracy": correct / denominator,
+            "tokens": count,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(state["step"]),
+        }
+        return new_state, metrics
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, batch_sharding(mesh)),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(graphdef, mesh, param_shardings):
+    """jit(params, batch) -> {"nll", "tokens", "correct"} sums over ``loss_mask`` tokens."""
+
+    def evaluate(params, batch):
+        nll, (count, correct) = loss_sums(params, graphdef, batch)
+        return {"nll": nll, "tokens": count, "correct": correct}
+
+    return jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)), out_shardings=NamedSharding(mesh, P()))

@@ -1,0 +1,82 @@
+"""train(): exact resumption, gradient accumulation, metrics files, and config errors from train.py."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dma_jax.data import DataConfig
+from dma_jax.models import ModelConfig
+from dma_jax.training.config import TrainConfig
+from dma_jax.training.loop import train
+from dma_jax.training.optimizer import OptimConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(**overrides) -> TrainConfig:
+    config = TrainConfig(
+        model=ModelConfig.preset("tiny", attention="dma", window=8, implementation="xla"),
+        data=DataConfig(kind="mqar", seq_len=32, global_batch_size=8, vocab_size=256, mqar_num_kv_pairs=4,
+                        mqar_num_eval_examples=16, read_threads=1),
+        optim=OptimConfig(peak_lr=1e-2, warmup_steps=2, decay_fraction=0.25),
+        steps=8, log_every=1, eval_every=4, eval_batches=2, checkpoint_every=4, keep_checkpoints=2,
+    )
+    return dataclasses.replace(config, **overrides)
+
+
+def train_losses(records):
+    return {r["step"]: r["loss"] for r in records if r["event"] == "train"}
+
+
+def test_resume_continues_exactly(tmp_path):
+    config = small_config()
+    whole = train(config, tmp_path / "whole", progress=False)
+    first = train(config, tmp_path / "split", stop_after=4, progress=False)
+    assert max(train_losses(first)) == 4
+    second = train(config, tmp_path / "split", progress=False)
+    assert min(train_losses(second)) == 5
+    expected = train_losses(whole)
+    got = {**train_losses(first), **train_losses(second)}
+    assert got.keys() == expected.keys() == set(range(1, 9))
+    np.testing.assert_array_equal([got[s] for s in range(1, 9)], [expected[s] for s in range(1, 9)])
+    evals = lambda records: [r["eval_loss"] for r in records if r["event"] == "eval"]
+    np.testing.assert_array_equal(evals(first) + evals(second), evals(whole))
+    # the log of the resumed run reads like one run: every step once
+    logged = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["event"] == "train"] == list(range(1, 9))
+
+
+def test_training_reduces_the_loss(tmp_path):
+    records = train(small_config(steps=30, eval_every=0, checkpoint_every=0, log_every=10), tmp_path, progress=False)
+    losses = train_losses(records)
+    assert losses[30] < losses[10] - 0.5
+    assert (tmp_path / "config.json").exists() and (tmp_path / "checkpoints").is_dir()
+    assert records[0]["event"] == "start" and records[0]["params"] > 0
+
+
+def test_gradient_accumulation_matches_one_batch(tmp_path):
+    one = train(small_config(steps=3, eval_every=0), tmp_path / "one", progress=False)
+    four = train(small_config(steps=3, eval_every=0, grad_accum=4), tmp_path / "four", progress=False)
+    np.testing.assert_allclose(list(train_losses(four).values()), list(train_losses(one).values()), rtol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("model.d_model=oops", "model.d_model"), ("nonsense=1", "unknown config key 'nonsense'"),
+     ("data.seq_len=0", "data.seq_len"), ("optim.warmup_steps=500", "optim.warmup_steps"),
+     ("model.vocab_size=100", "model.vocab_size"), ("model.attention=rnn", "model.attention")],
+    ids=["type", "unknown", "data", "schedule", "vocab", "attention-kind"],
+)
+def test_bad_config_fails_before_compute_naming_the_key(tmp_path, override, message):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
+         str(tmp_path), override], capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
