@@ -80,3 +80,17 @@ def test_bad_config_fails_before_compute_naming_the_key(tmp_path, override, mess
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_readme_main_job_runs_from_the_command_line(tmp_path):
+    """The README's first command, shortened: train.py on configs/smoke.py trains, evaluates and saves."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
+         str(tmp_path), "steps=10", "optim.warmup_steps=2", "eval_every=5", "checkpoint_every=5"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line)["event"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert events == ["start", "eval", "train", "eval"]  # eval at 5 and 10; log_every=10 logs step 10
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["10", "5"]
+    assert "step 10: eval loss" in result.stderr + result.stdout
