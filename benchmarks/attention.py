@@ -6,7 +6,8 @@ B = 1, H = 32, Hkv = 8, D = 128, bf16, causal. For each T: cuDNN dense causal
 (``jax.nn.dot_product_attention(implementation="cudnn")``, GQA), the Pallas GPU flash attention
 shipped with JAX (``jax.experimental.pallas.ops.gpu.attention.mha``, kv heads repeated, since it
 has no GQA), and for each window w: ``dma_attention(implementation="pallas")`` through the public
-call, selection included; forward and forward+backward. Medians of --repeats timed runs after
+call, selection included; forward and forward+backward; up to --reference-max also the dense
+reference (``dma_attention_reference``) and the gathered-tile XLA path. Medians of --repeats timed runs after
 warm-up. Useful TFLOP/s counts 4 * D * H * (sum over queries of the keys they keep) forward, 2.5x
 that for forward+backward. Writes attention.json (card, versions, command) and attention.png.
 Before timing, checks the kernel against the float32 XLA path at the smallest T (--check).
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dma_jax import dma_attention, live_ranges
+from dma_jax import dma_attention, dma_attention_reference, live_ranges
 from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas
 from dma_jax.xla_attention import dma_attention_xla
 from pallas_kernels.common import KernelOptions
@@ -100,6 +101,8 @@ def main():
     p.add_argument("--no-baselines", action="store_true", help="skip cuDNN and Pallas flash attention")
     p.add_argument("--no-backward", action="store_true")
     p.add_argument("--check", action="store_true", help="check the kernel at the smallest T first")
+    p.add_argument("--reference-max", type=int, default=8192,
+                   help="also time the dense reference (dma_attention_reference) and the XLA path up to this T")
     p.add_argument("--out-dir", default=".")
     p.add_argument(
         "--configs", nargs="+", default=None,
@@ -136,6 +139,20 @@ def main():
                     row["error"] = repr(e)[:300]
                 result["rows"].append(row)
                 print(json.dumps(row), flush=True)
+        if length <= args.reference_max:
+            for window in args.windows:
+                dense_paths = (("reference", lambda q, k, v, b, w=window: dma_attention_reference(q, k, v, b, w)),
+                               ("dma_xla", lambda q, k, v, b, w=window: dma_attention(q, k, v, b, w, implementation="xla")))
+                for name, fn in dense_paths:
+                    row = dict(kind=name, T=length, window=window, useful_flops_fwd=4 * HEAD_DIM * group * kept_pairs(bias, window))
+                    try:
+                        row["fwd_ms"] = median_ms(jax.jit(fn), q, k, v, bias, repeats=args.repeats)
+                        if not args.no_backward:
+                            row["fwd_bwd_ms"] = median_ms(forward_and_backward(fn), q, k, v, bias, repeats=args.repeats)
+                    except Exception as e:  # out of memory at large T: record, keep going
+                        row["error"] = repr(e)[:300]
+                    result["rows"].append(row)
+                    print(json.dumps(row), flush=True)
         for window, config_text in [(w, c) for w in args.windows for c in (args.configs or [None])]:
             flops = 4 * HEAD_DIM * group * kept_pairs(bias, window)
             if config_text is None:

@@ -5,30 +5,38 @@ from __future__ import annotations
 import jax
 
 from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas
+from dma_jax.pallas_tpu_attention import PallasTpuConfig, dma_attention_pallas_tpu
 from dma_jax.validation import check_attention_args
 from dma_jax.xla_attention import check_contiguous_segments, dma_attention_xla
 
-IMPLEMENTATIONS = (None, "xla", "pallas")
+IMPLEMENTATIONS = (None, "xla", "pallas", "pallas_tpu")
 
 _xla = jax.jit(dma_attention_xla, static_argnames=("window", "causal", "scale", "block_q"))
 _pallas = jax.jit(dma_attention_pallas, static_argnames=("window", "causal", "scale", "config"))
+_pallas_tpu = jax.jit(dma_attention_pallas_tpu, static_argnames=("window", "causal", "scale", "config"))
 
 
 def _on_gpu() -> bool:
     return jax.default_backend() == "gpu"
 
 
+def _on_tpu() -> bool:
+    return jax.default_backend() == "tpu"
+
+
 def _resolve(implementation, causal, segment_ids):
-    """Pick "xla" or "pallas"; None means the kernels on GPU when they support the call."""
+    """Pick an implementation; None means the kernels on GPU or TPU when they support the call."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     pallas_supports = causal or segment_ids is None
-    if implementation == "pallas" and not pallas_supports:
+    if implementation in ("pallas", "pallas_tpu") and not pallas_supports:
         raise NotImplementedError(
-            "implementation='pallas' does not support causal=False with segment_ids; use 'xla' or None"
+            f"implementation={implementation!r} does not support causal=False with segment_ids; use 'xla' or None"
         )
+    if implementation is None and pallas_supports:
+        return "pallas" if _on_gpu() else "pallas_tpu" if _on_tpu() else "xla"
     if implementation is None:
-        return "pallas" if _on_gpu() and pallas_supports else "xla"
+        return "xla"
     return implementation
 
 
@@ -60,10 +68,11 @@ def dma_attention(
       segment_ids: optional int (B, T) for packed documents (Tq == Tk): a query sees only
         keys of its segment. Each segment must be one contiguous run (checked outside jit).
       key_mask: optional bool (B, Tk): False keys (padding) are never kept.
-      implementation: None (the Pallas kernels on GPU, the XLA path elsewhere), "xla"
+      implementation: None (the Pallas kernels on GPU or TPU, the XLA path elsewhere), "xla"
         (gathered key tiles in plain XLA, O(T * window) work, O(B * H * T * D) memory) or
-        "pallas" (the kernels of ``pallas_kernels``; in interpret mode off the GPU, which is
-        slow and meant for tests).
+        "pallas" (the GPU kernels of ``pallas_kernels``; in interpret mode off the GPU, which is
+        slow and meant for tests) or "pallas_tpu" (the TPU kernels of ``pallas_kernels.tpu``;
+        in TPU interpret mode off the TPU, for tests).
 
     Returns:
       (B, Tq, H, D) in q's dtype: softmax over the kept keys of ``scale * q.k + bias``,
@@ -81,4 +90,7 @@ def dma_attention(
     if chosen == "pallas":
         config = PallasConfig() if _on_gpu() else PallasConfig().interpreted()
         return _pallas(q, k, v, bias, window, config=config, **kwargs)
+    if chosen == "pallas_tpu":
+        config = PallasTpuConfig() if _on_tpu() else PallasTpuConfig().interpreted()
+        return _pallas_tpu(q, k, v, bias, window, config=config, **kwargs)
     return _xla(q, k, v, bias, window, **kwargs)

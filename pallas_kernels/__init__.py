@@ -7,5 +7,6 @@
 
 They take index tables and live ranges prepared by ``dma_jax`` (``dma_jax/pallas_attention.py``
 wires them behind ``dma_attention(implementation="pallas")`` with a custom VJP). GPU: the
-Triton lowering of Pallas; CPU: interpret mode, for tests. No TPU kernels yet.
+Triton lowering of Pallas; CPU: interpret mode, for tests. ``pallas_kernels.tpu`` holds the same
+design for Pallas TPU (Mosaic), verified in TPU interpret mode only (docs/tpu.md).
 """
