@@ -1,11 +1,149 @@
-"""Evaluation entry point: not built yet.
+"""Evaluate trained runs (train.py workdirs): perplexity, MQAR accuracy by slice, needle accuracy by
+(length, depth), training and inference throughput. Writes one JSON file and PNG plots.
 
-It will score trained checkpoints: held-out perplexity, MQAR accuracy by sequence length and
-number of pairs, needle-in-a-haystack accuracy by length and depth, and throughput, writing
-JSON and PNG plots. Until then it refuses to run rather than pretend.
+    python eval.py --workdir runs/smoke --out results/eval_smoke.json
+    python eval.py --workdir runs/lm_* --perplexity --throughput --out results/ppl.json --plots-dir results/plots
+    python eval.py --workdir runs/niah_dma --niah --niah-scales 0.5 1 2 4 8 --out results/niah.json
+
+Without task flags each run gets the task of its training data: perplexity for "lm", MQAR for
+"mqar", the needle grid for "niah".
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+import platform
 import sys
+from pathlib import Path
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", nargs="+", required=True, help="train.py workdirs to evaluate")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: each run's latest)")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--plots-dir", default=None, help="PNG plots go here (default: next to --out)")
+    p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("perplexity")
+    g.add_argument("--perplexity", action="store_true")
+    g.add_argument("--ppl-seq-len", type=int, default=None, help="window length (default: the training length)")
+    g.add_argument("--ppl-max-batches", type=int, default=None)
+    g = p.add_argument_group("MQAR")
+    g.add_argument("--mqar", action="store_true")
+    g.add_argument("--mqar-seq-lens", type=int, nargs="+", default=None, help="default: the training length")
+    g.add_argument("--mqar-pairs", type=int, nargs="+", default=None, help="default: the training pairs")
+    g.add_argument("--mqar-examples", type=int, default=256)
+    g = p.add_argument_group("needle in a haystack")
+    g.add_argument("--niah", action="store_true")
+    g.add_argument("--niah-scales", type=float, nargs="+", default=[0.5, 1, 2, 4, 8],
+                   help="context lengths as multiples of the training length")
+    g.add_argument("--niah-depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    g.add_argument("--niah-per-cell", type=int, default=8)
+    g = p.add_argument_group("throughput")
+    g.add_argument("--throughput", action="store_true")
+    g.add_argument("--throughput-seq-len", type=int, default=None, help="default: the training length")
+    g.add_argument("--throughput-batch", type=int, default=None, help="default: the training batch")
+    g.add_argument("--decode-tokens", type=int, default=64)
+    return p.parse_args(argv)
+
+
+def evaluate_run(workdir: str, args) -> dict:
+    from tokenizers import Tokenizer
+
+    from dma_jax.evaluation import (BatchScorer, inference_throughput, load_run, mqar_accuracy, niah_accuracy,
+                                    perplexity, training_throughput)
+    from dma_jax.training.flops import count_matmul_params, count_params, training_flops_per_token
+    from flax import nnx
+
+    run = load_run(workdir, args.step)
+    config, model = run.config, run.model
+    params = nnx.state(model, nnx.Param)
+    flops_per_token = training_flops_per_token(config.model, count_matmul_params(params), config.data.seq_len)
+    tokens_seen = run.step * config.data.global_batch_size * config.data.seq_len
+    result = {"workdir": str(workdir), "step": run.step, "attention": config.model.attention,
+              "window": config.model.window, "d_model": config.model.d_model, "params": count_params(params),
+              "data": config.data.kind, "train_seq_len": config.data.seq_len, "tokens_seen": tokens_seen,
+              "training_flops": flops_per_token * tokens_seen}
+    chosen = any((args.perplexity, args.mqar, args.niah, args.throughput))
+    scorer = BatchScorer(model)
+    progress = not args.no_progress
+    if args.perplexity or (not chosen and config.data.kind == "lm"):
+        result["perplexity"] = perplexity(scorer, config.data, seq_len=args.ppl_seq_len,
+                                          max_batches=args.ppl_max_batches, progress=progress)
+    if args.mqar or (not chosen and config.data.kind == "mqar"):
+        result["mqar"] = mqar_accuracy(scorer, config.data, args.mqar_seq_lens or [config.data.seq_len],
+                                       args.mqar_pairs or [config.data.mqar_num_kv_pairs],
+                                       examples=args.mqar_examples, progress=progress)
+    if args.niah or (not chosen and config.data.kind == "niah"):
+        tokenizer = Tokenizer.from_file(str(config.data.resolved_tokenizer_path()))
+        lengths = [max(64, int(round(s * config.data.seq_len))) for s in args.niah_scales]
+        result["niah"] = niah_accuracy(scorer, tokenizer, lengths, args.niah_depths, per_cell=args.niah_per_cell,
+                                       progress=progress)
+    if args.throughput:
+        seq_len = args.throughput_seq_len or config.data.seq_len
+        batch = args.throughput_batch or config.data.global_batch_size
+        result["throughput"] = {
+            "training": training_throughput(config, seq_len=seq_len, batch=batch),
+            "inference": inference_throughput(model, prompt_len=seq_len, new_tokens=args.decode_tokens, batch=batch),
+        }
+    return result
+
+
+def make_plots(runs: list[dict], plots_dir: Path) -> list[str]:
+    from dma_jax.evaluation.plots import heatmap, lines
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for run in runs:
+        name = Path(run["workdir"]).name
+        label = f"{name}: {run['attention']}, d={run['d_model']}, step {run['step']}"
+        if len(run.get("mqar", [])) > 1:
+            written.append(str(heatmap(run["mqar"], "seq_len", "num_kv_pairs", "accuracy",
+                                       plots_dir / f"mqar_{name}.png", f"MQAR accuracy ({label})")))
+        if run.get("niah"):
+            written.append(str(heatmap(run["niah"], "length", "depth", "accuracy", plots_dir / f"niah_{name}.png",
+                                       f"needle accuracy ({label}, trained at {run['train_seq_len']})")))
+    with_ppl = [r for r in runs if "perplexity" in r]
+    if len(with_ppl) > 1:
+        series = {}
+        for r in with_ppl:
+            series.setdefault(r["attention"], []).append((r["training_flops"], r["perplexity"]["perplexity"]))
+        written.append(str(lines(series, plots_dir / "perplexity_vs_flops.png", "validation perplexity",
+                                 "training FLOPs", "perplexity")))
+    return written
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    for workdir in args.workdir:
+        if not (Path(workdir) / "config.json").is_file():
+            print(f"eval.py: {workdir} has no config.json (not a train.py workdir)", file=sys.stderr)
+            return 2
+    import jax
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"card": {"device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+                       "jax": jax.__version__, "python": platform.python_version()},
+              "command": " ".join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)]), "runs": []}
+    for workdir in args.workdir:
+        result["runs"].append(evaluate_run(workdir, args))
+        out.write_text(json.dumps(result, indent=2))
+    result["plots"] = make_plots(result["runs"], Path(args.plots_dir) if args.plots_dir else out.parent)
+    out.write_text(json.dumps(result, indent=2))
+    for run in result["runs"]:
+        summary = {k: run[k] for k in ("workdir", "attention", "step")}
+        if "perplexity" in run:
+            summary["perplexity"] = round(run["perplexity"]["perplexity"], 3)
+        if "mqar" in run:
+            summary["mqar_accuracy"] = {f"{r['seq_len']}x{r['num_kv_pairs']}": round(r["accuracy"], 3) for r in run["mqar"]}
+        if "niah" in run:
+            summary["niah_accuracy"] = round(sum(r["accuracy"] for r in run["niah"]) / len(run["niah"]), 3)
+        print(json.dumps(summary))
+    print(f"wrote {out}" + (f" and {len(result['plots'])} plots" if result["plots"] else ""))
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit("eval.py is not implemented yet (see its docstring); run `python -m dma_jax.demo` instead")
+    sys.exit(main())

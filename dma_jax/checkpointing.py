@@ -47,6 +47,10 @@ class Checkpointer:
         )
         return self.manager.restore(step, args=args)["state"]
 
+    def restore_state(self, step: int, target_state):
+        """Only the train state at ``step`` (no data iterator), e.g. for evaluation."""
+        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target_state)))["state"]
+
     def metadata(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
 

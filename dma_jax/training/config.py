@@ -149,3 +149,15 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
 def config_dict(config) -> dict:
     """A JSON-ready dict of the config (for metrics and checkpoints)."""
     return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    """The inverse of ``config_dict`` (e.g. a run's ``config.json``)."""
+    values = dict(values)
+    nested = {
+        "model": ModelConfig(**values.pop("model")),
+        "data": DataConfig.from_dict(values.pop("data")),
+        "optim": OptimConfig(**values.pop("optim")),
+        "mesh": MeshConfig(**values.pop("mesh")),
+    }
+    return TrainConfig(**nested, **values)

@@ -30,19 +30,27 @@ def abstract_model(config: TrainConfig) -> nnx.Module:
     return nnx.eval_shape(lambda: DecoderLM(config.model, rngs=nnx.Rngs(0)))
 
 
-def init_state(config: TrainConfig, optimizer: optax.GradientTransformation, mesh) -> tuple[nnx.GraphDef, TrainState, Any]:
-    """(graphdef, state placed on ``mesh``, state shardings). Parameters are initialised on device,
-    already sharded (no host copy of the full model)."""
-    graphdef, _ = nnx.split(abstract_model(config))
-
+def _init_fn(config: TrainConfig, optimizer: optax.GradientTransformation):
     def init(seed):
         init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
         _, params = nnx.split(DecoderLM(config.model, rngs=nnx.Rngs(init_key)))
         return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32), "rng": train_key}
 
-    abstract = jax.eval_shape(init, config.seed)
-    shardings = tree_shardings(abstract, mesh)
-    state = jax.jit(init, static_argnums=0, out_shardings=shardings)(config.seed)
+    return init
+
+
+def state_shapes(config: TrainConfig, optimizer: optax.GradientTransformation, mesh) -> tuple[nnx.GraphDef, Any, Any]:
+    """(graphdef, the state's ShapeDtypeStructs, its shardings on ``mesh``), with no compute."""
+    graphdef, _ = nnx.split(abstract_model(config))
+    shapes = jax.eval_shape(_init_fn(config, optimizer), config.seed)
+    return graphdef, shapes, tree_shardings(shapes, mesh)
+
+
+def init_state(config: TrainConfig, optimizer: optax.GradientTransformation, mesh) -> tuple[nnx.GraphDef, TrainState, Any]:
+    """(graphdef, state placed on ``mesh``, state shardings). Parameters are initialised on device,
+    already sharded (no host copy of the full model)."""
+    graphdef, _, shardings = state_shapes(config, optimizer, mesh)
+    state = jax.jit(_init_fn(config, optimizer), static_argnums=0, out_shardings=shardings)(config.seed)
     return graphdef, state, shardings
 
 

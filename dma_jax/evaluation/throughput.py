@@ -1,0 +1,65 @@
+"""Throughput of a model: training tokens/s (a full optimizer step) and inference tokens/s
+(prefill, and cached decoding), on random tokens, timed after warm-up (medians)."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from dma_jax.generation import generate
+from dma_jax.sharding import MeshConfig, global_batch, make_mesh
+from dma_jax.training.config import TrainConfig
+from dma_jax.training.optimizer import make_optimizer, wsd_schedule
+from dma_jax.training.step import init_state, make_train_step
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_batch(rng: np.random.Generator, vocab: int, batch: int, seq_len: int) -> dict[str, np.ndarray]:
+    tokens = rng.integers(0, vocab, (batch, seq_len + 1), dtype=np.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((batch, seq_len), np.int32),
+            "loss_mask": np.ones((batch, seq_len), np.float32)}
+
+
+def training_throughput(config: TrainConfig, *, seq_len: int, batch: int, repeats: int = 5) -> dict:
+    """Tokens/s of the config's train step (all devices, data parallel) at (batch, seq_len)."""
+    config = dataclasses.replace(config, mesh=MeshConfig())
+    mesh = make_mesh(config.mesh)
+    optimizer = make_optimizer(config.optim, config.steps)
+    graphdef, state, shardings = init_state(config, optimizer, mesh)
+    with jax.set_mesh(mesh):
+        step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh, shardings)
+        data = global_batch(random_batch(np.random.default_rng(0), config.model.vocab_size, batch, seq_len), mesh)
+        holder = {"state": state}
+
+        def one():
+            holder["state"], metrics = step(holder["state"], data)
+            return metrics
+
+        seconds = _median_seconds(one, repeats)
+    return {"seq_len": seq_len, "batch": batch, "step_s": seconds, "tokens_per_s": batch * seq_len / seconds}
+
+
+def inference_throughput(model, *, prompt_len: int, new_tokens: int, batch: int, repeats: int = 3) -> dict:
+    """Prefill tokens/s (a prompt of ``prompt_len``) and decode tokens/s (``new_tokens`` more, one
+    at a time with the caches), from generate() timed with 1 and with ``new_tokens`` new tokens."""
+    prompts = random_batch(np.random.default_rng(1), model.config.vocab_size, batch, prompt_len)["inputs"]
+    prefill = _median_seconds(lambda: generate(model, prompts, 1), repeats)
+    total = _median_seconds(lambda: generate(model, prompts, new_tokens), repeats)
+    decode = max(total - prefill, 1e-9)
+    return {"prompt_len": prompt_len, "new_tokens": new_tokens, "batch": batch, "prefill_s": prefill,
+            "prefill_tokens_per_s": batch * prompt_len / prefill, "decode_s": decode,
+            "decode_tokens_per_s": batch * (new_tokens - 1) / decode}

@@ -1,0 +1,123 @@
+"""dma_jax.evaluation and eval.py: loading runs, scoring, perplexity, MQAR slices, needle grid."""
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from tokenizers import Tokenizer
+
+from dma_jax.data import DataConfig
+from dma_jax.data.toy_corpus import write_toy_tokens
+from dma_jax.evaluation import BatchScorer, load_run, mqar_accuracy, niah_accuracy, perplexity
+from dma_jax.evaluation.niah import niah_batch
+from dma_jax.training.loop import train
+from tests.test_training_loop import small_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TableModel(nnx.Module):
+    """logits = table[inputs]: a stand-in model whose predictions the test controls."""
+
+    def __init__(self, table):
+        self.table = nnx.Param(jnp.asarray(table, jnp.float32))
+
+    def __call__(self, tokens, segment_ids=None):
+        return self.table[...][tokens]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    records = train(small_config(steps=6, eval_every=6, checkpoint_every=3), workdir, progress=False)
+    return workdir, records
+
+
+@pytest.fixture(scope="module")
+def toy_tokens(tmp_path_factory):
+    return write_toy_tokens(tmp_path_factory.mktemp("toy"), num_documents=40, vocab_size=300)
+
+
+def test_load_run_reproduces_the_logged_eval_loss(trained_run):
+    workdir, records = trained_run
+    run = load_run(workdir)
+    assert run.step == 6 and run.config == small_config(steps=6, eval_every=6, checkpoint_every=3)
+    logged = next(r for r in records if r["event"] == "eval")
+    scorer = BatchScorer(run.model)
+    rows = mqar_accuracy(scorer, run.config.data, [32], [4], examples=16, batch_size=8, progress=False)
+    assert rows[0]["accuracy"] == pytest.approx(logged["eval_accuracy"], abs=1e-6)
+    earlier = load_run(workdir, step=3)
+    assert earlier.step == 3
+    with pytest.raises(FileNotFoundError, match="no checkpoint at step 4"):
+        load_run(workdir, step=4)
+
+
+def test_scorer_counts_and_exact_match():
+    vocab = 5
+    table = np.zeros((vocab, vocab))
+    table[np.arange(vocab), (np.arange(vocab) + 1) % vocab] = 1.0  # predicts x + 1
+    scorer = BatchScorer(TableModel(table))
+    inputs = np.array([[0, 1, 2, 3], [0, 1, 2, 3]], np.int32)
+    targets = np.array([[1, 2, 3, 4], [1, 2, 0, 4]], np.int32)  # row 1 has one wrong target
+    mask = np.array([[0, 1, 1, 1], [0, 1, 1, 1]], np.float32)
+    scores = scorer({"inputs": inputs, "targets": targets, "segment_ids": np.ones_like(inputs), "loss_mask": mask})
+    np.testing.assert_array_equal(scores["tokens"], [3, 3])
+    np.testing.assert_array_equal(scores["correct"], [3, 2])
+    np.testing.assert_array_equal(scores["exact"], [True, False])
+    log_z = math.log(math.e + 4)
+    assert scores["nll"][0] == pytest.approx(3 * (log_z - 1), rel=1e-5)
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary(toy_tokens):
+    vocab = Tokenizer.from_file(str(toy_tokens / "tokenizer.json")).get_vocab_size()
+    data = DataConfig(kind="lm", seq_len=32, global_batch_size=4, corpus_path=str(toy_tokens), read_threads=1)
+    result = perplexity(BatchScorer(TableModel(np.zeros((vocab, vocab)))), data, batch_size=4, progress=False)
+    assert result["perplexity"] == pytest.approx(vocab, rel=1e-5)
+    assert result["windows"] > 0 and result["tokens"] > result["windows"]
+
+
+def test_niah_batch_scores_only_the_answer(toy_tokens):
+    tokenizer = Tokenizer.from_file(str(toy_tokens / "tokenizer.json"))
+    batch = niah_batch(tokenizer, 400, 0.5, [1, 2, 3])
+    assert batch["inputs"].shape[0] == 3
+    for row in range(3):
+        masked = batch["targets"][row][batch["loss_mask"][row] > 0]
+        assert tokenizer.decode(masked.tolist()).strip().isdigit()
+        assert batch["loss_mask"][row].sum() < 10
+    vocab = tokenizer.get_vocab_size()
+    rows = niah_accuracy(BatchScorer(TableModel(np.zeros((vocab, vocab)))), tokenizer, [400, 600], [0.0, 1.0],
+                         per_cell=2, progress=False)
+    assert [(r["length"], r["depth"]) for r in rows] == [(400, 0.0), (400, 1.0), (600, 0.0), (600, 1.0)]
+    assert all(r["accuracy"] == 0.0 for r in rows)  # a uniform model never reproduces a 7-digit number
+
+
+def test_mqar_slices_skip_impossible_ones(trained_run):
+    run = load_run(trained_run[0])
+    rows = mqar_accuracy(BatchScorer(run.model), run.config.data, [32, 64], [4, 16], examples=8, progress=False)
+    assert [(r["seq_len"], r["num_kv_pairs"]) for r in rows] == [(32, 4), (64, 4), (64, 16)]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["queries"] > 0 for r in rows)
+
+
+def test_eval_cli_writes_json_and_plots(trained_run, tmp_path):
+    workdir, _ = trained_run
+    out = tmp_path / "eval.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), "--workdir", str(workdir), "--out", str(out), "--no-progress",
+         "--mqar", "--mqar-seq-lens", "32", "64", "--mqar-pairs", "2", "4", "--mqar-examples", "8"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(out.read_text())
+    assert written["card"]["device_kind"] and "eval.py" in written["command"]
+    assert len(written["runs"][0]["mqar"]) == 4 and written["runs"][0]["training_flops"] > 0
+    assert [Path(p).suffix for p in written["plots"]] == [".png"] and Path(written["plots"][0]).exists()
+    bad = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--workdir", str(tmp_path), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "no config.json" in bad.stderr
