@@ -69,13 +69,14 @@ def test_gradient_accumulation_matches_one_batch(tmp_path):
     "override, message",
     [("model.d_model=oops", "model.d_model"), ("nonsense=1", "unknown config key 'nonsense'"),
      ("data.seq_len=0", "data.seq_len"), ("optim.warmup_steps=500", "optim.warmup_steps"),
-     ("model.vocab_size=100", "model.vocab_size"), ("model.attention=rnn", "model.attention")],
-    ids=["type", "unknown", "data", "schedule", "vocab", "attention-kind"],
+     ("model.vocab_size=100", "model.vocab_size"), ("model.attention=rnn", "model.attention"),
+     ("model.attention=nsa model.nsa_num_selected=1", "num_selected must be >= 3")],
+    ids=["type", "unknown", "data", "schedule", "vocab", "attention-kind", "layer-check"],
 )
 def test_bad_config_fails_before_compute_naming_the_key(tmp_path, override, message):
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
-         str(tmp_path), override], capture_output=True, text=True, timeout=120, cwd=ROOT,
+         str(tmp_path), *override.split()], capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr

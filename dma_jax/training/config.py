@@ -72,7 +72,20 @@ class TrainConfig:
         window = self.model.window
         if self.model.attention in ("dma", "swa", "nsa") and window is not None and window < 1:
             raise ValueError(f"model.window must be >= 1 or None, got {window}")
+        _check_model_builds(self.model)
         return self
+
+
+def _check_model_builds(model: ModelConfig) -> None:
+    """Build the model abstractly (shapes only, no compute) so its layers' own checks run now."""
+    from flax import nnx
+
+    from dma_jax.models import DecoderLM
+
+    try:
+        nnx.eval_shape(lambda: DecoderLM(model, rngs=nnx.Rngs(0)))
+    except ValueError as error:
+        raise ValueError(f"model ({model.attention}): {error}") from None
 
 
 def _parse(text: str, current):

@@ -1,0 +1,97 @@
+"""Run many ``train.py`` jobs, several at a time on one machine, and keep their results.
+
+Each job is one cell of an experiment grid: a config file, overrides and a workdir. Jobs run as
+separate processes, ``--jobs`` at a time; on a GPU they share it (each may take at most
+1/jobs of its memory). When a job ends, its final train and eval records are stored in the
+results JSON under the cell's name, so a grid cut short (or spread over several sessions) resumes
+with the cells it lacks: cells already in the JSON are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str  # unique cell name, e.g. "dma_T512_d64"
+    config: str
+    overrides: tuple[str, ...]
+    cell: dict  # the grid coordinates, stored with the result
+
+
+def device_card() -> dict:
+    import platform
+
+    import jax
+
+    return {"device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(), "jax": jax.__version__,
+            "python": platform.python_version()}
+
+
+def final_records(workdir: Path) -> dict:
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    last = lambda event: next((r for r in reversed(records) if r["event"] == event), None)
+    start = next(r for r in records if r["event"] == "start")
+    return {"train": last("train"), "eval": last("eval"), "params": start["params"],
+            "flops_per_token": start["flops_per_token"], "device_kind": start["device_kind"]}
+
+
+def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float) -> dict:
+    workdir = workroot / job.name
+    env = dict(os.environ)
+    if jobs > 1:
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / jobs:.3f}"
+    command = [sys.executable, str(ROOT / "train.py"), "--config", job.config, "--workdir", str(workdir),
+               "--no-progress", *job.overrides]
+    start = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "train.log").open("w") as log:
+        try:
+            code = subprocess.run(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    result = {"cell": job.cell, "command": " ".join(["python", "train.py", *command[2:]]),
+              "wall_s": time.perf_counter() - start}
+    if code != 0:
+        tail = (workdir / "train.log").read_text()[-1500:]
+        return {**result, "error": f"exit {code}: {tail}"}
+    return {**result, **final_records(workdir)}
+
+
+def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,
+             retry_errors: bool = False) -> dict:
+    """Run the jobs missing from ``results_path`` (a JSON with "card", "cells"); returns its content."""
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
+    results.setdefault("cells", {})
+    results.setdefault("card", device_card())
+    results["command"] = " ".join(["python", *sys.argv])
+    done = {name for name, r in results["cells"].items() if not (retry_errors and "error" in r)}
+    todo = [job for job in jobs if job.name not in done]
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} cells done already; running {len(todo)}, {parallel} at a time",
+          flush=True)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def one(job):
+        result = run_job(job, workroot, parallel, timeout_s)
+        results["cells"][job.name] = result
+        results_path.write_text(json.dumps(results, indent=2))
+        status = result.get("error", "")[:80] or json.dumps({k: round(v, 4) for k, v in (result["eval"] or {}).items()
+                                                               if isinstance(v, float)})
+        print(f"{job.name}: {result['wall_s']:.0f} s {status}", flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, todo))
+    return results

@@ -1,0 +1,110 @@
+"""MQAR accuracy grid (the paper's Fig. 6 at our scale): attention x sequence length x d_model.
+
+Every cell trains ``configs/mqar.py`` from scratch and is scored by its final evaluation (query
+accuracy on held-out MQAR examples of the training slice). Windows and the number of key-value
+pairs scale with the length: w = T / --window-ratio, pairs = T / --pairs-ratio; NSA selects
+max(3, w / 32) blocks of 32 (its selected tokens match the window).
+
+    python experiments/mqar_grid.py --jobs 8 --results results/mqar/grid.json
+    python experiments/mqar_grid.py --attentions dma swa --seq-lens 64 128 --d-models 32 --steps 300 \
+        --batch 32 --results /tmp/mqar.json --workroot /tmp/mqar        # a CPU-sized try
+
+Cells already in --results are skipped, so a grid can be finished over several sessions. Writes
+--results (JSON: card, commands, per-cell final records and wall time) and a heatmap PNG beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.launch import Job, run_grid  # noqa: E402
+
+ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
+
+
+def jobs(args) -> list[Job]:
+    out = []
+    for attention in args.attentions:
+        for seq_len in args.seq_lens:
+            for d_model in args.d_models:
+                window = max(8, seq_len // args.window_ratio)
+                pairs = max(1, seq_len // args.pairs_ratio)
+                overrides = (
+                    f"model.attention={attention}", f"model.d_model={d_model}", f"model.window={window}",
+                    f"model.nsa_num_selected={max(3, window // 32)}", f"data.seq_len={seq_len}",
+                    f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={args.batch}",
+                    f"optim.peak_lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
+                    f"eval_every={args.steps}", "checkpoint_every=-1", f"log_every={max(1, args.steps // 10)}",
+                    *args.overrides,
+                )
+                cell = {"attention": attention, "seq_len": seq_len, "d_model": d_model, "window": window,
+                        "num_kv_pairs": pairs}
+                out.append(Job(f"{attention}_T{seq_len}_d{d_model}", args.config, overrides, cell))
+    return out
+
+
+def plot(results: dict, path: Path, attentions, seq_lens, d_models):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(attentions), figsize=(2.6 * len(attentions) + 1, 3.2), squeeze=False)
+    for ax, attention in zip(axes[0], attentions):
+        grid = np.full((len(d_models), len(seq_lens)), np.nan)
+        for i, d in enumerate(d_models):
+            for j, t in enumerate(seq_lens):
+                cell = results["cells"].get(f"{attention}_T{t}_d{d}", {})
+                if cell.get("eval"):
+                    grid[i, j] = cell["eval"]["eval_accuracy"]
+        ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower", aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(seq_lens)), [str(t) for t in seq_lens], fontsize=8)
+        ax.set_yticks(range(len(d_models)), [str(d) for d in d_models], fontsize=8)
+        ax.set_title(attention.upper(), fontsize=10)
+        ax.set_xlabel("sequence length")
+    axes[0][0].set_ylabel("d_model")
+    card = results.get("card", {})
+    fig.suptitle(f"MQAR query accuracy (w = T/{results.get('window_ratio')}, pairs = T/{results.get('pairs_ratio')}); "
+                 f"{card.get('device_kind', '')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/mqar.py")
+    p.add_argument("--attentions", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
+    p.add_argument("--seq-lens", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    p.add_argument("--d-models", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--window-ratio", type=int, default=8)
+    p.add_argument("--pairs-ratio", type=int, default=16)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--jobs", type=int, default=1, help="training processes at a time")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per cell")
+    p.add_argument("--retry-errors", action="store_true")
+    p.add_argument("--results", default="results/mqar/grid.json")
+    p.add_argument("--workroot", default="runs/mqar")
+    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
+    args = p.parse_args()
+    results = run_grid(jobs(args), Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
+                       retry_errors=args.retry_errors)
+    results.update(window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps, batch=args.batch,
+                   lr=args.lr)
+    Path(args.results).write_text(__import__("json").dumps(results, indent=2))
+    png = Path(args.results).with_suffix(".png")
+    plot(results, png, args.attentions, args.seq_lens, args.d_models)
+    print(f"wrote {args.results} and {png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Validation perplexity against training compute for each attention (the paper's Fig. 5 at our
+scale): every (attention, size) pair trains ``configs/lm_scaling.py`` for about
+``--tokens-per-param`` tokens per parameter and is scored on the whole held-out split.
+
+    python experiments/perplexity_scaling.py --sizes s3m s10m s30m --jobs 4 --results results/ppl/scaling.json
+
+Training FLOPs per run = FLOPs per token (``dma_jax.training.flops``: each attention's kept keys
+at the training length) x tokens. Writes --results (JSON) and a PNG beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.launch import Job, run_grid  # noqa: E402
+
+ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
+
+
+def load_sizes(config_path: str) -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lm_scaling", config_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SIZES
+
+
+def jobs(args, sizes) -> list[Job]:
+    from dma_jax.models import DecoderLM, ModelConfig
+    from dma_jax.training.flops import count_params
+    from flax import nnx
+
+    out = []
+    tokens_per_step = args.batch * args.seq_len
+    for size in args.sizes:
+        d_model, layers, heads, kv_heads = sizes[size]
+        shape = ModelConfig(vocab_size=8192, d_model=d_model, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads)
+        params = count_params(nnx.split(nnx.eval_shape(lambda: DecoderLM(shape, rngs=nnx.Rngs(0))))[1])
+        steps = max(20, math.ceil(args.tokens_per_param * params / tokens_per_step))
+        for attention in args.attentions:
+            overrides = (
+                f"model.attention={attention}", f"model.d_model={d_model}", f"model.num_layers={layers}",
+                f"model.num_heads={heads}", f"model.num_kv_heads={kv_heads}", f"model.latent_dim={d_model // 2}",
+                f"data.seq_len={args.seq_len}", f"data.global_batch_size={args.batch}", f"model.window={args.window}",
+                f"steps={steps}", f"eval_every={steps}", f"optim.warmup_steps={max(1, steps // 20)}",
+                f"log_every={max(1, steps // 20)}", "checkpoint_every=-1", *args.overrides,
+            )
+            cell = {"attention": attention, "size": size, "params": params, "steps": steps,
+                    "tokens": steps * tokens_per_step}
+            out.append(Job(f"{attention}_{size}", args.config, overrides, cell))
+    return out
+
+
+def plot(results: dict, path: Path):
+    from dma_jax.evaluation.plots import lines
+
+    series = {}
+    for cell in results["cells"].values():
+        if cell.get("eval"):
+            flops = cell["flops_per_token"] * cell["cell"]["tokens"]
+            series.setdefault(cell["cell"]["attention"], []).append((flops, math.exp(cell["eval"]["eval_loss"])))
+    card = results.get("card", {}).get("device_kind", "")
+    lines(series, path, f"validation perplexity against training compute; {card}", "training FLOPs", "perplexity")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/lm_scaling.py")
+    p.add_argument("--attentions", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
+    p.add_argument("--sizes", nargs="+", default=["s3m", "s10m", "s30m"])
+    p.add_argument("--tokens-per-param", type=float, default=20.0)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=7200)
+    p.add_argument("--retry-errors", action="store_true")
+    p.add_argument("--results", default="results/ppl/scaling.json")
+    p.add_argument("--workroot", default="runs/ppl")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    sizes = load_sizes(args.config)
+    results = run_grid(jobs(args, sizes), Path(args.results), Path(args.workroot), parallel=args.jobs,
+                       timeout_s=args.timeout, retry_errors=args.retry_errors)
+    results.update(seq_len=args.seq_len, window=args.window, batch=args.batch, tokens_per_param=args.tokens_per_param)
+    Path(args.results).write_text(json.dumps(results, indent=2))
+    png = Path(args.results).with_suffix(".png")
+    plot(results, png)
+    print(f"wrote {args.results} and {png}")
+
+
+if __name__ == "__main__":
+    main()
