@@ -5,7 +5,7 @@ accuracy on held-out MQAR examples of the training slice). Windows and the numbe
 pairs scale with the length: w = T / --window-ratio, pairs = T / --pairs-ratio; NSA selects
 max(3, w / 32) blocks of 32 (its selected tokens match the window).
 
-    python experiments/mqar_grid.py --jobs 8 --results results/mqar/grid.json
+    python experiments/mqar_grid.py --jobs 8 --head-dim 64 --results results/mqar/grid.json
     python experiments/mqar_grid.py --attentions dma swa --seq-lens 64 128 --d-models 32 --steps 300 \
         --batch 32 --results /tmp/mqar.json --workroot /tmp/mqar        # a CPU-sized try
 
@@ -26,6 +26,15 @@ from experiments.launch import Job, run_grid  # noqa: E402
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
 
+def heads(head_dim: int | None, d_model: int) -> tuple[str, ...]:
+    """Overrides for ``d_model / head_dim`` query heads and one kv head (none: the config's heads)."""
+    if head_dim is None:
+        return ()
+    if d_model % head_dim:
+        raise SystemExit(f"--head-dim {head_dim} does not divide d_model {d_model}")
+    return (f"model.num_heads={d_model // head_dim}", "model.num_kv_heads=1")
+
+
 def jobs(args) -> list[Job]:
     out = []
     for attention in args.attentions:
@@ -39,7 +48,7 @@ def jobs(args) -> list[Job]:
                     f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={args.batch}",
                     f"optim.peak_lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
                     f"eval_every={args.steps}", "checkpoint_every=-1", f"log_every={max(1, args.steps // 10)}",
-                    *args.overrides,
+                    *heads(args.head_dim, d_model), *args.overrides,
                 )
                 cell = {"attention": attention, "seq_len": seq_len, "d_model": d_model, "window": window,
                         "num_kv_pairs": pairs}
@@ -84,6 +93,8 @@ def main():
     p.add_argument("--attentions", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
     p.add_argument("--seq-lens", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     p.add_argument("--d-models", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--head-dim", type=int, default=None,
+                   help="heads of this size (d_model / head_dim of them, one kv head); default: the config's")
     p.add_argument("--window-ratio", type=int, default=8)
     p.add_argument("--pairs-ratio", type=int, default=16)
     p.add_argument("--steps", type=int, default=2000)
