@@ -42,16 +42,17 @@ def jobs(args) -> list[Job]:
             for d_model in args.d_models:
                 window = max(8, seq_len // args.window_ratio)
                 pairs = max(1, seq_len // args.pairs_ratio)
+                batch = min(args.batch, max(1, args.max_batch_tokens // seq_len))
                 overrides = (
                     f"model.attention={attention}", f"model.d_model={d_model}", f"model.window={window}",
                     f"model.nsa_num_selected={max(3, window // 32)}", f"data.seq_len={seq_len}",
-                    f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={args.batch}",
+                    f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={batch}",
                     f"optim.peak_lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
                     f"eval_every={args.steps}", "checkpoint_every=-1", f"log_every={max(1, args.steps // 10)}",
                     *heads(args.head_dim, d_model), *args.overrides,
                 )
                 cell = {"attention": attention, "seq_len": seq_len, "d_model": d_model, "window": window,
-                        "num_kv_pairs": pairs}
+                        "num_kv_pairs": pairs, "batch": batch}
                 out.append(Job(f"{attention}_T{seq_len}_d{d_model}", args.config, overrides, cell))
     return out
 
@@ -99,6 +100,8 @@ def main():
     p.add_argument("--pairs-ratio", type=int, default=16)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--max-batch-tokens", type=int, default=65536,
+                   help="fewer sequences per batch at long T: batch = min(--batch, this / T)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--jobs", type=int, default=1, help="training processes at a time")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per cell")
