@@ -95,3 +95,12 @@ def test_readme_main_job_runs_from_the_command_line(tmp_path):
     assert events == ["start", "eval", "train", "eval"]  # eval at 5 and 10; log_every=10 logs step 10
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["10", "5"]
     assert "step 10: eval loss" in result.stderr + result.stdout
+
+
+def test_one_step_invocations_log_their_step(tmp_path):
+    """A resumed run of a single step (not a log step) still logs it with a finite throughput."""
+    config = small_config(steps=8, log_every=5, eval_every=0, checkpoint_every=1)
+    for expected in (1, 2, 3):
+        records = train(config, tmp_path, stop_after=1, progress=False)
+        step = [r for r in records if r["event"] == "train"]
+        assert [r["step"] for r in step] == [expected] and step[0]["tokens_per_s"] > 0

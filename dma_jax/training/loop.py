@@ -119,10 +119,10 @@ def _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, st
         window_tokens += config.data.global_batch_size * seq_len
         window_steps += 1
         bar.update(1)
-        if step == start + 1 and not step % config.log_every == 0:  # keep compilation out of the throughput
+        last = step == end
+        if step == start + 1 and step % config.log_every and not last:  # keep compilation out of the throughput
             jax.block_until_ready(metrics)
             window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-        last = step == end
         if step % config.log_every == 0 or last:
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             elapsed = time.perf_counter() - window_start
