@@ -7,16 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dma_jax.training.step import token_scores
+
 
 def _row_scores(graphdef, params, batch):
-    model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], batch["segment_ids"])
-    targets, mask = batch["targets"], batch["loss_mask"].astype(jnp.float32)
-    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    right = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32) * mask
+    nll, correct, mask = token_scores(params, graphdef, batch)
+    right = jnp.sum(correct * mask, axis=1)
     tokens = jnp.sum(mask, axis=1)
-    return {"nll": jnp.sum(nll * mask, axis=1), "tokens": tokens, "correct": jnp.sum(right, axis=1),
-            "exact": (jnp.sum(right, axis=1) == tokens) & (tokens > 0)}
+    return {"nll": jnp.sum(nll * mask, axis=1), "tokens": tokens, "correct": right, "exact": (right == tokens) & (tokens > 0)}
 
 
 class BatchScorer:

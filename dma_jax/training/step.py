@@ -59,14 +59,19 @@ def abstract_state(state_or_shapes, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings)
 
 
-def loss_sums(params, graphdef, batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """(sum of token NLL, (token count, correct argmax count)) over ``loss_mask`` tokens."""
+def token_scores(params, graphdef, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """float32 (B, T) each: token NLL, whether the argmax is the target, and ``loss_mask``."""
     model = nnx.merge(graphdef, params)
     logits = model(batch["inputs"], batch["segment_ids"])
     targets = batch["targets"]
-    mask = batch["loss_mask"].astype(jnp.float32)
     nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    return nll, correct, batch["loss_mask"].astype(jnp.float32)
+
+
+def loss_sums(params, graphdef, batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(sum of token NLL, (token count, correct argmax count)) over ``loss_mask`` tokens."""
+    nll, correct, mask = token_scores(params, graphdef, batch)
     return jnp.sum(nll * mask), (jnp.sum(mask), jnp.sum(correct * mask))
 
 
