@@ -23,7 +23,7 @@ from dma_jax.sharding import global_batch, make_mesh
 from dma_jax.training.config import TrainConfig, config_dict
 from dma_jax.training.flops import count_matmul_params, count_params, peak_flops, training_flops_per_token
 from dma_jax.training.optimizer import make_optimizer, wsd_schedule
-from dma_jax.training.step import abstract_state, init_state, make_eval_step, make_train_step
+from dma_jax.training.step import abstract_state, init_state, make_eval_step, make_train_step, state_shapes
 
 
 class MetricsLog:
@@ -80,13 +80,15 @@ def train(config: TrainConfig, workdir: str | Path, *, stop_after: int | None = 
     mesh = make_mesh(config.mesh)
     optimizer = make_optimizer(config.optim, config.steps)
     schedule = wsd_schedule(config.optim, config.steps)
-    graphdef, state, shardings = init_state(config, optimizer, mesh)
     data = make_iterator(config.data, "train", jax.process_index(), jax.process_count())
     checkpointer = Checkpointer(workdir / "checkpoints", every=config.checkpoint_every, keep=config.keep_checkpoints,
                                 async_save=config.async_checkpoints)
     start = checkpointer.latest_step() or 0
-    if start:
-        state = checkpointer.restore(start, abstract_state(state, shardings), data)
+    if start:  # restore straight into the shardings; no initialisation to throw away
+        graphdef, shapes, shardings = state_shapes(config, optimizer, mesh)
+        state = checkpointer.restore(start, abstract_state(shapes, shardings), data)
+    else:
+        graphdef, state, shardings = init_state(config, optimizer, mesh)
     if lead:
         (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, default=str))
     log = MetricsLog(workdir / "metrics.jsonl", start, lead)
