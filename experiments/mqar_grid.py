@@ -16,12 +16,13 @@ Cells already in --results are skipped, so a grid can be finished over several s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import Job, run_grid  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, run_grid_from_args  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
@@ -58,34 +59,15 @@ def jobs(args) -> list[Job]:
 
 
 def plot(results: dict, path: Path, attentions, seq_lens, d_models):
-    import matplotlib
+    from dma_jax.evaluation.plots import heatmaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(attentions), figsize=(2.6 * len(attentions) + 1, 3.2), squeeze=False)
-    for ax, attention in zip(axes[0], attentions):
-        grid = np.full((len(d_models), len(seq_lens)), np.nan)
-        for i, d in enumerate(d_models):
-            for j, t in enumerate(seq_lens):
-                cell = results["cells"].get(f"{attention}_T{t}_d{d}", {})
-                if cell.get("eval"):
-                    grid[i, j] = cell["eval"]["eval_accuracy"]
-        ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower", aspect="auto")
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(seq_lens)), [str(t) for t in seq_lens], fontsize=8)
-        ax.set_yticks(range(len(d_models)), [str(d) for d in d_models], fontsize=8)
-        ax.set_title(attention.upper(), fontsize=10)
-        ax.set_xlabel("sequence length")
-    axes[0][0].set_ylabel("d_model")
-    card = results.get("card", {})
-    fig.suptitle(f"MQAR query accuracy (w = T/{results.get('window_ratio')}, pairs = T/{results.get('pairs_ratio')}); "
-                 f"{card.get('device_kind', '')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels = {}
+    for attention in attentions:
+        cells = [results["cells"].get(f"{attention}_T{t}_d{d}", {}) for t in seq_lens for d in d_models]
+        panels[attention.upper()] = [{**c["cell"], "accuracy": c["eval"]["eval_accuracy"]} for c in cells if c.get("eval")]
+    card = results.get("card", {}).get("device_kind", "")
+    title = f"MQAR query accuracy (w = T/{results.get('window_ratio')}, pairs = T/{results.get('pairs_ratio')}); {card}"
+    heatmaps(panels, "seq_len", "d_model", "accuracy", path, title, x_label="sequence length", xs=seq_lens, ys=d_models)
 
 
 def main():
@@ -103,18 +85,12 @@ def main():
     p.add_argument("--max-batch-tokens", type=int, default=65536,
                    help="fewer sequences per batch at long T: batch = min(--batch, this / T)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--jobs", type=int, default=1, help="training processes at a time")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds per cell")
-    p.add_argument("--retry-errors", action="store_true")
-    p.add_argument("--results", default="results/mqar/grid.json")
-    p.add_argument("--workroot", default="runs/mqar")
-    p.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
+    add_grid_arguments(p, results="results/mqar/grid.json", workroot="runs/mqar", timeout=3600)
     args = p.parse_args()
-    results = run_grid(jobs(args), Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
-                       retry_errors=args.retry_errors)
+    results = run_grid_from_args(jobs(args), args)
     results.update(window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps, batch=args.batch,
                    lr=args.lr)
-    Path(args.results).write_text(__import__("json").dumps(results, indent=2))
+    Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")
     plot(results, png, args.attentions, args.seq_lens, args.d_models)
     print(f"wrote {args.results} and {png}")

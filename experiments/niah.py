@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import ROOT, Job, run_grid  # noqa: E402
+from experiments.launch import ROOT, Job, add_grid_arguments, run_grid_from_args  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "nsa", "dma")
 
@@ -33,36 +33,12 @@ def evaluate(workdir: Path, args) -> list[dict]:
 
 
 def plot(results: dict, path: Path, attentions):
-    import matplotlib
+    from dma_jax.evaluation.plots import heatmaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(attentions), figsize=(3.2 * len(attentions) + 1, 3.4), squeeze=False)
-    for ax, attention in zip(axes[0], attentions):
-        rows = results["cells"].get(attention, {}).get("niah", [])
-        ax.set_title(attention.upper(), fontsize=10)
-        if not rows:
-            ax.text(0.5, 0.5, "no result", ha="center", va="center", transform=ax.transAxes)
-            continue
-        lengths = sorted({r["length"] for r in rows})
-        depths = sorted({r["depth"] for r in rows})
-        grid = np.full((len(depths), len(lengths)), np.nan)
-        for r in rows:
-            grid[depths.index(r["depth"]), lengths.index(r["length"])] = r["accuracy"]
-        ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower", aspect="auto")
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-        ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], fontsize=7, rotation=45)
-        ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths], fontsize=7)
-        ax.set_xlabel("context length")
-    axes[0][0].set_ylabel("needle depth")
-    fig.suptitle(f"needle accuracy, trained at {results.get('train_len')}; "
-                 f"{results.get('card', {}).get('device_kind', '')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels = {a.upper(): results["cells"].get(a, {}).get("niah", []) for a in attentions}
+    title = f"needle accuracy, trained at {results.get('train_len')}; {results.get('card', {}).get('device_kind', '')}"
+    heatmaps(panels, "length", "depth", "accuracy", path, title, x_label="context length", y_label="needle depth",
+             y_format=lambda d: f"{d:.0%}")
 
 
 def main():
@@ -75,11 +51,7 @@ def main():
     p.add_argument("--scales", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
     p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--per-cell", type=int, default=16)
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--timeout", type=float, default=7200)
-    p.add_argument("--results", default="results/niah/niah.json")
-    p.add_argument("--workroot", default="runs/niah")
-    p.add_argument("overrides", nargs="*")
+    add_grid_arguments(p, results="results/niah/niah.json", workroot="runs/niah", timeout=7200)
     args = p.parse_args()
     jobs = [Job(attention, args.config, (f"model.attention={attention}", f"data.seq_len={args.train_len}",
                                          f"model.window={args.window}", f"steps={args.steps}",
@@ -88,7 +60,7 @@ def main():
                                          "checkpoint_every=0", *args.overrides),
                 {"attention": attention, "train_len": args.train_len, "window": args.window})
             for attention in args.attentions]
-    results = run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout)
+    results = run_grid_from_args(jobs, args)
     for attention in args.attentions:
         cell = results["cells"][attention]
         if "error" not in cell and "niah" not in cell:

@@ -11,28 +11,46 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def heatmap(rows: list[dict], x: str, y: str, value: str, path: str | Path, title: str, *, x_label=None, y_label=None):
-    """A heatmap of ``value`` over the (x, y) pairs found in ``rows`` (missing cells blank)."""
-    xs = sorted({r[x] for r in rows})
-    ys = sorted({r[y] for r in rows})
-    grid = np.full((len(ys), len(xs)), np.nan)
-    for r in rows:
-        grid[ys.index(r[y]), xs.index(r[x])] = r[value]
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 + 0.9 * len(xs)), max(3.2, 1.4 + 0.6 * len(ys))))
-    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto", origin="lower")
-    for (i, j), v in np.ndenumerate(grid):
-        if not np.isnan(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-    ax.set_xlabel(x_label or x)
-    ax.set_ylabel(y_label or y)
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, label=value)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def heatmaps(panels: dict[str, list[dict]], x: str, y: str, value: str, path: str | Path, title: str, *,
+             x_label=None, y_label=None, xs=None, ys=None, y_format=str):
+    """One heatmap of ``value`` over (x, y) per panel, side by side, on one 0-1 colour scale.
+
+    ``panels``: panel title -> rows (dicts with keys x, y, value). Axes: ``xs``/``ys`` when given,
+    else the values found in the rows; cells without a row show "-", panels without rows say so.
+    """
+    found = [r for rows in panels.values() for r in rows]
+    xs = sorted({r[x] for r in found}) if xs is None else list(xs)
+    ys = sorted({r[y] for r in found}) if ys is None else list(ys)
+    width = max(5.5, 1.6 + 0.9 * len(xs)) if len(panels) == 1 else 2.6 + 0.5 * len(xs)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels) + 1, max(3.2, 1.4 + 0.6 * len(ys))),
+                             squeeze=False)
+    image = None
+    for ax, (name, rows) in zip(axes[0], panels.items()):
+        ax.set_title(name, fontsize=10)
+        if not rows:
+            ax.text(0.5, 0.5, "no result", ha="center", va="center", transform=ax.transAxes)
+            continue
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for r in rows:
+            grid[ys.index(r[y]), xs.index(r[x])] = r[value]
+        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto", origin="lower")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs], fontsize=8, rotation=45 if len(xs) > 4 else 0)
+        ax.set_yticks(range(len(ys)), [y_format(v) for v in ys], fontsize=8)
+        ax.set_xlabel(x_label or x)
+    axes[0][0].set_ylabel(y_label or y)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), label=value)
+    fig.suptitle(title, fontsize=10, y=1.02)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def heatmap(rows: list[dict], x: str, y: str, value: str, path: str | Path, title: str, *, x_label=None, y_label=None):
+    """A heatmap of ``value`` over the (x, y) pairs found in ``rows`` (missing cells "-")."""
+    return heatmaps({"": rows}, x, y, value, path, title, x_label=x_label, y_label=y_label)
 
 
 def lines(series: dict[str, list[tuple[float, float]]], path: str | Path, title: str, x_label: str, y_label: str,
