@@ -95,3 +95,19 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, todo))
     return results
+
+
+def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -> None:
+    """The options every runner shares: concurrency, time limit, where results and runs go, overrides."""
+    parser.add_argument("--jobs", type=int, default=1, help="training processes at a time")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per cell")
+    parser.add_argument("--retry-errors", action="store_true", help="run cells that failed before again")
+    parser.add_argument("--results", default=results)
+    parser.add_argument("--workroot", default=workroot)
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
+
+
+def run_grid_from_args(jobs: list[Job], args) -> dict:
+    """``run_grid`` with the options of ``add_grid_arguments``."""
+    return run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
+                    retry_errors=args.retry_errors)

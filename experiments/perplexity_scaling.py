@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import Job, run_grid  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, run_grid_from_args  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
@@ -79,16 +79,10 @@ def main():
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--timeout", type=float, default=7200)
-    p.add_argument("--retry-errors", action="store_true")
-    p.add_argument("--results", default="results/ppl/scaling.json")
-    p.add_argument("--workroot", default="runs/ppl")
-    p.add_argument("overrides", nargs="*")
+    add_grid_arguments(p, results="results/ppl/scaling.json", workroot="runs/ppl", timeout=7200)
     args = p.parse_args()
     sizes = load_sizes(args.config)
-    results = run_grid(jobs(args, sizes), Path(args.results), Path(args.workroot), parallel=args.jobs,
-                       timeout_s=args.timeout, retry_errors=args.retry_errors)
+    results = run_grid_from_args(jobs(args, sizes), args)
     results.update(seq_len=args.seq_len, window=args.window, batch=args.batch, tokens_per_param=args.tokens_per_param)
     Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")
