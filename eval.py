@@ -25,6 +25,8 @@ def parse_args(argv):
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--plots-dir", default=None, help="PNG plots go here (default: next to --out)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-batch-tokens", type=int, default=32768,
+                   help="score at most this many tokens per forward pass (long contexts go a few rows at a time)")
     g = p.add_argument_group("perplexity")
     g.add_argument("--perplexity", action="store_true")
     g.add_argument("--ppl-seq-len", type=int, default=None, help="window length (default: the training length)")
@@ -66,7 +68,7 @@ def evaluate_run(workdir: str, args) -> dict:
               "data": config.data.kind, "train_seq_len": config.data.seq_len, "tokens_seen": tokens_seen,
               "training_flops": flops_per_token * tokens_seen}
     chosen = any((args.perplexity, args.mqar, args.niah, args.throughput))
-    scorer = BatchScorer(model)
+    scorer = BatchScorer(model, max_tokens=args.max_batch_tokens)
     progress = not args.no_progress
     if args.perplexity or (not chosen and config.data.kind == "lm"):
         result["perplexity"] = perplexity(scorer, config.data, seq_len=args.ppl_seq_len,

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,7 +43,8 @@ def final_records(workdir: Path) -> dict:
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     last = lambda event: next((r for r in reversed(records) if r["event"] == event), None)
     start = next(r for r in records if r["event"] == "start")
-    return {"train": last("train"), "eval": last("eval"), "params": start["params"],
+    curve = [{k: r[k] for k in ("step", "eval_loss", "eval_accuracy") if k in r} for r in records if r["event"] == "eval"]
+    return {"train": last("train"), "eval": last("eval"), "eval_curve": curve, "params": start["params"],
             "flops_per_token": start["flops_per_token"], "device_kind": start["device_kind"]}
 
 
@@ -51,7 +53,7 @@ def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float) -> dict:
     env = dict(os.environ)
     if jobs > 1:
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / jobs:.3f}"
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.3f}")  # set it to oversubscribe
     command = [sys.executable, str(ROOT / "train.py"), "--config", job.config, "--workdir", str(workdir),
                "--no-progress", *job.overrides]
     start = time.perf_counter()
@@ -71,8 +73,12 @@ def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float) -> dict:
 
 
 def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,
-             retry_errors: bool = False) -> dict:
-    """Run the jobs missing from ``results_path`` (a JSON with "card", "cells"); returns its content."""
+             retry_errors: bool = False, start_before_s: float | None = None) -> dict:
+    """Run the jobs missing from ``results_path`` (a JSON with "card", "cells"); returns its content.
+
+    Cells not started within ``start_before_s`` seconds of the call are left for a later call, so
+    that a call fits a fixed slice of machine time.
+    """
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
     results.setdefault("cells", {})
     results.setdefault("card", device_card())
@@ -83,10 +89,24 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
           flush=True)
     results_path.parent.mkdir(parents=True, exist_ok=True)
 
+    # Device time: the cells of one call share the machine, so the call's wall time is what they cost.
+    call = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": results["command"], "parallel": parallel,
+            "cells": [job.name for job in todo], "wall_s": 0.0, "device_kind": results["card"]["device_kind"]}
+    results.setdefault("calls", []).append(call)
+    start = time.perf_counter()
+    lock = threading.Lock()
+
     def one(job):
+        if start_before_s is not None and time.perf_counter() - start > start_before_s:
+            with lock:
+                call["cells"].remove(job.name)
+            print(f"{job.name}: not started (--start-before {start_before_s:.0f} s passed)", flush=True)
+            return None
         result = run_job(job, workroot, parallel, timeout_s)
-        results["cells"][job.name] = result
-        results_path.write_text(json.dumps(results, indent=2))
+        with lock:
+            results["cells"][job.name] = result
+            call["wall_s"] = time.perf_counter() - start
+            results_path.write_text(json.dumps(results, indent=2))
         status = result.get("error", "")[:80] or json.dumps({k: round(v, 4) for k, v in (result["eval"] or {}).items()
                                                                if isinstance(v, float)})
         print(f"{job.name}: {result['wall_s']:.0f} s {status}", flush=True)
@@ -94,6 +114,8 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, todo))
+    call["wall_s"] = time.perf_counter() - start
+    results_path.write_text(json.dumps(results, indent=2))
     return results
 
 
@@ -102,6 +124,8 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
     parser.add_argument("--jobs", type=int, default=1, help="training processes at a time")
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds per cell")
     parser.add_argument("--retry-errors", action="store_true", help="run cells that failed before again")
+    parser.add_argument("--start-before", type=float, default=None, metavar="SECONDS",
+                        help="start no cell later than this after the call began (the rest wait for another call)")
     parser.add_argument("--results", default=results)
     parser.add_argument("--workroot", default=workroot)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
@@ -110,4 +134,4 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
 def run_grid_from_args(jobs: list[Job], args) -> dict:
     """``run_grid`` with the options of ``add_grid_arguments``."""
     return run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
-                    retry_errors=args.retry_errors)
+                    retry_errors=args.retry_errors, start_before_s=args.start_before)

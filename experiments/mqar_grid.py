@@ -36,26 +36,48 @@ def heads(head_dim: int | None, d_model: int) -> tuple[str, ...]:
     return (f"model.num_heads={d_model // head_dim}", "model.num_kv_heads=1")
 
 
+def cell_name(attention: str, seq_len: int, d_model: int, seed: int) -> str:
+    return f"{attention}_T{seq_len}_d{d_model}" + (f"_s{seed}" if seed else "")
+
+
 def jobs(args) -> list[Job]:
+    """One job per (seed, length, d_model, attention), shortest lengths first so whole columns finish early."""
     out = []
-    for attention in args.attentions:
+    for seed in args.seeds:
         for seq_len in args.seq_lens:
             for d_model in args.d_models:
-                window = max(8, seq_len // args.window_ratio)
-                pairs = max(1, seq_len // args.pairs_ratio)
-                batch = min(args.batch, max(1, args.max_batch_tokens // seq_len))
-                overrides = (
-                    f"model.attention={attention}", f"model.d_model={d_model}", f"model.window={window}",
-                    f"model.nsa_num_selected={max(3, window // 32)}", f"data.seq_len={seq_len}",
-                    f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={batch}",
-                    f"optim.peak_lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
-                    f"eval_every={args.steps}", "checkpoint_every=-1", f"log_every={max(1, args.steps // 10)}",
-                    *heads(args.head_dim, d_model), *args.overrides,
-                )
-                cell = {"attention": attention, "seq_len": seq_len, "d_model": d_model, "window": window,
-                        "num_kv_pairs": pairs, "batch": batch}
-                out.append(Job(f"{attention}_T{seq_len}_d{d_model}", args.config, overrides, cell))
+                for attention in args.attentions:
+                    out.append(one_job(args, attention, seq_len, d_model, seed))
     return out
+
+
+def one_job(args, attention: str, seq_len: int, d_model: int, seed: int) -> Job:
+    window = max(8, seq_len // args.window_ratio)
+    pairs = max(1, seq_len // args.pairs_ratio)
+    batch = min(args.batch, max(1, args.max_batch_tokens // seq_len))
+    overrides = (
+        f"model.attention={attention}", f"model.d_model={d_model}", f"model.window={window}",
+        f"model.nsa_num_selected={max(3, window // 32)}", f"data.seq_len={seq_len}",
+        f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={batch}",
+        f"optim.peak_lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
+        f"eval_every={max(1, args.steps // args.evals)}", "checkpoint_every=-1", f"log_every={max(1, args.steps // 10)}",
+        f"seed={seed}", f"data.seed={seed}", *heads(args.head_dim, d_model), *args.overrides,
+    )
+    cell = {"attention": attention, "seq_len": seq_len, "d_model": d_model, "window": window,
+            "num_kv_pairs": pairs, "batch": batch, "seed": seed}
+    return Job(cell_name(attention, seq_len, d_model, seed), args.config, overrides, cell)
+
+
+def mean_accuracy(results: dict, attention: str, seq_len: int, d_model: int) -> dict | None:
+    """The cell's coordinates with its query accuracy: mean, min and max over the seeds that finished."""
+    where = {"attention": attention, "seq_len": seq_len, "d_model": d_model}
+    runs = [c for c in results["cells"].values()
+            if c.get("eval") and all(c["cell"].get(k) == v for k, v in where.items())]
+    if not runs:
+        return None
+    accuracies = [c["eval"]["eval_accuracy"] for c in runs]
+    return {**runs[0]["cell"], "accuracy": sum(accuracies) / len(accuracies), "min": min(accuracies),
+            "max": max(accuracies), "seeds": len(runs)}
 
 
 def plot(results: dict, path: Path, attentions, seq_lens, d_models):
@@ -63,10 +85,11 @@ def plot(results: dict, path: Path, attentions, seq_lens, d_models):
 
     panels = {}
     for attention in attentions:
-        cells = [results["cells"].get(f"{attention}_T{t}_d{d}", {}) for t in seq_lens for d in d_models]
-        panels[attention.upper()] = [{**c["cell"], "accuracy": c["eval"]["eval_accuracy"]} for c in cells if c.get("eval")]
+        cells = [mean_accuracy(results, attention, t, d) for t in seq_lens for d in d_models]
+        panels[attention.upper()] = [c for c in cells if c]
     card = results.get("card", {}).get("device_kind", "")
-    title = f"MQAR query accuracy (w = T/{results.get('window_ratio')}, pairs = T/{results.get('pairs_ratio')}); {card}"
+    title = (f"MQAR query accuracy, mean over seeds (w = T/{results.get('window_ratio')}, "
+             f"pairs = T/{results.get('pairs_ratio')}); {card}")
     heatmaps(panels, "seq_len", "d_model", "accuracy", path, title, x_label="sequence length", xs=seq_lens, ys=d_models)
 
 
@@ -79,17 +102,19 @@ def main():
     p.add_argument("--head-dim", type=int, default=None,
                    help="heads of this size (d_model / head_dim of them, one kv head); default: the config's")
     p.add_argument("--window-ratio", type=int, default=8)
-    p.add_argument("--pairs-ratio", type=int, default=16)
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--pairs-ratio", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--max-batch-tokens", type=int, default=65536,
+    p.add_argument("--max-batch-tokens", type=int, default=32768,
                    help="fewer sequences per batch at long T: batch = min(--batch, this / T)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--evals", type=int, default=5, help="evaluations per run (the eval curve is kept)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (model and data)")
     add_grid_arguments(p, results="results/mqar/grid.json", workroot="runs/mqar", timeout=3600)
     args = p.parse_args()
     results = run_grid_from_args(jobs(args), args)
     results.update(window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps, batch=args.batch,
-                   lr=args.lr)
+                   lr=args.lr, seeds=args.seeds)
     Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")
     plot(results, png, args.attentions, args.seq_lens, args.d_models)

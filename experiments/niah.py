@@ -23,13 +23,18 @@ from experiments.launch import ROOT, Job, add_grid_arguments, run_grid_from_args
 ATTENTIONS = ("mha", "swa", "nsa", "dma")
 
 
-def evaluate(workdir: Path, args) -> list[dict]:
+def evaluate(workdir: Path, args) -> dict:
+    """``{"niah": cells}`` from ``eval.py --niah`` on one trained run, or ``{"niah_error": its output's tail}``."""
     out = workdir / "niah_eval.json"
     command = [sys.executable, str(ROOT / "eval.py"), "--workdir", str(workdir), "--out", str(out), "--no-progress",
                "--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
                "--niah-per-cell", str(args.per_cell), "--plots-dir", str(workdir)]
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
-    return json.loads(out.read_text())["runs"][0]["niah"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr)[-1500:]
+        print(f"eval.py failed on {workdir}:\n{tail}", flush=True)
+        return {"niah_error": f"exit {done.returncode}: {tail}"}
+    return {"niah": json.loads(out.read_text())["runs"][0]["niah"]}
 
 
 def plot(results: dict, path: Path, attentions):
@@ -64,7 +69,8 @@ def main():
     for attention in args.attentions:
         cell = results["cells"][attention]
         if "error" not in cell and "niah" not in cell:
-            cell["niah"] = evaluate(Path(args.workroot) / attention, args)
+            cell.pop("niah_error", None)
+            cell.update(evaluate(Path(args.workroot) / attention, args))
     results.update(train_len=args.train_len, window=args.window, scales=args.scales, depths=args.depths)
     Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")

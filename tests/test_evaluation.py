@@ -75,6 +75,26 @@ def test_scorer_counts_and_exact_match():
     assert scores["nll"][0] == pytest.approx(3 * (log_z - 1), rel=1e-5)
 
 
+def test_scorer_chunks_long_batches_without_changing_scores():
+    rng = np.random.default_rng(0)
+    vocab, rows, length = 7, 5, 6
+    table_model = TableModel(rng.normal(size=(vocab, vocab)))
+    batch = {"inputs": rng.integers(0, vocab, (rows, length)).astype(np.int32),
+             "targets": rng.integers(0, vocab, (rows, length)).astype(np.int32),
+             "segment_ids": np.ones((rows, length), np.int32),
+             "loss_mask": (rng.random((rows, length)) < 0.7).astype(np.float32)}
+    whole = BatchScorer(table_model)(batch)
+    chunked = BatchScorer(table_model, max_tokens=2 * length)(batch)  # chunks of 2 rows, the last one padded
+    assert set(chunked) == set(whole)
+    for key in whole:
+        assert chunked[key].shape == (rows,)
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-6)
+    one_row = BatchScorer(table_model, max_tokens=1)(batch)  # less than a row: one row at a time
+    np.testing.assert_allclose(one_row["nll"], whole["nll"], rtol=1e-6)
+    with pytest.raises(ValueError, match="max_tokens"):
+        BatchScorer(table_model, max_tokens=0)
+
+
 def test_perplexity_of_a_uniform_model_is_the_vocabulary(toy_tokens):
     vocab = Tokenizer.from_file(str(toy_tokens / "tokenizer.json")).get_vocab_size()
     data = DataConfig(kind="lm", seq_len=32, global_batch_size=4, corpus_path=str(toy_tokens), read_threads=1)

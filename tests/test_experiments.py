@@ -25,3 +25,28 @@ def test_grid_runs_missing_cells_and_records_errors(tmp_path):
                      tmp_path / "runs")
     assert again["cells"]["dma"]["wall_s"] == wall  # not run again
     assert again["cells"]["swa"]["train"]["step"] == 4
+    assert [r["step"] for r in again["cells"]["swa"]["eval_curve"]] == [4]
+    assert [call["cells"] for call in again["calls"]] == [["dma", "broken"], ["swa"]]
+    assert all(call["wall_s"] > 0 for call in again["calls"])
+
+
+def test_grid_leaves_cells_it_may_not_start_for_a_later_call(tmp_path):
+    results = tmp_path / "grid.json"
+    jobs = [Job("dma", SMOKE, QUICK, {"attention": "dma"})]
+    late = run_grid(jobs, results, tmp_path / "runs", start_before_s=-1.0)
+    assert late["cells"] == {} and late["calls"][0]["cells"] == []
+
+
+def test_compare_prints_a_table_and_draws_the_curves(tmp_path, capsys):
+    from experiments.compare import main
+
+    out = tmp_path / "compare"
+    code = main(["--attentions", "dma", "swa", "--out", str(out), "steps=4", "optim.warmup_steps=1", "eval_every=2",
+                 "log_every=2", "checkpoint_every=-1", "data.global_batch_size=8"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    rows = [line for line in printed.splitlines() if line.startswith("| dma") or line.startswith("| swa")]
+    assert len(rows) == 2 and all("%" in row for row in rows)
+    stored = json.loads((out / "results.json").read_text())
+    assert [r["step"] for r in stored["cells"]["dma"]["eval_curve"]] == [2, 4]
+    assert (out / "compare.png").stat().st_size > 0

@@ -84,7 +84,7 @@ def test_bad_config_fails_before_compute_naming_the_key(tmp_path, override, mess
 
 
 def test_readme_main_job_runs_from_the_command_line(tmp_path):
-    """The README's first command, shortened: train.py on configs/smoke.py trains, evaluates and saves."""
+    """train.py on configs/smoke.py (the README's one-model example), shortened: trains, evaluates and saves."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
          str(tmp_path), "steps=10", "optim.warmup_steps=2", "eval_every=5", "checkpoint_every=5"],

@@ -27,13 +27,25 @@ class BatchScorer:
       producing exactly the masked continuation: each greedy step sees the same prefix.
 
     ``batch``: dict of (B, L) arrays ``inputs``, ``targets``, ``segment_ids``, ``loss_mask``.
-    Jitted once per batch shape.
+    Rows go through the model in chunks of at most ``max_tokens`` tokens (at least one row), the
+    last chunk padded with empty rows, so long contexts fit in memory and each length compiles once.
     """
 
-    def __init__(self, model: nnx.Module):
+    def __init__(self, model: nnx.Module, max_tokens: int = 32768):
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.graphdef, self.params = nnx.split(model)
+        self.max_tokens = max_tokens
         self._scores = jax.jit(_row_scores, static_argnums=0)
 
     def __call__(self, batch: dict) -> dict[str, np.ndarray]:
-        arrays = {k: jnp.asarray(v) for k, v in batch.items()}
-        return {k: np.asarray(v) for k, v in self._scores(self.graphdef, self.params, arrays).items()}
+        rows, length = np.shape(batch["inputs"])
+        chunk = max(1, min(rows, self.max_tokens // length))
+        padded = -(-rows // chunk) * chunk
+        batch = {k: np.concatenate([np.asarray(v), np.zeros((padded - rows, *np.shape(v)[1:]), np.asarray(v).dtype)])
+                 for k, v in batch.items()}
+        parts = []
+        for start in range(0, padded, chunk):
+            arrays = {k: jnp.asarray(v[start : start + chunk]) for k, v in batch.items()}
+            parts.append(self._scores(self.graphdef, self.params, arrays))
+        return {k: np.concatenate([np.asarray(part[k]) for part in parts])[:rows] for k in parts[0]}
