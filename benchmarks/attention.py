@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dma_jax import dma_attention, dma_attention_reference, live_ranges
+from dma_jax.timing import median_seconds
 from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas
 from dma_jax.xla_attention import dma_attention_xla
 from pallas_kernels.common import KernelOptions
@@ -36,14 +34,7 @@ HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, jnp.bfloat16
 
 
 def median_ms(fn, *args, repeats):
-    jax.block_until_ready(fn(*args))
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(fn, *args, repeats=repeats) * 1e3
 
 
 def inputs(length, seed=0):

@@ -14,12 +14,12 @@ import json
 import platform
 import statistics
 import sys
-import time
 
 import jax
 import numpy as np
 
 from dma_jax.selection import live_ranges_unchecked
+from dma_jax.timing import timed_runs
 
 
 def main(argv=None) -> dict:
@@ -38,11 +38,7 @@ def main(argv=None) -> dict:
         compiled = fn.lower(bias, args.window).compile()
         memory = compiled.memory_analysis()
         ends = compiled(bias).block_until_ready()
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            compiled(bias).block_until_ready()
-            times.append(time.perf_counter() - start)
+        times = timed_runs(compiled, bias, repeats=args.repeats, warmup=0)
         ever_kept = int((np.asarray(ends) > np.arange(length)).sum())
         rows.append(
             dict(

@@ -19,7 +19,6 @@ import dataclasses
 import importlib.util
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -142,18 +141,15 @@ def check_against_reference(config) -> list[tuple[str, float, float, float, bool
 def time_live_ranges(config) -> tuple[float, float]:
     """Median seconds of one ``live_ranges`` call after warm-up, and mean keys ever kept per row."""
     from dma_jax import live_ranges
+    from dma_jax.timing import median_seconds
 
     c = config
     shape = (c.timing_batch, c.timing_bias_heads, c.timing_seq_len)
     bias = jax.random.normal(jax.random.key(c.seed + 1), shape, jnp.float32)
     ends = live_ranges(bias, c.timing_window).block_until_ready()  # warm-up: compile
-    times = []
-    for _ in range(max(1, c.timing_repeats)):
-        start = time.perf_counter()
-        live_ranges(bias, c.timing_window).block_until_ready()
-        times.append(time.perf_counter() - start)
+    seconds = median_seconds(live_ranges, bias, c.timing_window, repeats=max(1, c.timing_repeats), warmup=0)
     ever_kept = float(jnp.mean(jnp.sum(ends > jnp.arange(c.timing_seq_len), axis=-1)))
-    return statistics.median(times), ever_kept
+    return seconds, ever_kept
 
 
 def main(argv=None) -> int:

@@ -127,7 +127,7 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     if not causal and segment_ids is not None:
         raise NotImplementedError("the Pallas path does not support causal=False with segment_ids")
     batch, q_len, heads, head_dim = q.shape
-    kv_len, kv_heads = k.shape[1], k.shape[2]
+    kv_len = k.shape[1]
     bias_heads = bias.shape[1]
     per_bias = heads // bias_heads
     scale = head_dim**-0.5 if scale is None else float(scale)

@@ -13,7 +13,6 @@ Runs that finished already (in ``--out``/results.json) are not run again.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

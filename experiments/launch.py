@@ -119,6 +119,35 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     return results
 
 
+def run_eval(workdir: Path, flags: list[str], key: str) -> dict:
+    """``eval.py`` on one trained workdir: ``{key: its run's result[key]}``, or ``{key + "_error": output tail}``.
+
+    Runs alone, in the foreground: a throughput measured while other cells train would not be the
+    model's own.
+    """
+    out = workdir / f"{key}_eval.json"
+    command = [sys.executable, str(ROOT / "eval.py"), "--workdir", str(workdir), "--out", str(out), "--no-progress",
+               "--plots-dir", str(workdir), *flags]
+    env = dict(os.environ)
+    env.pop("XLA_PYTHON_CLIENT_MEM_FRACTION", None)  # alone on the machine: the whole memory
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr)[-1500:]
+        print(f"eval.py failed on {workdir}:\n{tail}", flush=True)
+        return {f"{key}_error": f"exit {done.returncode}: {tail}"}
+    return {key: json.loads(out.read_text())["runs"][0][key]}
+
+
+def evaluate_cells(results: dict, workroot: Path, flags: list[str], key: str, results_path: Path) -> None:
+    """Add ``key`` from ``eval.py`` to every trained cell that lacks it, one cell at a time, saving as it goes."""
+    for name, cell in results["cells"].items():
+        if "error" in cell or key in cell or not (workroot / name).is_dir():
+            continue
+        cell.pop(f"{key}_error", None)
+        cell.update(run_eval(workroot / name, flags, key))
+        results_path.write_text(json.dumps(results, indent=2))
+
+
 def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -> None:
     """The options every runner shares: concurrency, time limit, where results and runs go, overrides."""
     parser.add_argument("--jobs", type=int, default=1, help="training processes at a time")

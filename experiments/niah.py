@@ -12,29 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import ROOT, Job, add_grid_arguments, run_grid_from_args  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, evaluate_cells, run_grid_from_args  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "nsa", "dma")
-
-
-def evaluate(workdir: Path, args) -> dict:
-    """``{"niah": cells}`` from ``eval.py --niah`` on one trained run, or ``{"niah_error": its output's tail}``."""
-    out = workdir / "niah_eval.json"
-    command = [sys.executable, str(ROOT / "eval.py"), "--workdir", str(workdir), "--out", str(out), "--no-progress",
-               "--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
-               "--niah-per-cell", str(args.per_cell), "--plots-dir", str(workdir)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr)[-1500:]
-        print(f"eval.py failed on {workdir}:\n{tail}", flush=True)
-        return {"niah_error": f"exit {done.returncode}: {tail}"}
-    return {"niah": json.loads(out.read_text())["runs"][0]["niah"]}
 
 
 def plot(results: dict, path: Path, attentions):
@@ -66,11 +51,9 @@ def main():
                 {"attention": attention, "train_len": args.train_len, "window": args.window})
             for attention in args.attentions]
     results = run_grid_from_args(jobs, args)
-    for attention in args.attentions:
-        cell = results["cells"][attention]
-        if "error" not in cell and "niah" not in cell:
-            cell.pop("niah_error", None)
-            cell.update(evaluate(Path(args.workroot) / attention, args))
+    flags = ["--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
+             "--niah-per-cell", str(args.per_cell)]
+    evaluate_cells(results, Path(args.workroot), flags, "niah", Path(args.results))
     results.update(train_len=args.train_len, window=args.window, scales=args.scales, depths=args.depths)
     Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")

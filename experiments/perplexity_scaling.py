@@ -3,6 +3,7 @@ scale): every (attention, size) pair trains ``configs/lm_scaling.py`` for about
 ``--tokens-per-param`` tokens per parameter and is scored on the whole held-out split.
 
     python experiments/perplexity_scaling.py --sizes s3m s10m s30m --jobs 4 --results results/ppl/scaling.json
+    python experiments/perplexity_scaling.py --sizes s3m --throughput   # then time each model alone
 
 Training FLOPs per run = FLOPs per token (``dma_jax.training.flops``: each attention's kept keys
 at the training length) x tokens. Writes --results (JSON) and a PNG beside it.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import Job, add_grid_arguments, run_grid_from_args  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, evaluate_cells, run_grid_from_args  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
@@ -50,7 +51,7 @@ def jobs(args, sizes) -> list[Job]:
                 f"model.num_heads={heads}", f"model.num_kv_heads={kv_heads}", f"model.latent_dim={d_model // 2}",
                 f"data.seq_len={args.seq_len}", f"data.global_batch_size={args.batch}", f"model.window={args.window}",
                 f"steps={steps}", f"eval_every={steps}", f"optim.warmup_steps={max(1, steps // 20)}",
-                f"log_every={max(1, steps // 20)}", "checkpoint_every=-1", *args.overrides,
+                f"log_every={max(1, steps // 20)}", "checkpoint_every=0", *args.overrides,
             )
             cell = {"attention": attention, "size": size, "params": params, "steps": steps,
                     "tokens": steps * tokens_per_step}
@@ -79,10 +80,14 @@ def main():
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--throughput", action="store_true",
+                   help="after training, time each model alone (eval.py --throughput): training and decoding tokens/s")
     add_grid_arguments(p, results="results/ppl/scaling.json", workroot="runs/ppl", timeout=7200)
     args = p.parse_args()
     sizes = load_sizes(args.config)
     results = run_grid_from_args(jobs(args, sizes), args)
+    if args.throughput:
+        evaluate_cells(results, Path(args.workroot), ["--throughput"], "throughput", Path(args.results))
     results.update(seq_len=args.seq_len, window=args.window, batch=args.batch, tokens_per_param=args.tokens_per_param)
     Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")

@@ -1,6 +1,5 @@
 """dma_jax.evaluation and eval.py: loading runs, scoring, perplexity, MQAR slices, needle grid."""
 
-import dataclasses
 import json
 import math
 import subprocess
@@ -141,3 +140,21 @@ def test_eval_cli_writes_json_and_plots(trained_run, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--workdir", str(tmp_path), "--out", str(out)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "no config.json" in bad.stderr
+
+
+def test_load_run_reads_only_the_parameters(trained_run, monkeypatch):
+    """eval.py's loader asks Orbax for the params subtree alone, not the optimizer moments."""
+    import orbax.checkpoint as ocp
+
+    workdir, _ = trained_run
+    requested = []
+    original = ocp.args.PyTreeRestore.__init__
+
+    def spy(self, *args, **kwargs):
+        requested.append((kwargs.get("item"), kwargs.get("partial_restore")))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.args.PyTreeRestore, "__init__", spy)
+    run = load_run(workdir)
+    assert [(set(item), partial) for item, partial in requested] == [({"params"}, True)]
+    assert run.model is not None

@@ -50,3 +50,18 @@ def test_compare_prints_a_table_and_draws_the_curves(tmp_path, capsys):
     stored = json.loads((out / "results.json").read_text())
     assert [r["step"] for r in stored["cells"]["dma"]["eval_curve"]] == [2, 4]
     assert (out / "compare.png").stat().st_size > 0
+
+
+def test_cells_are_evaluated_one_at_a_time_after_training(tmp_path):
+    from experiments.launch import evaluate_cells
+
+    results_path = tmp_path / "grid.json"
+    quick = (*QUICK[:-2], "checkpoint_every=0", "log_every=2")
+    results = run_grid([Job("dma", SMOKE, quick, {"attention": "dma"})], results_path, tmp_path / "runs")
+    evaluate_cells(results, tmp_path / "runs", ["--throughput", "--throughput-batch", "2", "--decode-tokens", "2"],
+                   "throughput", results_path)
+    stored = json.loads(results_path.read_text())["cells"]["dma"]
+    assert stored["throughput"]["training"]["tokens_per_s"] > 0
+    assert stored["throughput"]["inference"]["batch"] == 2
+    evaluate_cells(results, tmp_path / "runs", ["--no-such-flag"], "other", results_path)  # a failing eval is kept
+    assert "no-such-flag" in json.loads(results_path.read_text())["cells"]["dma"]["other_error"]

@@ -43,6 +43,6 @@ def load_run(workdir: str | Path, step: int | None = None) -> LoadedRun:
         raise FileNotFoundError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}")
     mesh = make_mesh(MeshConfig())
     graphdef, shapes, shardings = state_shapes(config, make_optimizer(config.optim, config.steps), mesh)
-    state = checkpointer.restore_state(step, abstract_state(shapes, shardings))
+    params = checkpointer.restore_params(step, abstract_state(shapes["params"], shardings["params"]))
     checkpointer.close()
-    return LoadedRun(workdir, config, step, nnx.merge(graphdef, state["params"]))
+    return LoadedRun(workdir, config, step, nnx.merge(graphdef, params))

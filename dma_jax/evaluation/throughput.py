@@ -4,28 +4,16 @@
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 
 import jax
 import numpy as np
 
 from dma_jax.generation import generate
 from dma_jax.sharding import MeshConfig, global_batch, make_mesh
+from dma_jax.timing import median_seconds
 from dma_jax.training.config import TrainConfig
 from dma_jax.training.optimizer import make_optimizer, wsd_schedule
 from dma_jax.training.step import init_state, make_train_step
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_batch(rng: np.random.Generator, vocab: int, batch: int, seq_len: int) -> dict[str, np.ndarray]:
@@ -49,7 +37,7 @@ def training_throughput(config: TrainConfig, *, seq_len: int, batch: int, repeat
             holder["state"], metrics = step(holder["state"], data)
             return metrics
 
-        seconds = _median_seconds(one, repeats)
+        seconds = median_seconds(one, repeats=repeats)
     return {"seq_len": seq_len, "batch": batch, "step_s": seconds, "tokens_per_s": batch * seq_len / seconds}
 
 
@@ -57,8 +45,8 @@ def inference_throughput(model, *, prompt_len: int, new_tokens: int, batch: int,
     """Prefill tokens/s (a prompt of ``prompt_len``) and decode tokens/s (``new_tokens`` more, one
     at a time with the caches), from generate() timed with 1 and with ``new_tokens`` new tokens."""
     prompts = random_batch(np.random.default_rng(1), model.config.vocab_size, batch, prompt_len)["inputs"]
-    prefill = _median_seconds(lambda: generate(model, prompts, 1), repeats)
-    total = _median_seconds(lambda: generate(model, prompts, new_tokens), repeats)
+    prefill = median_seconds(lambda: generate(model, prompts, 1), repeats=repeats)
+    total = median_seconds(lambda: generate(model, prompts, new_tokens), repeats=repeats)
     decode = max(total - prefill, 1e-9)
     return {"prompt_len": prompt_len, "new_tokens": new_tokens, "batch": batch, "prefill_s": prefill,
             "prefill_tokens_per_s": batch * prompt_len / prefill, "decode_s": decode,

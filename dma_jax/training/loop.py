@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from dma_jax.checkpointing import Checkpointer
