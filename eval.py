@@ -42,6 +42,9 @@ def parse_args(argv):
                    help="context lengths as multiples of the training length")
     g.add_argument("--niah-depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     g.add_argument("--niah-per-cell", type=int, default=8)
+    g = p.add_argument_group("DMA selection")
+    g.add_argument("--recent-keys", type=int, default=0, metavar="R",
+                   help="per DMA layer, the share of each query's R latest keys it keeps (0: skip)")
     g = p.add_argument_group("throughput")
     g.add_argument("--throughput", action="store_true")
     g.add_argument("--throughput-seq-len", type=int, default=None, help="default: the training length")
@@ -67,7 +70,7 @@ def evaluate_run(workdir: str, args) -> dict:
               "window": config.model.window, "d_model": config.model.d_model, "params": count_params(params),
               "data": config.data.kind, "train_seq_len": config.data.seq_len, "tokens_seen": tokens_seen,
               "training_flops": flops_per_token * tokens_seen}
-    chosen = any((args.perplexity, args.mqar, args.niah, args.throughput))
+    chosen = any((args.perplexity, args.mqar, args.niah, args.throughput, args.recent_keys > 0))
     scorer = BatchScorer(model, max_tokens=args.max_batch_tokens)
     progress = not args.no_progress
     if args.perplexity or (not chosen and config.data.kind == "lm"):
@@ -82,6 +85,10 @@ def evaluate_run(workdir: str, args) -> dict:
         lengths = [max(64, int(round(s * config.data.seq_len))) for s in args.niah_scales]
         result["niah"] = niah_accuracy(scorer, tokenizer, lengths, args.niah_depths, per_cell=args.niah_per_cell,
                                        progress=progress)
+    if args.recent_keys > 0:
+        from dma_jax.evaluation.recency import recency_report
+
+        result["recent_keys"] = recency_report(run, args.recent_keys)
     if args.throughput:
         seq_len = args.throughput_seq_len or config.data.seq_len
         batch = args.throughput_batch or config.data.global_batch_size

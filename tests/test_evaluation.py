@@ -129,7 +129,8 @@ def test_eval_cli_writes_json_and_plots(trained_run, tmp_path):
     out = tmp_path / "eval.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "eval.py"), "--workdir", str(workdir), "--out", str(out), "--no-progress",
-         "--mqar", "--mqar-seq-lens", "32", "64", "--mqar-pairs", "2", "4", "--mqar-examples", "8"],
+         "--mqar", "--mqar-seq-lens", "32", "64", "--mqar-pairs", "2", "4", "--mqar-examples", "8",
+         "--recent-keys", "4"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -137,6 +138,8 @@ def test_eval_cli_writes_json_and_plots(trained_run, tmp_path):
     assert written["card"]["device_kind"] and "eval.py" in written["command"]
     assert len(written["runs"][0]["mqar"]) == 4 and written["runs"][0]["training_flops"] > 0
     assert [Path(p).suffix for p in written["plots"]] == [".png"] and Path(written["plots"][0]).exists()
+    layers = written["runs"][0]["recent_keys"]  # the tiny DMA model's 2 layers
+    assert [r["layer"] for r in layers] == [0, 1] and all(0 <= r["recent_share"] <= 1 for r in layers)
     bad = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--workdir", str(tmp_path), "--out", str(out)],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "no config.json" in bad.stderr
