@@ -18,7 +18,8 @@ from dma_jax.training.optimizer import OptimConfig
 
 def get_config() -> TrainConfig:
     return TrainConfig(
-        model=ModelConfig.preset("tiny", attention="dma", window=16),
+        # Heads of 16: the XLA path everywhere, since the Pallas GPU kernels are tested from head dim 64.
+        model=ModelConfig.preset("tiny", attention="dma", window=16, implementation="xla"),
         data=DataConfig(kind="mqar", seq_len=64, global_batch_size=64, vocab_size=256, mqar_num_kv_pairs=8,
                         mqar_num_eval_examples=512),
         optim=OptimConfig(peak_lr=3e-3, warmup_steps=50, decay_fraction=0.2, weight_decay=0.01),
