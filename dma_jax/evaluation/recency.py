@@ -18,15 +18,14 @@ from dma_jax.selection import live_ranges
 
 def dma_selections(model, batch: dict) -> list[dict]:
     """Run ``model`` once, eagerly, on ``batch`` ((B, T) ``inputs`` and ``segment_ids``) and return
-    every DMA layer's selection inputs in call order: dicts of ``bias`` (B, Hb, T), ``window``,
-    ``segment_ids``."""
+    every DMA layer's selection inputs in call order: dicts of ``bias`` (B, Hb, T) and ``window``."""
     import dma_jax.nn.attention_layers as layers
 
     captured = []
     original = layers.dma_attention
 
     def recording(q, k, v, bias, window, **kwargs):
-        captured.append({"bias": np.asarray(bias), "window": window, "segment_ids": kwargs.get("segment_ids")})
+        captured.append({"bias": np.asarray(bias), "window": window})
         return original(q, k, v, bias, window, **kwargs)
 
     layers.dma_attention = recording
