@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -129,12 +128,11 @@ def main(argv=None) -> int:
         if not (Path(workdir) / "config.json").is_file():
             print(f"eval.py: {workdir} has no config.json (not a train.py workdir)", file=sys.stderr)
             return 2
-    import jax
+    from dma_jax.card import device_card
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"card": {"device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-                       "jax": jax.__version__, "python": platform.python_version()},
+    result = {"card": device_card(),
               "command": " ".join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)]), "runs": []}
     for workdir in args.workdir:
         result["runs"].append(evaluate_run(workdir, args))

@@ -28,10 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def card() -> dict:
-    import jax
+    from dma_jax.card import device_card
 
-    return {"device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-            "jax": jax.__version__, "python": platform.python_version(), "host": platform.node()}
+    return {**device_card(), "host": platform.node()}
 
 
 def train_command(args, workdir: Path, seq_len: int, batch: int, steps: int, extra: list[str], flags=()) -> list[str]:

@@ -19,6 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dma_jax.card import device_card
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,15 +30,6 @@ class Job:
     config: str
     overrides: tuple[str, ...]
     cell: dict  # the grid coordinates, stored with the result
-
-
-def device_card() -> dict:
-    import platform
-
-    import jax
-
-    return {"device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(), "jax": jax.__version__,
-            "python": platform.python_version()}
 
 
 def final_records(workdir: Path) -> dict:
