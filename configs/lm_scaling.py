@@ -13,7 +13,7 @@ from dma_jax.training.config import TrainConfig
 from dma_jax.training.optimizer import OptimConfig
 
 # name: (d_model, layers, heads, kv heads)
-SIZES = {"s3m": (192, 4, 3, 1), "s10m": (320, 6, 5, 1), "s30m": (512, 8, 8, 2), "s80m": (768, 12, 6, 3)}
+SIZES = {"s1m": (128, 2, 2, 1), "s3m": (192, 4, 3, 1), "s10m": (320, 6, 5, 1), "s30m": (512, 8, 8, 2), "s80m": (768, 12, 6, 3)}
 
 
 def get_config() -> TrainConfig:

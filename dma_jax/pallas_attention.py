@@ -1,7 +1,8 @@
 """DMA through the Pallas kernels, with a custom VJP; layouts and selection prepared here.
 
-Selection (live ranges, slot tables) runs in XLA; the kernels (``pallas_kernels``) get index
-tables only. Layout: the R = H / Hb query heads of a bias head are packed with ``block_q``
+Selection: live ranges by the wavelet matrix in XLA (or, opt-in, the selection kernel of
+``dma_jax.selection_scan``), slot tables in XLA; the attention kernels (``pallas_kernels``) get
+index tables only. Layout: the R = H / Hb query heads of a bias head are packed with ``block_q``
 consecutive positions into one tile of ``rows = block_q * R`` rows. Head dims and R are padded
 to powers of two (Triton needs power-of-two blocks); padded rows and columns are zeros.
 """
@@ -15,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dma_jax.selection import static_keep_unchecked
+from dma_jax.selection import live_ranges_unchecked, static_keep_unchecked
+from dma_jax.selection_scan import live_ranges_scan
 from dma_jax.slots import carried_key_table, key_slots
 from dma_jax.tiles import num_tiles
 from dma_jax.xla_attention import key_intervals
@@ -38,11 +40,25 @@ class PallasConfig:
     block_k_bwd: int = 64
     block_slots: int = 32  # slots per program of the key-major backward
     options_bwd: KernelOptions = KernelOptions(num_warps=4, num_stages=2)
+    # Live ranges: "wavelet" (the wavelet matrix in XLA) or "kernel" (pallas_kernels.live_range_scan).
+    # Both are exact; on the H200 the kernel was 3-7x slower (docs/kernels.md), so it is opt-in.
+    selection: str = "wavelet"
+    selection_options: KernelOptions = KernelOptions(num_warps=4, num_stages=1)
 
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
         """Small tiles and interpret mode, for CPU tests."""
         options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
-        return PallasConfig(16, 16, options, 8, 8, 16, options)
+        return PallasConfig(16, 16, options, 8, 8, 16, options, self.selection, options)
+
+    def live_ranges_fn(self):
+        """``live_ranges_unchecked`` or its kernel twin, as ``selection`` says."""
+        if self.selection == "wavelet":
+            return live_ranges_unchecked
+        if self.selection == "kernel":
+            block_keys, block_index = (16, 32) if self.selection_options.interpret else (64, 64)  # best measured
+            return functools.partial(live_ranges_scan, options=self.selection_options, block_keys=block_keys,
+                                     block_index=block_index)
+        raise ValueError(f"selection must be 'kernel' or 'wavelet', got {self.selection!r}")
 
 
 def _next_pow2(n: int) -> int:
@@ -118,6 +134,46 @@ def _noncausal_table(bias, window, tiles, key_mask):
     return jnp.broadcast_to(listed[:, :, None, :], bias.shape[:2] + (tiles, width))
 
 
+def tiling(config: PallasConfig, head_dim: int, per_bias: int) -> tuple[int, int, int, int, int]:
+    """(rows per position, block_q, block_k, block_q_bwd, block_k_bwd) for R = ``per_bias`` query heads per bias head."""
+    rows_per_pos = _next_pow2(per_bias)
+    block_q = config.block_q or max(16, (128 if head_dim <= 128 else 64) // rows_per_pos)
+    block_k = min(config.block_k, block_q)
+    block_q_bwd = config.block_q_bwd or block_q
+    block_k_bwd = min(config.block_k_bwd, block_q_bwd)
+    if block_q % block_q_bwd:
+        raise ValueError(f"block_q_bwd={block_q_bwd} must divide block_q={block_q}")
+    return rows_per_pos, block_q, block_k, block_q_bwd, block_k_bwd
+
+
+def selection_tables(bias, window, q_len, *, causal, segment_ids, key_mask, config, block_q, block_q_bwd, multiple):
+    """The selection stage of the Pallas path: live ranges and the key tables of both passes.
+
+    Returns (start, end) int32 (B, Hb, Tk) and the tables int32 (B, Hb, tiles, W) for query tiles
+    of ``block_q`` and ``block_q_bwd`` positions, W padded to a multiple of ``multiple`` with -1.
+    """
+    kv_len = bias.shape[-1]
+    tiles = num_tiles(q_len, block_q)
+    start, end = key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask,
+                               live_ranges_fn=config.live_ranges_fn())
+    if causal:
+        window_slots = kv_len if window is None else min(window, kv_len)
+        slots = key_slots(end, window_slots, segment_ids=segment_ids, key_mask=key_mask, bias=bias)
+
+    def table_for(tile_q):
+        """Carried-key table for tiles of ``tile_q`` positions, padded to ``multiple`` columns."""
+        count = tiles * (block_q // tile_q)
+        if causal:
+            table = carried_key_table(end, slots, q_len, tile_q, window_slots)
+            table = jnp.pad(table, ((0, 0), (0, 0), (0, count - table.shape[2]), (0, 0)), constant_values=-1)
+        else:
+            table = _noncausal_table(bias, window, count, key_mask)
+        width = _round_up(table.shape[-1], multiple)
+        return jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - table.shape[-1])), constant_values=-1)
+
+    return start, end, table_for(block_q), table_for(block_q_bwd)
+
+
 def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasConfig()):
     """DMA with the Pallas kernels; arguments as ``dma_attention`` (already checked).
 
@@ -131,35 +187,15 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     bias_heads = bias.shape[1]
     per_bias = heads // bias_heads
     scale = head_dim**-0.5 if scale is None else float(scale)
-    rows_per_pos = _next_pow2(per_bias)
-    block_q = config.block_q or max(16, (128 if head_dim <= 128 else 64) // rows_per_pos)
-    block_k = min(config.block_k, block_q)
-    block_q_bwd = config.block_q_bwd or block_q
-    block_k_bwd = min(config.block_k_bwd, block_q_bwd)
-    if block_q % block_q_bwd:
-        raise ValueError(f"block_q_bwd={block_q_bwd} must divide block_q={block_q}")
+    rows_per_pos, block_q, block_k, block_q_bwd, block_k_bwd = tiling(config, head_dim, per_bias)
     tiles = num_tiles(q_len, block_q)
     q_offset = kv_len - q_len if causal else 0
 
     bias_sel = lax.stop_gradient(bias)
-    start, end = key_intervals(bias_sel, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask)
-    multiple = max(block_k, block_k_bwd, config.block_slots)
-    if causal:
-        window_slots = kv_len if window is None else min(window, kv_len)
-        slots = key_slots(end, window_slots, segment_ids=segment_ids, key_mask=key_mask, bias=bias_sel)
-
-    def table_for(tile_q):
-        """Carried-key table for tiles of ``tile_q`` positions, padded to ``multiple`` columns."""
-        count = tiles * (block_q // tile_q)
-        if causal:
-            table = carried_key_table(end, slots, q_len, tile_q, window_slots)
-            table = jnp.pad(table, ((0, 0), (0, 0), (0, count - table.shape[2]), (0, 0)), constant_values=-1)
-        else:
-            table = _noncausal_table(bias_sel, window, count, key_mask)
-        width = _round_up(table.shape[-1], multiple)
-        return jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - table.shape[-1])), constant_values=-1)
-
-    table, table_bwd = table_for(block_q), table_for(block_q_bwd)
+    start, end, table, table_bwd = selection_tables(
+        bias_sel, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask, config=config,
+        block_q=block_q, block_q_bwd=block_q_bwd, multiple=max(block_k, block_k_bwd, config.block_slots),
+    )
 
     # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D').
     dim = max(16, _next_pow2(head_dim))

@@ -15,6 +15,7 @@ Nothing here builds a T x T array.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,18 +43,24 @@ def _segments_or_zeros(segment_ids: jax.Array | None, batch: int, length: int) -
     return segment_ids.astype(jnp.int32)
 
 
-def _rank_order(bias: jax.Array, segment: jax.Array, valid: jax.Array):
-    """Order one row's keys by (segment, valid first, bias descending, index descending).
+class RankOrder(NamedTuple):
+    """One row's keys ranked by (segment, valid first, bias descending, index descending).
 
-    Args:
-      bias: float (T,); segment: int32 (T,); valid: bool (T,).
-
-    Returns:
-      order: int32 (T,), key index at each rank position;
-      rank: int32 (T,), rank position of each key;
-      group_lo: int32 (T,), first rank position of the key's segment, per key;
-      segment_end: int32 (T,), 1 + the largest index in the key's segment, per key.
+    order: int32 (T,), key index at each rank position; rank: int32 (T,), rank position of each
+    key; group_lo: int32 (T,), per key, the first rank position of its segment (the keys that
+    beat key j are the rank positions ``[group_lo[j], rank[j])``); segment_first,
+    segment_end: int32 (T,), per key, the smallest index of its segment and 1 + the largest.
     """
+
+    order: jax.Array
+    rank: jax.Array
+    group_lo: jax.Array
+    segment_first: jax.Array
+    segment_end: jax.Array
+
+
+def rank_order(bias: jax.Array, segment: jax.Array, valid: jax.Array) -> RankOrder:
+    """Rank one row's keys (bias float (T,), segment int32 (T,), valid bool (T,)): see ``RankOrder``."""
     length = bias.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
     # -0.0 and 0.0 must tie, and invalid keys (sorted last anyway) must not carry NaN.
@@ -66,16 +73,17 @@ def _rank_order(bias: jax.Array, segment: jax.Array, valid: jax.Array):
     group_id = jnp.cumsum(
         jnp.concatenate([jnp.zeros((1,), jnp.int32), (sorted_segment[1:] != sorted_segment[:-1]).astype(jnp.int32)])
     )
+    group_first = jax.ops.segment_min(order, group_id, num_segments=length)
     group_last = jax.ops.segment_max(order, group_id, num_segments=length)
     group_lo = group_lo_by_rank.astype(jnp.int32)[rank]
-    segment_end = group_last[group_id[rank]] + 1
-    return order, rank, group_lo, segment_end
+    key_group = group_id[rank]
+    return RankOrder(order, rank, group_lo, group_first[key_group], group_last[key_group] + 1)
 
 
 def _row_live_ranges(bias, segment, valid, window):
     length = bias.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
-    order, rank, group_lo, segment_end = _rank_order(bias, segment, valid)
+    order, rank, group_lo, _, segment_end = rank_order(bias, segment, valid)
     if window is None or window >= length:
         arrival = segment_end
     else:
@@ -93,10 +101,10 @@ def _row_live_ranges(bias, segment, valid, window):
 
 
 def _row_static_keep(bias, segment, valid, window):
-    _, rank, group_lo, _ = _rank_order(bias, segment, valid)
+    ranked = rank_order(bias, segment, valid)
     if window is None:
         return valid
-    return valid & (rank - group_lo < window)
+    return valid & (ranked.rank - ranked.group_lo < window)
 
 
 def _per_row(row_fn, bias, window, segment_ids, key_mask):

@@ -36,15 +36,16 @@ def check_contiguous_segments(segment_ids) -> None:
             )
 
 
-def key_intervals(bias, window, q_len, *, causal, segment_ids, key_mask):
+def key_intervals(bias, window, q_len, *, causal, segment_ids, key_mask, live_ranges_fn=live_ranges_unchecked):
     """Per key, the queries that keep it: ``start <= t' < end``, int32 (B, Hb, Tk) each.
 
-    Causal: ``t' = t + Tk - Tq`` and ``[start, end) = [j, end_j)`` from ``live_ranges``.
+    Causal: ``t' = t + Tk - Tq`` and ``[start, end) = [j, end_j)`` from ``live_ranges_fn``
+    (``live_ranges_unchecked``'s signature; the Pallas path passes the selection kernel).
     Not causal: ``t' = t``; a kept key spans ``[0, Tq)``, any other ``[0, 0)``.
     """
     kv_len = bias.shape[-1]
     if causal:
-        end = live_ranges_unchecked(bias, window, segment_ids, key_mask)
+        end = live_ranges_fn(bias, window, segment_ids, key_mask)
         start = jnp.broadcast_to(jnp.arange(kv_len, dtype=jnp.int32), end.shape)
     else:
         keep = static_keep_unchecked(bias, window, segment_ids, key_mask)

@@ -41,9 +41,12 @@ def final_records(workdir: Path) -> dict:
             "flops_per_token": start["flops_per_token"], "device_kind": start["device_kind"]}
 
 
-def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float) -> dict:
+def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float, gpu: str | None = None) -> dict:
+    """Train one cell; ``jobs`` is how many processes share its device, ``gpu`` the device id it gets."""
     workdir = workroot / job.name
     env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     if jobs > 1:
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.3f}")  # set it to oversubscribe
@@ -66,11 +69,12 @@ def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float) -> dict:
 
 
 def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,
-             retry_errors: bool = False, start_before_s: float | None = None) -> dict:
+             retry_errors: bool = False, start_before_s: float | None = None, gpus: list[str] | None = None) -> dict:
     """Run the jobs missing from ``results_path`` (a JSON with "card", "cells"); returns its content.
 
     Cells not started within ``start_before_s`` seconds of the call are left for a later call, so
-    that a call fits a fixed slice of machine time.
+    that a call fits a fixed slice of machine time. With ``gpus`` (device ids), each job runs on
+    the listed GPU that has the fewest jobs at its start, and ``parallel`` jobs share them.
     """
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
     results.setdefault("cells", {})
@@ -86,8 +90,12 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     call = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": results["command"], "parallel": parallel,
             "cells": [job.name for job in todo], "wall_s": 0.0, "device_kind": results["card"]["device_kind"]}
     results.setdefault("calls", []).append(call)
+    if gpus:
+        call["gpus"] = list(gpus)
     start = time.perf_counter()
     lock = threading.Lock()
+    running = {gpu: 0 for gpu in gpus or []}
+    per_device = -(-parallel // len(gpus)) if gpus else parallel
 
     def one(job):
         if start_before_s is not None and time.perf_counter() - start > start_before_s:
@@ -95,8 +103,15 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
                 call["cells"].remove(job.name)
             print(f"{job.name}: not started (--start-before {start_before_s:.0f} s passed)", flush=True)
             return None
-        result = run_job(job, workroot, parallel, timeout_s)
         with lock:
+            gpu = min(running, key=running.get) if running else None
+            if gpu is not None:
+                running[gpu] += 1
+        result = run_job(job, workroot, per_device, timeout_s, gpu)
+        with lock:
+            if gpu is not None:
+                running[gpu] -= 1
+                result["gpu"] = gpu
             results["cells"][job.name] = result
             call["wall_s"] = time.perf_counter() - start
             results_path.write_text(json.dumps(results, indent=2))
@@ -148,6 +163,8 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
     parser.add_argument("--retry-errors", action="store_true", help="run cells that failed before again")
     parser.add_argument("--start-before", type=float, default=None, metavar="SECONDS",
                         help="start no cell later than this after the call began (the rest wait for another call)")
+    parser.add_argument("--gpus", nargs="+", default=None, metavar="ID",
+                        help="spread the jobs over these GPUs (CUDA_VISIBLE_DEVICES of each job); default: share one")
     parser.add_argument("--results", default=results)
     parser.add_argument("--workroot", default=workroot)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
@@ -156,4 +173,4 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
 def run_grid_from_args(jobs: list[Job], args) -> dict:
     """``run_grid`` with the options of ``add_grid_arguments``."""
     return run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
-                    retry_errors=args.retry_errors, start_before_s=args.start_before)
+                    retry_errors=args.retry_errors, start_before_s=args.start_before, gpus=args.gpus)

@@ -40,7 +40,7 @@ def jobs(args, sizes) -> list[Job]:
 
     out = []
     tokens_per_step = args.batch * args.seq_len
-    for size in args.sizes:
+    for seed, size in ((seed, size) for seed in args.seeds for size in args.sizes):
         d_model, layers, heads, kv_heads = sizes[size]
         shape = ModelConfig(vocab_size=8192, d_model=d_model, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads)
         params = count_params(nnx.split(nnx.eval_shape(lambda: DecoderLM(shape, rngs=nnx.Rngs(0))))[1])
@@ -51,24 +51,31 @@ def jobs(args, sizes) -> list[Job]:
                 f"model.num_heads={heads}", f"model.num_kv_heads={kv_heads}", f"model.latent_dim={d_model // 2}",
                 f"data.seq_len={args.seq_len}", f"data.global_batch_size={args.batch}", f"model.window={args.window}",
                 f"steps={steps}", f"eval_every={steps}", f"optim.warmup_steps={max(1, steps // 20)}",
-                f"log_every={max(1, steps // 20)}", "checkpoint_every=0", *args.overrides,
+                f"log_every={max(1, steps // 20)}", "checkpoint_every=0", f"seed={seed}", f"data.seed={seed}",
+                *args.overrides,
             )
             cell = {"attention": attention, "size": size, "params": params, "steps": steps,
-                    "tokens": steps * tokens_per_step}
-            out.append(Job(f"{attention}_{size}", args.config, overrides, cell))
+                    "tokens": steps * tokens_per_step, "seed": seed}
+            out.append(Job(f"{attention}_{size}" + (f"_s{seed}" if seed else ""), args.config, overrides, cell))
     return out
 
 
 def plot(results: dict, path: Path):
+    """One line per attention: validation perplexity (mean over seeds) against training FLOPs."""
     from dma_jax.evaluation.plots import lines
 
-    series = {}
+    runs = {}
     for cell in results["cells"].values():
         if cell.get("eval"):
+            key = (cell["cell"]["attention"], cell["cell"]["size"])
             flops = cell["flops_per_token"] * cell["cell"]["tokens"]
-            series.setdefault(cell["cell"]["attention"], []).append((flops, math.exp(cell["eval"]["eval_loss"])))
+            runs.setdefault(key, (flops, []))[1].append(math.exp(cell["eval"]["eval_loss"]))
+    series = {}
+    for (attention, _), (flops, perplexities) in sorted(runs.items(), key=lambda item: item[1][0]):
+        series.setdefault(attention, []).append((flops, sum(perplexities) / len(perplexities)))
     card = results.get("card", {}).get("device_kind", "")
-    lines(series, path, f"validation perplexity against training compute; {card}", "training FLOPs", "perplexity")
+    lines(series, path, f"validation perplexity (mean over seeds) against training compute; {card}",
+          "training FLOPs", "perplexity")
 
 
 def main():
@@ -80,6 +87,7 @@ def main():
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (model and data order)")
     p.add_argument("--throughput", action="store_true",
                    help="after training, time each model alone (eval.py --throughput): training and decoding tokens/s")
     add_grid_arguments(p, results="results/ppl/scaling.json", workroot="runs/ppl", timeout=7200)

@@ -35,3 +35,22 @@ def interval_attention_reference(q_tiles, k, v, bias, start, end, *, scale, bloc
     out = jnp.einsum("bhnrk,bhkd->bhnrd", weights, vf) / jnp.where(total == 0, 1.0, total)[..., None]
     lse = jnp.where(total == 0, jnp.inf, safe_max[..., 0] + jnp.log(jnp.where(total == 0, 1.0, total)))
     return out, lse
+
+
+
+def kth_beater_reference(rank, lo, kth, forward):
+    """Reference of ``live_range_scan.kth_beater`` (same arguments, minus the segment bounds).
+
+    Lists every rank position's beaters in index order (a dense sort) and picks the kth from the
+    front or the back. O(P * Ti log Ti) per row. Returns int32 (R, P).
+    """
+    index = jnp.arange(rank.shape[1])
+    positions = jnp.arange(lo.shape[1])
+    beats = (rank[:, None, :] >= lo[:, :, None]) & (rank[:, None, :] < positions[None, :, None])  # (R, P, Ti)
+    ascending = jnp.sort(jnp.where(beats, index, rank.shape[1]), axis=-1)
+    descending = -jnp.sort(jnp.where(beats, -index, 1), axis=-1)
+    pick = jnp.clip(kth - 1, 0, rank.shape[1] - 1)[..., None]
+    found = jnp.where(forward > 0, jnp.take_along_axis(ascending, pick, -1)[..., 0],
+                      jnp.take_along_axis(descending, pick, -1)[..., 0])
+    count = jnp.sum(beats, axis=-1)
+    return jnp.where((kth > 0) & (count >= kth), found, -1).astype(jnp.int32)

@@ -37,6 +37,27 @@ def test_grid_leaves_cells_it_may_not_start_for_a_later_call(tmp_path):
     assert late["cells"] == {} and late["calls"][0]["cells"] == []
 
 
+def test_grid_spreads_jobs_over_the_listed_gpus(tmp_path, monkeypatch):
+    import threading
+
+    import experiments.launch as launch
+
+    seen, barrier = [], threading.Barrier(4)
+
+    def fake_run_job(job, workroot, jobs, timeout_s, gpu=None):
+        seen.append((job.name, jobs, gpu))
+        barrier.wait(timeout=10)  # all four run at once, so each GPU must get two
+        return {"cell": job.cell, "wall_s": 0.0, "eval": None}
+
+    monkeypatch.setattr(launch, "run_job", fake_run_job)
+    jobs = [Job(f"cell{i}", SMOKE, QUICK, {}) for i in range(4)]
+    results = run_grid(jobs, tmp_path / "grid.json", tmp_path / "runs", parallel=4, gpus=["3", "7"])
+    assert sorted(gpu for _, _, gpu in seen) == ["3", "3", "7", "7"]
+    assert {jobs_per_gpu for _, jobs_per_gpu, _ in seen} == {2}
+    assert sorted(cell["gpu"] for cell in results["cells"].values()) == ["3", "3", "7", "7"]
+    assert results["calls"][0]["gpus"] == ["3", "7"]
+
+
 def test_compare_prints_a_table_and_draws_the_curves(tmp_path, capsys):
     from experiments.compare import main
 

@@ -120,3 +120,22 @@ def test_inside_shard_map_with_varying_axes_checked():
     want = _out_and_grads(lambda *a: dma_attention(*a, 64, implementation="pallas"), args, cotangent)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("length,window", [(4096, 1024), (32768, 1024), (5000, 333)])
+def test_selection_kernel_equals_the_wavelet_matrix(length, window):
+    """The selection kernel (GPU launch) gives exactly the wavelet matrix's live ranges: ties,
+    -inf keys, key mask and segments included."""
+    from dma_jax.selection import live_ranges_unchecked
+    from dma_jax.selection_scan import live_ranges_scan
+
+    rng = np.random.default_rng(length)
+    bias = np.round(rng.normal(size=(2, 4, length)) * 8) / 8  # many ties
+    bias[rng.random(bias.shape) < 0.05] = -np.inf
+    segments = np.cumsum(rng.random((2, length)) < 4 / length, axis=1).astype(np.int32)
+    key_mask = rng.random((2, length)) > 0.1
+    for extra in ({}, {"segment_ids": jnp.asarray(segments), "key_mask": jnp.asarray(key_mask)}):
+        args = (jnp.asarray(bias, jnp.float32), window, extra.get("segment_ids"), extra.get("key_mask"))
+        want = np.asarray(live_ranges_unchecked(*args))
+        for lazy in (False, True):
+            np.testing.assert_array_equal(np.asarray(live_ranges_scan(*args, lazy=lazy)), want)

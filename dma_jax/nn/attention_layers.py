@@ -154,10 +154,12 @@ class DynamicMaskAttention(_ProjectedAttention):
 
 
 def _dense_attention(q, k, v, *, window, segment_ids):
-    """Causal attention through ``jax.nn.dot_product_attention`` (cuDNN on GPU where it can).
+    """Causal attention through ``jax.nn.dot_product_attention`` with its default implementation.
 
-    ``window``: keys ``t - window < j <= t`` only. ``segment_ids`` become an explicit (B, 1, T, T)
-    mask, which costs O(T^2) memory.
+    That default is XLA's dense path on every backend (JAX 0.10-0.11), O(T^2) work and memory,
+    also for a window, which is a mask over it; docs/results.md's cost table says so beside its
+    numbers. ``window``: keys ``t - window < j <= t`` only. ``segment_ids`` become an explicit
+    (B, 1, T, T) mask.
     """
     mask = None
     if segment_ids is not None:

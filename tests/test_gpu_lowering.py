@@ -1,0 +1,57 @@
+"""The Pallas GPU kernels lower to Triton IR for CUDA, checked on the CPU (no GPU needed).
+
+``jax.export`` with ``platforms=["cuda"]`` runs every Pallas Triton lowering rule, so a primitive
+the Triton lowering lacks (``slice``, for one, in JAX 0.10-0.11), or a type mix-up in a loop,
+fails here instead of on the GPU machine. Triton's own compilation to PTX happens later, on the
+GPU, and is what ``tests/test_pallas_gpu.py`` covers.
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax import export
+
+from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas
+from dma_jax.selection_scan import live_ranges_scan
+
+TRITON = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+
+
+def _lowers_for_cuda(fn, *shapes):
+    exported = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[TRITON])(*shapes)
+    text = exported.mlir_module()
+    assert "__gpu$xla.gpu.triton" in text  # the kernels really are Triton calls
+    return text
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_selection_kernel_lowers_for_cuda(lazy):
+    bias = jax.ShapeDtypeStruct((1, 8, 4096), jnp.float32)
+    _lowers_for_cuda(lambda b: live_ranges_scan(b, 1024, lazy=lazy), bias)
+
+
+def test_attention_with_the_selection_kernel_lowers_for_cuda():
+    q = jax.ShapeDtypeStruct((1, 512, 8, 64), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((1, 512, 2, 64), jnp.bfloat16)
+    bias = jax.ShapeDtypeStruct((1, 2, 512), jnp.float32)
+    config = PallasConfig(selection="kernel")
+    fn = lambda q, k, v, b: dma_attention_pallas(q, k, v, b, 128, causal=True, scale=None, segment_ids=None,
+                                                 key_mask=None, config=config)
+    assert "_kth_beater_kernel" in _lowers_for_cuda(fn, q, kv, kv, bias)
+
+
+@pytest.mark.parametrize("head_dim,dtype,causal", [(128, jnp.bfloat16, True), (64, jnp.float16, True),
+                                                   (256, jnp.bfloat16, False)])
+def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal):
+    q = jax.ShapeDtypeStruct((1, 1000, 8, head_dim), dtype)
+    kv = jax.ShapeDtypeStruct((1, 1000, 2, head_dim), dtype)
+    bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
+
+    def loss(q, k, v, b):
+        out = dma_attention_pallas(q, k, v, b, 256, causal=causal, scale=None, segment_ids=None, key_mask=None,
+                                   config=PallasConfig())
+        return jnp.sum(out.astype(jnp.float32))
+
+    text = _lowers_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), q, kv, kv, bias)
+    # the forward and both backward passes (the default selection runs in XLA)
+    assert text.count("__gpu$xla.gpu.triton") >= 3
