@@ -78,6 +78,21 @@ def plot(results: dict, path: Path):
           "training FLOPs", "perplexity")
 
 
+def plot_throughput(results: dict, path: Path) -> dict:
+    """Bars of training tokens/s of each model alone (``eval.py --throughput``), grouped by size
+    (smallest first); returns what it drew, {size: {attention: million tokens/s}}."""
+    from dma_jax.evaluation.plots import bars
+
+    groups = {}
+    for cell in sorted(results["cells"].values(), key=lambda c: c["cell"].get("params", 0)):
+        if cell.get("throughput"):
+            size = groups.setdefault(cell["cell"]["size"], {})
+            size[cell["cell"]["attention"]] = cell["throughput"]["training"]["tokens_per_s"] / 1e6
+    card = results.get("card", {}).get("device_kind", "")
+    bars(groups, path, f"training throughput, each model alone; {card}", "million tokens / s")
+    return groups
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/lm_scaling.py")
@@ -101,6 +116,10 @@ def main():
     png = Path(args.results).with_suffix(".png")
     plot(results, png)
     print(f"wrote {args.results} and {png}")
+    if args.throughput:
+        throughput_png = png.with_name(png.stem + "_throughput.png")
+        plot_throughput(results, throughput_png)
+        print(f"wrote {throughput_png}")
 
 
 if __name__ == "__main__":

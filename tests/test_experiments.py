@@ -86,3 +86,19 @@ def test_cells_are_evaluated_one_at_a_time_after_training(tmp_path):
     assert stored["throughput"]["inference"]["batch"] == 2
     evaluate_cells(results, tmp_path / "runs", ["--no-such-flag"], "other", results_path)  # a failing eval is kept
     assert "no-such-flag" in json.loads(results_path.read_text())["cells"]["dma"]["other_error"]
+
+
+def test_throughput_plot_groups_models_by_size(tmp_path):
+    from experiments.perplexity_scaling import plot_throughput
+
+    def cell(attention, size, params, tokens_per_s):
+        return {"cell": {"attention": attention, "size": size, "params": params},
+                "throughput": {"training": {"tokens_per_s": tokens_per_s}}}
+
+    results = {"card": {"device_kind": "cpu"}, "cells": {
+        "dma_s3m": cell("dma", "s3m", 3, 3e6), "mha_s3m": cell("mha", "s3m", 3, 2e6),
+        "mha_s10m": cell("mha", "s10m", 10, 1e6), "nsa_s10m": {"cell": {"attention": "nsa", "size": "s10m"},
+                                                              "error": "timeout"}}}
+    drawn = plot_throughput(results, tmp_path / "throughput.png")
+    assert drawn == {"s3m": {"dma": 3.0, "mha": 2.0}, "s10m": {"mha": 1.0}}
+    assert list(drawn) == ["s3m", "s10m"] and (tmp_path / "throughput.png").stat().st_size > 1000

@@ -71,3 +71,23 @@ def lines(series: dict[str, list[tuple[float, float]]], path: str | Path, title:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def bars(groups: dict[str, dict[str, float]], path: str | Path, title: str, y_label: str):
+    """Grouped bars: one group per outer key (e.g. model size), one bar per inner key (e.g. attention)."""
+    names = sorted({name for bars_ in groups.values() for name in bars_})
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for i, name in enumerate(names):
+        xs = [g + (i - (len(names) - 1) / 2) * width for g, bars_ in enumerate(groups.values()) if name in bars_]
+        ys = [bars_[name] for bars_ in groups.values() if name in bars_]
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
