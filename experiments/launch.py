@@ -164,7 +164,8 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
     parser.add_argument("--start-before", type=float, default=None, metavar="SECONDS",
                         help="start no cell later than this after the call began (the rest wait for another call)")
     parser.add_argument("--gpus", nargs="+", default=None, metavar="ID",
-                        help="spread the jobs over these GPUs (CUDA_VISIBLE_DEVICES of each job); default: share one")
+                        help="spread the jobs over these GPUs (each job's CUDA_VISIBLE_DEVICES; '0,1' gives a job "
+                             "two GPUs, data-parallel); default: the jobs share what they see")
     parser.add_argument("--results", default=results)
     parser.add_argument("--workroot", default=workroot)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
