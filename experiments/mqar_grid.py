@@ -61,7 +61,7 @@ def one_job(args, attention: str, seq_len: int, d_model: int, seed: int) -> Job:
         f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={batch}",
         f"optim.peak_lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
         f"eval_every={max(1, args.steps // args.evals)}", "checkpoint_every=-1", f"log_every={max(1, args.steps // 10)}",
-        f"seed={seed}", f"data.seed={seed}", *heads(args.head_dim, d_model), *args.overrides,
+        f"seed={seed}", f"data.seed={seed}", *heads(args.head_dim or None, d_model), *args.overrides,
     )
     cell = {"attention": attention, "seq_len": seq_len, "d_model": d_model, "window": window,
             "num_kv_pairs": pairs, "batch": batch, "seed": seed}
@@ -99,8 +99,8 @@ def main():
     p.add_argument("--attentions", nargs="+", default=list(ATTENTIONS), choices=ATTENTIONS)
     p.add_argument("--seq-lens", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     p.add_argument("--d-models", type=int, nargs="+", default=[64, 128, 256])
-    p.add_argument("--head-dim", type=int, default=None,
-                   help="heads of this size (d_model / head_dim of them, one kv head); default: the config's")
+    p.add_argument("--head-dim", type=int, default=64,
+                   help="heads of this size (d_model / head_dim of them, one kv head); 0: the config's heads")
     p.add_argument("--window-ratio", type=int, default=8)
     p.add_argument("--pairs-ratio", type=int, default=32)
     p.add_argument("--steps", type=int, default=2500)
