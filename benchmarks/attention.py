@@ -26,7 +26,7 @@ import numpy as np
 
 from dma_jax import dma_attention, dma_attention_reference, live_ranges
 from dma_jax.timing import median_seconds
-from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas, selection_tables, tiling
+from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas, selection_tables
 from dma_jax.xla_attention import dma_attention_xla
 from pallas_kernels.common import KernelOptions
 
@@ -62,11 +62,9 @@ def kept_pairs(bias, window):
 def selection_ms(bias, window, config, repeats) -> dict:
     """Milliseconds of the selection alone: live ranges (the config's way, and the wavelet's), and
     the whole selection stage of the Pallas path (live ranges, slots, both key tables)."""
-    _, block_q, block_k, block_q_bwd, block_k_bwd = tiling(config, HEAD_DIM, HEADS // KV_HEADS)
     length = bias.shape[-1]
-    stage = lambda b: selection_tables(
-        b, window, length, causal=True, segment_ids=None, key_mask=None, config=config, block_q=block_q,
-        block_q_bwd=block_q_bwd, multiple=max(block_k, block_k_bwd, config.block_slots))
+    stage = lambda b: selection_tables(b, window, length, causal=True, segment_ids=None, key_mask=None, config=config,
+                                       head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS)
     ranges = config.live_ranges_fn()
     return dict(
         live_ranges_ms=median_ms(jax.jit(lambda b: ranges(b, window)), bias, repeats=repeats),

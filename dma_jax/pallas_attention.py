@@ -54,10 +54,9 @@ class PallasConfig:
         """``live_ranges_unchecked`` or its kernel twin, as ``selection`` says."""
         if self.selection == "wavelet":
             return live_ranges_unchecked
-        if self.selection == "kernel":
-            block_keys, block_index = (16, 32) if self.selection_options.interpret else (64, 64)  # best measured
-            return functools.partial(live_ranges_scan, options=self.selection_options, block_keys=block_keys,
-                                     block_index=block_index)
+        if self.selection == "kernel":  # small tiles in interpret mode; else the kernel's (best measured) ones
+            tiles = dict(block_keys=16, block_index=32) if self.selection_options.interpret else {}
+            return functools.partial(live_ranges_scan, options=self.selection_options, **tiles)
         raise ValueError(f"selection must be 'kernel' or 'wavelet', got {self.selection!r}")
 
 
@@ -146,13 +145,16 @@ def tiling(config: PallasConfig, head_dim: int, per_bias: int) -> tuple[int, int
     return rows_per_pos, block_q, block_k, block_q_bwd, block_k_bwd
 
 
-def selection_tables(bias, window, q_len, *, causal, segment_ids, key_mask, config, block_q, block_q_bwd, multiple):
+def selection_tables(bias, window, q_len, *, causal, segment_ids, key_mask, config, head_dim, per_bias):
     """The selection stage of the Pallas path: live ranges and the key tables of both passes.
 
-    Returns (start, end) int32 (B, Hb, Tk) and the tables int32 (B, Hb, tiles, W) for query tiles
-    of ``block_q`` and ``block_q_bwd`` positions, W padded to a multiple of ``multiple`` with -1.
+    Returns (start, end) int32 (B, Hb, Tk) and the tables int32 (B, Hb, tiles, W) for the query
+    tiles of the forward and of the backward (``tiling``), W padded with -1 to a multiple of
+    every key block that reads it.
     """
     kv_len = bias.shape[-1]
+    _, block_q, block_k, block_q_bwd, block_k_bwd = tiling(config, head_dim, per_bias)
+    multiple = max(block_k, block_k_bwd, config.block_slots)
     tiles = num_tiles(q_len, block_q)
     start, end = key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask,
                                live_ranges_fn=config.live_ranges_fn())
@@ -194,7 +196,7 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     bias_sel = lax.stop_gradient(bias)
     start, end, table, table_bwd = selection_tables(
         bias_sel, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask, config=config,
-        block_q=block_q, block_q_bwd=block_q_bwd, multiple=max(block_k, block_k_bwd, config.block_slots),
+        head_dim=head_dim, per_bias=per_bias,
     )
 
     # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D').

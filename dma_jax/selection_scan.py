@@ -3,8 +3,9 @@
 Same result as ``dma_jax.selection.live_ranges`` (the tests check them against each other), by
 another route: the keys are ranked by one sort, then one kernel finds, for every key beaten by
 at least w keys of its segment, its w-th beater in index order. That is one sort and one launch
-where the wavelet matrix of ``selection.py`` takes about 15 levels of small XLA ops: on a GPU
-those launches, not the arithmetic, are what ``live_ranges`` cost.
+where the wavelet matrix of ``selection.py`` takes about 15 levels of small XLA ops. It was
+built to cut those launches, but on the H200 it measured 1.4-7x slower than the wavelet
+(docs/kernels.md), so ``PallasConfig`` uses it only when asked (``selection="kernel"``).
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def live_ranges_scan(bias, window, segment_ids=None, key_mask=None, *, options=K
     valid = valid_keys(bias, key_mask)
     ranked = jax.vmap(jax.vmap(rank_order, in_axes=(0, None, 0)), in_axes=(0, 0, 0))(bias, segment, valid)
     index = jnp.arange(length, dtype=jnp.int32)
-    beaten = ranked.rank - ranked.group_lo  # valid keys that beat each valid key
-    needs = valid & (window is not None) & (beaten >= (window or 0))
     if window is None or window >= length:
         arrival = ranked.segment_end
     else:
+        beaten = ranked.rank - ranked.group_lo  # valid keys that beat each valid key
+        needs = valid & (beaten >= window)
         by_rank = lambda x: jnp.take_along_axis(x, ranked.order, axis=-1)
         positions = -(-length // block_keys) * block_keys
         count = _pad_last(by_rank(beaten), positions, 0)

@@ -10,7 +10,6 @@ This path runs anywhere (CPU, GPU, TPU); the Pallas kernels replace it where the
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

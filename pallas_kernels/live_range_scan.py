@@ -92,7 +92,6 @@ def kth_beater(rank, lo, kth, forward, first, stop, *, block_keys=64, block_inde
         over each block of ``block_keys`` positions.
       first, stop: int32 (R, P): the key's segment is the indices ``[first, stop)``; every beater
         lies there.
-
       lazy: run the running count (a scan over the tile) only in steps where some key's answer
         lies, behind a branch; otherwise in every step. Exact either way; lazy=True lowers for
         Triton (tests/test_gpu_lowering.py) but has not yet been compiled or timed on a GPU.

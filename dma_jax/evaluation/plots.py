@@ -63,9 +63,14 @@ def lines(series: dict[str, list[tuple[float, float]]], path: str | Path, title:
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x_label)
+    ax.grid(True, which="both", alpha=0.3)
+    return _finish(fig, ax, path, title, y_label)
+
+
+def _finish(fig, ax, path, title: str, y_label: str):
+    """Y label, title and legend; save to ``path`` and close."""
     ax.set_ylabel(y_label)
     ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -83,11 +88,5 @@ def bars(groups: dict[str, dict[str, float]], path: str | Path, title: str, y_la
         ys = [bars_[name] for bars_ in groups.values() if name in bars_]
         ax.bar(xs, ys, width, label=name)
     ax.set_xticks(range(len(groups)), list(groups))
-    ax.set_ylabel(y_label)
-    ax.set_title(title, fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, title, y_label)
