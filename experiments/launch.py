@@ -168,10 +168,16 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
                              "two GPUs, data-parallel); default: the jobs share what they see")
     parser.add_argument("--results", default=results)
     parser.add_argument("--workroot", default=workroot)
+    parser.add_argument("--plot-only", action="store_true",
+                        help="run nothing: redraw the plots of --results (e.g. after merging results of several calls)")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
 
 
 def run_grid_from_args(jobs: list[Job], args) -> dict:
-    """``run_grid`` with the options of ``add_grid_arguments``."""
+    """``run_grid`` with the options of ``add_grid_arguments``; with ``--plot-only``, just the results file."""
+    if args.plot_only:
+        if not Path(args.results).exists():
+            raise SystemExit(f"--plot-only: {args.results} does not exist")
+        return json.loads(Path(args.results).read_text())
     return run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
                     retry_errors=args.retry_errors, start_before_s=args.start_before, gpus=args.gpus)

@@ -113,9 +113,10 @@ def main():
     add_grid_arguments(p, results="results/mqar/grid.json", workroot="runs/mqar", timeout=3600)
     args = p.parse_args()
     results = run_grid_from_args(jobs(args), args)
-    results.update(window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps, batch=args.batch,
-                   lr=args.lr, seeds=args.seeds)
-    Path(args.results).write_text(json.dumps(results, indent=2))
+    if not args.plot_only:
+        results.update(window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps,
+                       batch=args.batch, lr=args.lr, seeds=args.seeds)
+        Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")
     plot(results, png, args.attentions, args.seq_lens, args.d_models)
     print(f"wrote {args.results} and {png}")

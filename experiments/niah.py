@@ -22,13 +22,18 @@ from experiments.launch import Job, add_grid_arguments, evaluate_cells, run_grid
 ATTENTIONS = ("mha", "swa", "nsa", "dma")
 
 
-def plot(results: dict, path: Path, attentions):
+def plot(results: dict, path: Path) -> list[Path]:
+    """Heatmaps over (length, depth) of every attention in ``results``: exact answers at ``path``,
+    answer-token accuracy beside it (``<path>_tokens.png``); returns the files written."""
     from dma_jax.evaluation.plots import heatmaps
 
-    panels = {a.upper(): results["cells"].get(a, {}).get("niah", []) for a in attentions}
-    title = f"needle accuracy, trained at {results.get('train_len')}; {results.get('card', {}).get('device_kind', '')}"
-    heatmaps(panels, "length", "depth", "accuracy", path, title, x_label="context length", y_label="needle depth",
-             y_format=lambda d: f"{d:.0%}")
+    panels = {a.upper(): results["cells"][a].get("niah", []) for a in ATTENTIONS if a in results["cells"]}
+    where = f"trained at {results.get('train_len')}; {results.get('card', {}).get('device_kind', '')}"
+    token_path = path.with_name(path.stem + "_tokens.png")
+    for value, file, what in (("accuracy", path, "exact answers"), ("token_accuracy", token_path, "answer tokens")):
+        heatmaps(panels, "length", "depth", value, file, f"needle accuracy ({what}), {where}",
+                 x_label="context length", y_label="needle depth", y_format=lambda d: f"{d:.0%}")
+    return [path, token_path]
 
 
 def main():
@@ -53,12 +58,13 @@ def main():
     results = run_grid_from_args(jobs, args)
     flags = ["--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
              "--niah-per-cell", str(args.per_cell)]
-    evaluate_cells(results, Path(args.workroot), flags, "niah", Path(args.results))
-    results.update(train_len=args.train_len, window=args.window, scales=args.scales, depths=args.depths)
-    Path(args.results).write_text(json.dumps(results, indent=2))
+    if not args.plot_only:
+        evaluate_cells(results, Path(args.workroot), flags, "niah", Path(args.results))
+        results.update(train_len=args.train_len, window=args.window, scales=args.scales, depths=args.depths)
+        Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")
-    plot(results, png, args.attentions)
-    print(f"wrote {args.results} and {png}")
+    written = plot(results, png)
+    print(f"wrote {args.results} and {', '.join(map(str, written))}")
 
 
 if __name__ == "__main__":

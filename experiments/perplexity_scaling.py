@@ -109,10 +109,12 @@ def main():
     args = p.parse_args()
     sizes = load_sizes(args.config)
     results = run_grid_from_args(jobs(args, sizes), args)
-    if args.throughput:
+    if args.throughput and not args.plot_only:
         evaluate_cells(results, Path(args.workroot), ["--throughput"], "throughput", Path(args.results))
-    results.update(seq_len=args.seq_len, window=args.window, batch=args.batch, tokens_per_param=args.tokens_per_param)
-    Path(args.results).write_text(json.dumps(results, indent=2))
+    if not args.plot_only:
+        results.update(seq_len=args.seq_len, window=args.window, batch=args.batch,
+                       tokens_per_param=args.tokens_per_param)
+        Path(args.results).write_text(json.dumps(results, indent=2))
     png = Path(args.results).with_suffix(".png")
     plot(results, png)
     print(f"wrote {args.results} and {png}")

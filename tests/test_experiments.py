@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from experiments.launch import Job, run_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,3 +104,37 @@ def test_throughput_plot_groups_models_by_size(tmp_path):
     drawn = plot_throughput(results, tmp_path / "throughput.png")
     assert drawn == {"s3m": {"dma": 3.0, "mha": 2.0}, "s10m": {"mha": 1.0}}
     assert list(drawn) == ["s3m", "s10m"] and (tmp_path / "throughput.png").stat().st_size > 1000
+
+
+def test_merge_keeps_finished_cells_and_every_call_once():
+    from experiments.merge_results import merge
+
+    call = {"started": "t0", "command": "first"}
+    target = {"cells": {"a": {"eval": 1}, "b": {"error": "timeout"}}, "calls": [call]}
+    other = {"cells": {"a": {"error": "late"}, "b": {"eval": 2}, "c": {"error": "oom"}},
+             "calls": [call, {"started": "t1", "command": "second"}]}
+    merge(target, other)
+    assert target["cells"] == {"a": {"eval": 1}, "b": {"eval": 2}, "c": {"error": "oom"}}
+    assert [c["command"] for c in target["calls"]] == ["first", "second"]
+
+
+def test_plot_only_redraws_without_running_or_rewriting(tmp_path, monkeypatch):
+    import sys
+
+    from experiments import niah
+
+    rows = [{"length": n, "depth": d, "accuracy": 0.0, "token_accuracy": 0.5, "examples": 2}
+            for n in (64, 128) for d in (0.0, 1.0)]
+    results = tmp_path / "niah.json"
+    results.write_text(json.dumps({"card": {"device_kind": "cpu"}, "train_len": 64, "cells": {
+        "dma": {"niah": rows}, "mha": {"niah": rows}}}))
+    before = results.read_text()
+    monkeypatch.setattr(sys, "argv", ["niah.py", "--plot-only", "--results", str(results), "--workroot",
+                                      str(tmp_path / "none")])
+    niah.main()
+    assert results.read_text() == before
+    assert (tmp_path / "niah.png").stat().st_size > 1000 and (tmp_path / "niah_tokens.png").stat().st_size > 1000
+    assert not (tmp_path / "none").exists()
+    monkeypatch.setattr(sys, "argv", ["niah.py", "--plot-only", "--results", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        niah.main()
