@@ -24,6 +24,7 @@ from dma_jax.nn import (
 )
 
 ATTENTION_KINDS = ("dma", "mha", "swa", "mla", "nsa")
+DENSE_IMPLEMENTATIONS = (None, "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,8 @@ class ModelConfig:
     dt_bias: bool = True  # DMA's dt_proj has a bias (HF's Doge: only with attention_bias)
     norm_eps: float = 1e-6
     dtype: str = "float32"
-    implementation: str | None = None
+    implementation: str | None = None  # DMA's: see dma_jax.dma_attention
+    dense_implementation: str | None = None  # MHA, SWA, MLA: jax.nn.dot_product_attention's (None, "xla", "cudnn")
     remat: bool = False  # recompute each block's activations in the backward pass (saves memory)
 
     def __post_init__(self):
@@ -69,6 +71,9 @@ class ModelConfig:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+        if self.dense_implementation not in DENSE_IMPLEMENTATIONS:
+            raise ValueError(f"dense_implementation must be one of {DENSE_IMPLEMENTATIONS}, "
+                             f"got {self.dense_implementation!r}")
         if self.attention in ("swa", "nsa") and self.window is None:
             raise ValueError(f"attention={self.attention!r} needs a window")
 
@@ -108,7 +113,7 @@ def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
             implementation=config.implementation, dt_bias=config.dt_bias, **common,
         )
     if config.attention == "swa":
-        return SlidingWindowAttention(*shape, config.window, **common)
+        return SlidingWindowAttention(*shape, config.window, implementation=config.dense_implementation, **common)
     if config.attention == "nsa":
         return NativeSparseAttention(
             *shape, block_size=config.nsa_block_size, block_stride=config.nsa_block_stride,
@@ -118,9 +123,10 @@ def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
     if config.attention == "mla":
         return MultiHeadLatentAttention(
             config.d_model, config.num_heads, config.resolved_head_dim, config.latent_dim, config.rope_dim,
-            rope_base=config.rope_base, dtype=jnp.dtype(config.dtype), rngs=rngs,
+            rope_base=config.rope_base, implementation=config.dense_implementation, dtype=jnp.dtype(config.dtype),
+            rngs=rngs,
         )
-    return MultiHeadAttention(*shape, **common)
+    return MultiHeadAttention(*shape, implementation=config.dense_implementation, **common)
 
 
 class SwiGLU(nnx.Module):

@@ -71,11 +71,49 @@ def test_presets_have_the_paper_sizes(name, non_embedding_millions):
         (dict(attention="nope"), "attention"),
         (dict(num_heads=5, num_kv_heads=2), "num_kv_heads"),
         (dict(attention="swa", window=None), "window"),
+        (dict(dense_implementation="flash"), "dense_implementation"),
     ],
 )
 def test_bad_config_fails_early(overrides, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig.preset("tiny", **overrides)
+
+
+@pytest.mark.parametrize("kind", ["mha", "swa", "mla"])
+def test_dense_implementation_reaches_dot_product_attention(kind, monkeypatch):
+    """``dense_implementation`` is what the dense layers hand to ``jax.nn.dot_product_attention``;
+    "xla" gives the default's logits."""
+    default = _model(kind)
+    chosen = _model(kind, dense_implementation="xla")
+    tokens = _tokens()
+    expected = default(tokens)
+    original, seen = jax.nn.dot_product_attention, []
+
+    def spy(*args, implementation=None, **kwargs):
+        seen.append(implementation)
+        return original(*args, implementation=implementation, **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    np.testing.assert_allclose(chosen(tokens), expected, atol=1e-6)
+    assert seen == ["xla"] * len(chosen.blocks)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["mha", "swa", "mla"])
+def test_cudnn_dense_layers_match_xla_on_gpu(kind):
+    """bf16 models: cuDNN's fused attention gives XLA's logits and gradients, packed rows included."""
+    tokens = _tokens(length=128)
+    segment_ids = (jnp.arange(128) >= 50).astype(jnp.int32)[None].repeat(2, 0)
+    results = []
+    for implementation in ("xla", "cudnn"):
+        model = _model(kind, dtype="bfloat16", dense_implementation=implementation)
+        loss = lambda m: jnp.mean(m(tokens, segment_ids=segment_ids).astype(jnp.float32) ** 2)
+        results.append(nnx.value_and_grad(loss)(model))
+    (xla_loss, xla_grads), (cudnn_loss, cudnn_grads) = results
+    np.testing.assert_allclose(cudnn_loss, xla_loss, rtol=2e-2)
+    for a, b in zip(jax.tree.leaves(xla_grads), jax.tree.leaves(cudnn_grads)):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        assert np.linalg.norm(b - a) <= 0.05 * np.linalg.norm(a) + 1e-6  # bf16: a few per cent
 
 
 def test_tokens_must_be_2d():

@@ -153,29 +153,39 @@ class DynamicMaskAttention(_ProjectedAttention):
         return self.output(cached_attention(q[:, 0], cache)[:, None].astype(x.dtype)), cache
 
 
-def _dense_attention(q, k, v, *, window, segment_ids):
-    """Causal attention through ``jax.nn.dot_product_attention`` with its default implementation.
+def _dense_attention(q, k, v, *, window, segment_ids, implementation=None):
+    """Causal attention through ``jax.nn.dot_product_attention``.
 
-    That default is XLA's dense path on every backend (JAX 0.10-0.11), O(T^2) work and memory,
-    also for a window, which is a mask over it; docs/results.md's cost table says so beside its
-    numbers. ``window``: keys ``t - window < j <= t`` only. ``segment_ids`` become an explicit
+    ``implementation``: None (JAX's default, which is XLA's dense path on every backend in
+    JAX 0.10-0.11: O(T^2) work and memory, also for a window, which is a mask over it), "xla", or
+    "cudnn" (NVIDIA GPUs, bf16/fp16 only: a fused flash kernel; the window is its sliding window).
+    ``window``: keys ``t - window < j <= t`` only. ``segment_ids`` become an explicit
     (B, 1, T, T) mask.
     """
     mask = None
     if segment_ids is not None:
         mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
     local = None if window is None else (window - 1, 0)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, local_window_size=local)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, local_window_size=local,
+                                        implementation=implementation)
 
 
 class _DenseCausalAttention(_ProjectedAttention):
-    """Causal attention to the last ``window`` keys (all keys when None), with a KV cache."""
+    """Causal attention to the last ``window`` keys (all keys when None), with a KV cache.
+
+    ``implementation`` picks ``jax.nn.dot_product_attention``'s: None, "xla" or "cudnn".
+    """
 
     window: int | None = None
 
+    def __init__(self, *args, implementation: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.implementation = implementation
+
     def __call__(self, x, *, positions=None, segment_ids=None):
         q, k, v = self.project(x, positions)
-        return self.output(_dense_attention(q, k, v, window=self.window, segment_ids=segment_ids))
+        return self.output(_dense_attention(q, k, v, window=self.window, segment_ids=segment_ids,
+                                            implementation=self.implementation))
 
     def prefill(self, x, *, lengths, max_len, chunk=1):
         """Right-padded prompts (B, T, d_model) of ``lengths`` (B,) -> (y, KV cache).
@@ -184,7 +194,7 @@ class _DenseCausalAttention(_ProjectedAttention):
         for later ``extend`` calls of up to ``chunk`` tokens.
         """
         q, k, v = self.project(x, None)
-        out = _dense_attention(q, k, v, window=self.window, segment_ids=None)
+        out = _dense_attention(q, k, v, window=self.window, segment_ids=None, implementation=self.implementation)
         size = max_len if self.window is None else min(max_len, self.window + chunk - 1)
         return self.output(out), kv_cache_from_prefill(k, v, size, lengths)
 

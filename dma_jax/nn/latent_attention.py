@@ -19,7 +19,11 @@ from dma_jax.nn.rope import apply_rope
 
 
 class MultiHeadLatentAttention(nnx.Module):
-    """Call: ``layer(x, *, positions=None, segment_ids=None)``, x (B, T, d_model) -> same shape."""
+    """Call: ``layer(x, *, positions=None, segment_ids=None)``, x (B, T, d_model) -> same shape.
+
+    ``implementation`` picks ``jax.nn.dot_product_attention``'s for the full-sequence call: None
+    (JAX's default, XLA), "xla" or "cudnn".
+    """
 
     def __init__(
         self,
@@ -30,11 +34,13 @@ class MultiHeadLatentAttention(nnx.Module):
         rope_dim: int | None = None,
         *,
         rope_base: float = 10000.0,
+        implementation: str | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.num_heads, self.head_dim, self.latent_dim = num_heads, head_dim, latent_dim
+        self.implementation = implementation
         self.rope_dim = rope_dim or max(2, head_dim // 2)
         self.rope_base = rope_base
         linear = lambda i, o: nnx.Linear(i, o, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -78,7 +84,8 @@ class MultiHeadLatentAttention(nnx.Module):
         positions = jnp.broadcast_to(jnp.arange(length), (batch, length)) if positions is None else positions
         k, v = self._keys_values(*self._latent(x, positions))
         mask = None if segment_ids is None else (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-        out = jax.nn.dot_product_attention(self._queries(x, positions), k, v, mask=mask, is_causal=True)
+        out = jax.nn.dot_product_attention(self._queries(x, positions), k, v, mask=mask, is_causal=True,
+                                           implementation=self.implementation)
         return self._output(out)
 
     def prefill(self, x, *, lengths, max_len, chunk=1):
