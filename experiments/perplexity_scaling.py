@@ -61,7 +61,8 @@ def jobs(args, sizes) -> list[Job]:
 
 
 def plot(results: dict, path: Path):
-    """One line per attention: validation perplexity (mean over seeds) against training FLOPs."""
+    """One line per attention: validation perplexity against training FLOPs, the mean over seeds
+    with their range as error bars."""
     from dma_jax.evaluation.plots import lines
 
     runs = {}
@@ -72,10 +73,11 @@ def plot(results: dict, path: Path):
             runs.setdefault(key, (flops, []))[1].append(math.exp(cell["eval"]["eval_loss"]))
     series = {}
     for (attention, _), (flops, perplexities) in sorted(runs.items(), key=lambda item: item[1][0]):
-        series.setdefault(attention, []).append((flops, sum(perplexities) / len(perplexities)))
+        mean = sum(perplexities) / len(perplexities)
+        series.setdefault(attention, []).append((flops, mean, min(perplexities), max(perplexities)))
     card = results.get("card", {}).get("device_kind", "")
-    lines(series, path, f"validation perplexity (mean over seeds) against training compute; {card}",
-          "training FLOPs", "perplexity")
+    lines(series, path, f"validation perplexity (mean, range over seeds) vs compute; {card}",
+          "training FLOPs", "perplexity", log_y=True)
 
 
 def plot_throughput(results: dict, path: Path) -> dict:

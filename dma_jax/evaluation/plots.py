@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -53,15 +54,27 @@ def heatmap(rows: list[dict], x: str, y: str, value: str, path: str | Path, titl
     return heatmaps({"": rows}, x, y, value, path, title, x_label=x_label, y_label=y_label)
 
 
-def lines(series: dict[str, list[tuple[float, float]]], path: str | Path, title: str, x_label: str, y_label: str,
-          *, log_x: bool = True):
-    """One line per name of (x, y) points."""
+def lines(series: dict[str, list[tuple[float, ...]]], path: str | Path, title: str, x_label: str, y_label: str,
+          *, log_x: bool = True, log_y: bool = False):
+    """One line per name of (x, y) points; points given as (x, y, low, high) also draw that range
+    as an error bar (e.g. the spread over seeds)."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, points in sorted(series.items()):
-        xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, "-o", label=name, markersize=4)
+        points = sorted(points)
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        line, = ax.plot(xs, ys, "-o", label=name, markersize=4)
+        ranged = [p for p in points if len(p) == 4]
+        if ranged:
+            x, y, low, high = (np.array(c, dtype=float) for c in zip(*ranged))
+            ax.errorbar(x, y, yerr=[y - low, high - y], fmt="none", ecolor=line.get_color(), capsize=3)
     if log_x:
         ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_xlabel(x_label)
     ax.grid(True, which="both", alpha=0.3)
     return _finish(fig, ax, path, title, y_label)

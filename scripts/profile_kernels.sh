@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Profile the three DMA attention kernels (forward, backward query pass, backward slot pass) with
+# Nsight Compute on the GPU machine, at the benchmark's shapes (T = 32K, w = 1024 unless given).
+#   bash scripts/profile_kernels.sh OUT_DIR [profile_kernels.py options]
+# Writes OUT_DIR/kernels.ncu-rep and OUT_DIR/kernels.csv (every metric of the sections below).
+# What to read first: SpeedOfLight (compute vs memory bound), the tensor pipes in
+# ComputeWorkloadAnalysis and the instruction mix in InstructionStats (HGMMA = Hopper's wgmma,
+# HMMA = the older mma path), WarpStateStats (what the warps wait on), Occupancy and LaunchStats
+# (registers per thread, shared memory per block, grid size).
+set -eu
+out=${1:?usage: profile_kernels.sh OUT_DIR [options]}; shift
+mkdir -p "$out"
+sections="--section SpeedOfLight --section LaunchStats --section Occupancy --section ComputeWorkloadAnalysis \
+  --section MemoryWorkloadAnalysis --section InstructionStats --section WarpStateStats"
+ncu -k regex:'forward_kernel|queries_kernel|slots_kernel' --launch-count 3 $sections \
+    -f -o "$out/kernels" python3 benchmarks/profile_kernels.py "$@"
+ncu -i "$out/kernels.ncu-rep" --page details --csv > "$out/kernels.csv"
+ncu -i "$out/kernels.ncu-rep" --page details --print-units base | grep -E \
+  'forward_kernel|queries_kernel|slots_kernel|Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Dynamic Shared|Executed Ipc A' || true
