@@ -60,6 +60,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     residual_scale: bool = False  # learned per-channel residual scales, as in HF's Doge
     dt_bias: bool = True  # DMA's dt_proj has a bias (HF's Doge: only with attention_bias)
+    dma_recency: float | None = None  # not the paper's: a learned slope * position in DMA's key score, from this value
     norm_eps: float = 1e-6
     dtype: str = "float32"
     implementation: str | None = None  # DMA's: see dma_jax.dma_attention
@@ -110,7 +111,7 @@ def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
     if config.attention == "dma":
         return DynamicMaskAttention(
             *shape, config.window, bias_heads=config.bias_heads, bias_kind=config.bias_kind,
-            implementation=config.implementation, dt_bias=config.dt_bias, **common,
+            implementation=config.implementation, dt_bias=config.dt_bias, recency=config.dma_recency, **common,
         )
     if config.attention == "swa":
         return SlidingWindowAttention(*shape, config.window, implementation=config.dense_implementation, **common)

@@ -4,6 +4,7 @@ scale): every (attention, size) pair trains ``configs/lm_scaling.py`` for about
 
     python experiments/perplexity_scaling.py --sizes s3m s10m s30m --jobs 4 --results results/ppl/scaling.json
     python experiments/perplexity_scaling.py --sizes s3m --throughput   # then time each model alone
+    python experiments/perplexity_scaling.py --sizes s3m --attentions dma --tag recency model.dma_recency=0.05
 
 Training FLOPs per run = FLOPs per token (``dma_jax.training.flops``: each attention's kept keys
 at the training length) x tokens. Writes --results (JSON) and a PNG beside it.
@@ -56,8 +57,15 @@ def jobs(args, sizes) -> list[Job]:
             )
             cell = {"attention": attention, "size": size, "params": params, "steps": steps,
                     "tokens": steps * tokens_per_step, "seed": seed}
-            out.append(Job(f"{attention}_{size}" + (f"_s{seed}" if seed else ""), args.config, overrides, cell))
+            if args.tag:
+                cell["variant"] = args.tag
+            out.append(Job(f"{label(cell)}_{size}" + (f"_s{seed}" if seed else ""), args.config, overrides, cell))
     return out
+
+
+def label(cell: dict) -> str:
+    """The line a cell belongs to: its attention, and its variant (``--tag``) if it has one."""
+    return cell["attention"] + (f"+{cell['variant']}" if cell.get("variant") else "")
 
 
 def plot(results: dict, path: Path):
@@ -68,7 +76,7 @@ def plot(results: dict, path: Path):
     runs = {}
     for cell in results["cells"].values():
         if cell.get("eval"):
-            key = (cell["cell"]["attention"], cell["cell"]["size"])
+            key = (label(cell["cell"]), cell["cell"]["size"])
             flops = cell["flops_per_token"] * cell["cell"]["tokens"]
             runs.setdefault(key, (flops, []))[1].append(math.exp(cell["eval"]["eval_loss"]))
     series = {}
@@ -89,7 +97,7 @@ def plot_throughput(results: dict, path: Path) -> dict:
     for cell in sorted(results["cells"].values(), key=lambda c: c["cell"].get("params", 0)):
         if cell.get("throughput"):
             size = groups.setdefault(cell["cell"]["size"], {})
-            size[cell["cell"]["attention"]] = cell["throughput"]["training"]["tokens_per_s"] / 1e6
+            size[label(cell["cell"])] = cell["throughput"]["training"]["tokens_per_s"] / 1e6
     card = results.get("card", {}).get("device_kind", "")
     bars(groups, path, f"training throughput, each model alone; {card}", "million tokens / s")
     return groups
@@ -105,6 +113,9 @@ def main():
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (model and data order)")
+    p.add_argument("--tag", default="",
+                   help="a variant of these cells, set by the overrides (e.g. --tag recency model.dma_recency=0.05): "
+                        "cells are named '<attention>+<tag>_<size>' and drawn as their own line")
     p.add_argument("--throughput", action="store_true",
                    help="after training, time each model alone (eval.py --throughput): training and decoding tokens/s")
     add_grid_arguments(p, results="results/ppl/scaling.json", workroot="runs/ppl", timeout=7200)

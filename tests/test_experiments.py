@@ -138,3 +138,27 @@ def test_plot_only_redraws_without_running_or_rewriting(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["niah.py", "--plot-only", "--results", str(tmp_path / "missing.json")])
     with pytest.raises(SystemExit, match="does not exist"):
         niah.main()
+
+
+def test_tagged_cells_are_their_own_line(tmp_path, monkeypatch):
+    import argparse
+
+    import dma_jax.evaluation.plots as plots
+    from experiments.perplexity_scaling import jobs, plot
+
+    args = argparse.Namespace(batch=2, seq_len=64, seeds=[0, 1], sizes=["s1m"], tokens_per_param=0.001,
+                              attentions=["dma"], window=16, tag="recency", overrides=["model.dma_recency=0.05"],
+                              config="configs/lm_scaling.py")
+    made = jobs(args, {"s1m": (32, 1, 2, 1)})
+    assert [job.name for job in made] == ["dma+recency_s1m", "dma+recency_s1m_s1"]
+    assert made[0].cell["variant"] == "recency" and made[0].overrides[-1] == "model.dma_recency=0.05"
+
+    def cell(variant, loss):
+        return {"cell": {"attention": "dma", "size": "s1m", "tokens": 10, **({"variant": variant} if variant else {})},
+                "flops_per_token": 1.0, "eval": {"eval_loss": loss}}
+
+    drawn, original = {}, plots.lines
+    monkeypatch.setattr(plots, "lines", lambda series, *a, **k: drawn.update(series) or original(series, *a, **k))
+    plot({"cells": {"a": cell(None, 5.0), "b": cell("recency", 4.0)}}, tmp_path / "p.png")
+    assert set(drawn) == {"dma", "dma+recency"}
+    assert (tmp_path / "p.png").stat().st_size > 1000

@@ -11,7 +11,10 @@ from dma_jax.models import DecoderLM, ModelConfig
 
 
 def _model(kind, window=6):
-    model = DecoderLM(ModelConfig.preset("tiny", attention=kind, window=window), rngs=nnx.Rngs(0))
+    """``kind``: an attention, or "dma_recency" (DMA with a position term in its key score)."""
+    recency = 0.3 if kind == "dma_recency" else None
+    kind = "dma" if kind == "dma_recency" else kind
+    model = DecoderLM(ModelConfig.preset("tiny", attention=kind, window=window, dma_recency=recency), rngs=nnx.Rngs(0))
     if kind == "dma":  # a bias that changes from key to key, so the selection is not a sliding window
         for block in model.blocks:
             block.attn.A[...] = jnp.array([1.5, -1.0])
@@ -19,7 +22,7 @@ def _model(kind, window=6):
     return model
 
 
-@pytest.mark.parametrize("kind", ["dma", "mha", "swa", "mla", "nsa"])
+@pytest.mark.parametrize("kind", ["dma", "dma_recency", "mha", "swa", "mla", "nsa"])
 def test_cached_decoding_equals_full_forward(kind):
     model = _model(kind)
     rng = np.random.default_rng(0)
@@ -69,7 +72,7 @@ def test_sampling_needs_a_key_and_is_reproducible():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("kind", ["dma", "mha", "swa", "mla", "nsa"])
+@pytest.mark.parametrize("kind", ["dma", "dma_recency", "mha", "swa", "mla", "nsa"])
 def test_chunked_prefill_equals_full_forward(kind):
     """Prompts run 5 tokens at a time (lengths 23, 9, 2), then decoding: the full forward's logits."""
     model = _model(kind)

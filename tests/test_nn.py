@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import linen, nnx
 
-from dma_jax import dma_attention_reference
+from dma_jax import dma_attention_reference, live_ranges
 from dma_jax.nn import DynamicMaskAttention, MultiHeadAttention, SlidingWindowAttention, apply_rope
 
 D_MODEL, HEADS, KV_HEADS, HEAD_DIM = 32, 4, 2, 8
@@ -70,6 +70,25 @@ def test_dma_layer_matches_by_hand_computation(bias_kind, bias_heads):
     attended = dma_attention_reference(f32(q), f32(k), f32(v), f32(np.transpose(bias, (0, 2, 1))), 6)
     want = np.asarray(attended, np.float64).reshape(2, 37, -1) @ wo
     np.testing.assert_allclose(np.asarray(layer(x)), want, atol=2e-4)
+
+
+def test_dma_recency_adds_a_learned_slope_times_position():
+    """``recency``: the key score gains slope * position; with a steep slope the kept keys are the
+    latest w, whatever the content; without it there is no slope parameter."""
+    plain = DynamicMaskAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 5, rngs=nnx.Rngs(1))
+    ramped = DynamicMaskAttention(D_MODEL, HEADS, KV_HEADS, HEAD_DIM, 5, recency=0.25, rngs=nnx.Rngs(1))
+    assert plain.recency_slope is None and ramped.recency_slope.shape == (KV_HEADS,)
+    for layer in (plain, ramped):
+        layer.A[...] = jnp.full((KV_HEADS,), 2.0)
+    v = jnp.asarray(np.random.default_rng(3).normal(size=(2, 37, KV_HEADS, HEAD_DIM)), jnp.float32)
+    positions = jnp.asarray(np.random.default_rng(4).integers(0, 100, (2, 37)), jnp.int32)
+    want = plain.key_bias(v) + 0.25 * positions[:, None, :]
+    np.testing.assert_allclose(np.asarray(ramped.key_bias(v, positions)), np.asarray(want), rtol=1e-6, atol=1e-5)
+    ramped.recency_slope[...] = jnp.full((KV_HEADS,), 1e3)
+    ends = np.asarray(live_ranges(ramped.key_bias(v), 5))
+    np.testing.assert_array_equal(ends, np.broadcast_to(np.minimum(np.arange(37) + 5, 37), ends.shape))
+    grads = nnx.grad(lambda m: jnp.sum(m(_x()) ** 2))(ramped)
+    assert np.all(np.isfinite(np.asarray(grads.recency_slope[...])))
 
 
 def test_dma_layer_starts_as_sliding_window():

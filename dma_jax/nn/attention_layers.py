@@ -76,6 +76,13 @@ class DynamicMaskAttention(_ProjectedAttention):
     of shape (Hb,), zero at init (a constant bias: the layer starts as sliding-window attention).
     ``bias_heads`` Hb is Hkv by default (one selection per kv head, as in Doge2 / HF) or H.
 
+    ``recency`` (not in the paper; None by default): adds ``slope * position`` to every key's
+    score, with a learned ``slope`` of shape (Hb,) that starts at ``recency``. The score stays one
+    number per key, so selection, kernels and the bounded cache are unchanged; a query's kept set
+    then leans to its latest keys, and its logits get an ALiBi-like linear decay with distance.
+    It tests whether the recency that trained DMA loses (docs/results.md, perplexity) is what it
+    misses.
+
     Call: ``layer(x, *, positions=None, segment_ids=None, key_mask=None)`` with x (B, T, d_model)
     -> (B, T, d_model); see ``dma_jax.dma_attention`` for the masks. ``implementation`` is passed
     to ``dma_attention`` (None: the Pallas kernels on GPU, XLA elsewhere).
@@ -93,6 +100,7 @@ class DynamicMaskAttention(_ProjectedAttention):
         bias_kind: str = "exp",
         implementation: str | None = None,
         dt_bias: bool = True,
+        recency: float | None = None,
         rngs: nnx.Rngs,
         **kwargs,
     ):
@@ -108,14 +116,19 @@ class DynamicMaskAttention(_ProjectedAttention):
             rngs=rngs,
         )
         self.A = nnx.Param(jnp.zeros((bias_heads,), kwargs.get("param_dtype", jnp.float32)))
+        self.recency_slope = None if recency is None else nnx.Param(jnp.full((bias_heads,), recency, jnp.float32))
 
-    def key_bias(self, v: jax.Array) -> jax.Array:
-        """float32 (B, Hb, T): one score per key from the values v (B, T, Hkv, D)."""
+    def key_bias(self, v: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+        """float32 (B, Hb, T): one score per key from the values v (B, T, Hkv, D) and, with
+        ``recency``, the keys' ``positions`` (B, T) (default 0..T-1)."""
         batch, length = v.shape[:2]
         dt = self.dt_proj(v.reshape(batch, length, -1).astype(jnp.float32))
         score = self.A[...] * jax.nn.softplus(dt)
         if self.bias_kind == "exp":
             score = jnp.exp(score)
+        if self.recency_slope is not None:
+            positions = default_positions(v) if positions is None else positions
+            score = score + self.recency_slope[...] * positions[..., None].astype(jnp.float32)
         return jnp.transpose(score, (0, 2, 1))
 
     def __call__(self, x, *, positions=None, segment_ids=None, key_mask=None):
@@ -124,7 +137,8 @@ class DynamicMaskAttention(_ProjectedAttention):
             q, k, v, bias, self.window, segment_ids=segment_ids, key_mask=key_mask, implementation=self.implementation
         )
         # One kernel call per device when a mesh is set (jax.set_mesh); a plain call otherwise.
-        out = per_device(attend, q, k, v, self.key_bias(v), segment_ids, key_mask, head_axis=(2, 2, 2, 1, None, None))
+        bias = self.key_bias(v, positions)
+        out = per_device(attend, q, k, v, bias, segment_ids, key_mask, head_axis=(2, 2, 2, 1, None, None))
         return self.output(out)
 
     def prefill(self, x, *, lengths, max_len, chunk=1):
@@ -143,13 +157,13 @@ class DynamicMaskAttention(_ProjectedAttention):
         Tokens at positions >= ``lengths`` (B,) are padding: never offered to the cache.
         """
         q, k, v = self.project(x, positions)
-        out, cache = cache_extend(cache, q, k, v, self.key_bias(v), positions, lengths)
+        out, cache = cache_extend(cache, q, k, v, self.key_bias(v, positions), positions, lengths)
         return self.output(out.astype(x.dtype)), cache
 
     def decode(self, x, *, positions, cache):
         """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
         q, k, v = self.project(x, positions[:, None])
-        cache = cache_append(cache, k[:, 0], v[:, 0], self.key_bias(v)[..., 0], positions)
+        cache = cache_append(cache, k[:, 0], v[:, 0], self.key_bias(v, positions[:, None])[..., 0], positions)
         return self.output(cached_attention(q[:, 0], cache)[:, None].astype(x.dtype)), cache
 
 
