@@ -33,9 +33,9 @@ def main(argv=None):
     q, k, v, bias = inputs(args.length)
     step = forward_and_backward(lambda q, k, v, b: dma_attention(q, k, v, b, args.window,
                                                                  implementation=args.implementation))
-    lowered = step.lower(q, k, v, bias).compile()
+    compiled = step.lower(q, k, v, bias).compile()
     for _ in range(args.runs):
-        jax.block_until_ready(lowered(q, k, v, bias))
+        jax.block_until_ready(compiled(q, k, v, bias))
     print(f"ran forward+backward {args.runs}x at T={args.length}, w={args.window} on {jax.devices()[0].device_kind}")
 
 

@@ -173,6 +173,15 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
 
 
+def save_grid(results: dict, args, **settings) -> None:
+    """Record the runner's ``settings`` in ``results`` and write it to ``--results``; nothing
+    under ``--plot-only``, where the file is only read."""
+    if args.plot_only:
+        return
+    results.update(settings)
+    Path(args.results).write_text(json.dumps(results, indent=2))
+
+
 def run_grid_from_args(jobs: list[Job], args) -> dict:
     """``run_grid`` with the options of ``add_grid_arguments``; with ``--plot-only``, just the results file."""
     if args.plot_only:

@@ -16,13 +16,12 @@ Cells already in --results are skipped, so a grid can be finished over several s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import Job, add_grid_arguments, run_grid_from_args  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, run_grid_from_args, save_grid  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
@@ -113,10 +112,8 @@ def main():
     add_grid_arguments(p, results="results/mqar/grid.json", workroot="runs/mqar", timeout=3600)
     args = p.parse_args()
     results = run_grid_from_args(jobs(args), args)
-    if not args.plot_only:
-        results.update(window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps,
-                       batch=args.batch, lr=args.lr, seeds=args.seeds)
-        Path(args.results).write_text(json.dumps(results, indent=2))
+    save_grid(results, args, window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps,
+              batch=args.batch, lr=args.lr, seeds=args.seeds)
     png = Path(args.results).with_suffix(".png")
     plot(results, png, args.attentions, args.seq_lens, args.d_models)
     print(f"wrote {args.results} and {png}")

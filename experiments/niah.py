@@ -11,13 +11,12 @@ one PNG of heatmaps beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import Job, add_grid_arguments, evaluate_cells, run_grid_from_args  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, evaluate_cells, run_grid_from_args, save_grid  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "nsa", "dma")
 
@@ -60,8 +59,7 @@ def main():
              "--niah-per-cell", str(args.per_cell)]
     if not args.plot_only:
         evaluate_cells(results, Path(args.workroot), flags, "niah", Path(args.results))
-        results.update(train_len=args.train_len, window=args.window, scales=args.scales, depths=args.depths)
-        Path(args.results).write_text(json.dumps(results, indent=2))
+    save_grid(results, args, train_len=args.train_len, window=args.window, scales=args.scales, depths=args.depths)
     png = Path(args.results).with_suffix(".png")
     written = plot(results, png)
     print(f"wrote {args.results} and {', '.join(map(str, written))}")

@@ -13,14 +13,13 @@ at the training length) x tokens. Writes --results (JSON) and a PNG beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import Job, add_grid_arguments, evaluate_cells, run_grid_from_args  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, evaluate_cells, run_grid_from_args, save_grid  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
@@ -124,10 +123,8 @@ def main():
     results = run_grid_from_args(jobs(args, sizes), args)
     if args.throughput and not args.plot_only:
         evaluate_cells(results, Path(args.workroot), ["--throughput"], "throughput", Path(args.results))
-    if not args.plot_only:
-        results.update(seq_len=args.seq_len, window=args.window, batch=args.batch,
-                       tokens_per_param=args.tokens_per_param)
-        Path(args.results).write_text(json.dumps(results, indent=2))
+    save_grid(results, args, seq_len=args.seq_len, window=args.window, batch=args.batch,
+              tokens_per_param=args.tokens_per_param)
     png = Path(args.results).with_suffix(".png")
     plot(results, png)
     print(f"wrote {args.results} and {png}")
