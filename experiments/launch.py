@@ -64,7 +64,12 @@ def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float, gpu: str | No
               "wall_s": time.perf_counter() - start}
     if code != 0:
         tail = (workdir / "train.log").read_text()[-1500:]
-        return {**result, "error": f"exit {code}: {tail}"}
+        failed = {**result, "error": f"exit {code}: {tail}"}
+        try:  # what the run logged before it stopped (e.g. the eval curve of a cell cut off by --timeout)
+            failed["partial"] = final_records(workdir)
+        except (OSError, StopIteration, ValueError, KeyError):
+            pass
+        return failed
     return {**result, **final_records(workdir)}
 
 

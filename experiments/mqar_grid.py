@@ -2,7 +2,8 @@
 
 Every cell trains ``configs/mqar.py`` from scratch and is scored by its final evaluation (query
 accuracy on held-out MQAR examples of the training slice). Windows and the number of key-value
-pairs scale with the length: w = T / --window-ratio, pairs = T / --pairs-ratio; NSA selects
+pairs scale with the length: w = T / --window-ratio, pairs = T / --pairs-ratio (or --pairs at every
+length); NSA selects
 max(3, w / 32) blocks of 32 (its selected tokens match the window).
 
     python experiments/mqar_grid.py --jobs 8 --head-dim 64 --results results/mqar/grid.json
@@ -52,7 +53,7 @@ def jobs(args) -> list[Job]:
 
 def one_job(args, attention: str, seq_len: int, d_model: int, seed: int) -> Job:
     window = max(8, seq_len // args.window_ratio)
-    pairs = max(1, seq_len // args.pairs_ratio)
+    pairs = args.pairs or max(1, seq_len // args.pairs_ratio)
     batch = min(args.batch, max(1, args.max_batch_tokens // seq_len))
     overrides = (
         f"model.attention={attention}", f"model.d_model={d_model}", f"model.window={window}",
@@ -87,9 +88,27 @@ def plot(results: dict, path: Path, attentions, seq_lens, d_models):
         cells = [mean_accuracy(results, attention, t, d) for t in seq_lens for d in d_models]
         panels[attention.upper()] = [c for c in cells if c]
     card = results.get("card", {}).get("device_kind", "")
-    title = (f"MQAR query accuracy, mean over seeds (w = T/{results.get('window_ratio')}, "
-             f"pairs = T/{results.get('pairs_ratio')}); {card}")
+    pairs = results.get("pairs") or f"T/{results.get('pairs_ratio')}"
+    title = f"MQAR query accuracy, mean over seeds (w = T/{results.get('window_ratio')}, pairs = {pairs}); {card}"
     heatmaps(panels, "seq_len", "d_model", "accuracy", path, title, x_label="sequence length", xs=seq_lens, ys=d_models)
+    plot_lengths(results, path.with_name(path.stem + "_lines.png"), attentions, seq_lens, d_models)
+
+
+def plot_lengths(results: dict, path: Path, attentions, seq_lens, d_models):
+    """Accuracy against sequence length, one line per attention (and d_model), the seeds' range as error bars."""
+    from dma_jax.evaluation.plots import lines
+
+    series = {}
+    for attention in attentions:
+        for d in d_models:
+            cells = [mean_accuracy(results, attention, t, d) for t in seq_lens]
+            points = [(c["seq_len"], c["accuracy"], c["min"], c["max"]) for c in cells if c]
+            if points:
+                series[attention.upper() + (f" d{d}" if len(d_models) > 1 else "")] = points
+    card = results.get("card", {}).get("device_kind", "")
+    pairs = results.get("pairs") or f"T/{results.get('pairs_ratio')}"
+    lines(series, path, f"MQAR (w = T/{results.get('window_ratio')}, pairs = {pairs}), mean and range over seeds\n{card}",
+          "sequence length", "query accuracy", xticks=seq_lens)
 
 
 def main():
@@ -102,6 +121,7 @@ def main():
                    help="heads of this size (d_model / head_dim of them, one kv head); 0: the config's heads")
     p.add_argument("--window-ratio", type=int, default=8)
     p.add_argument("--pairs-ratio", type=int, default=32)
+    p.add_argument("--pairs", type=int, default=0, help="this many key-value pairs at every length (0: T / --pairs-ratio)")
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--max-batch-tokens", type=int, default=32768,
@@ -112,7 +132,7 @@ def main():
     add_grid_arguments(p, results="results/mqar/grid.json", workroot="runs/mqar", timeout=3600)
     args = p.parse_args()
     results = run_grid_from_args(jobs(args), args)
-    save_grid(results, args, window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, steps=args.steps,
+    save_grid(results, args, window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, pairs=args.pairs or None, steps=args.steps,
               batch=args.batch, lr=args.lr, seeds=args.seeds)
     png = Path(args.results).with_suffix(".png")
     plot(results, png, args.attentions, args.seq_lens, args.d_models)

@@ -12,7 +12,16 @@ out=${1:?usage: profile_kernels.sh OUT_DIR [options]}; shift
 mkdir -p "$out"
 sections="--section SpeedOfLight --section LaunchStats --section Occupancy --section ComputeWorkloadAnalysis \
   --section MemoryWorkloadAnalysis --section InstructionStats --section WarpStateStats"
-ncu -k regex:'forward_kernel|queries_kernel|slots_kernel' --launch-count 3 $sections \
+# The matrix instructions the compiled kernels use, without counters: XLA dumps each module's PTX.
+XLA_FLAGS="--xla_dump_to=$out/xla_dump" python3 benchmarks/profile_kernels.py "$@" || true
+echo "PTX files: $(ls "$out"/xla_dump/*.ptx 2>/dev/null | wc -l); the dump's files by extension:"
+ls "$out/xla_dump" 2>/dev/null | sed 's/.*\.//' | sort | uniq -c || true
+for f in "$out"/xla_dump/*.ptx; do
+  [ -e "$f" ] || continue
+  printf '%s wgmma=%s mma.sync=%s\n' "$(basename "$f")" "$(grep -c 'wgmma' "$f")" "$(grep -c 'mma.sync' "$f")"
+done | sort | uniq | grep -v 'wgmma=0 mma.sync=0' || true
+# Hardware counters (ncu reads them on the Firecracker machines; the device notes ask for --clock-control none).
+ncu --clock-control none -k regex:'forward_kernel|queries_kernel|slots_kernel' --launch-count 3 $sections \
     -f -o "$out/kernels" python3 benchmarks/profile_kernels.py "$@"
 ncu -i "$out/kernels.ncu-rep" --page details --csv > "$out/kernels.csv"
 ncu -i "$out/kernels.ncu-rep" --page details --print-units base | grep -E \

@@ -32,6 +32,24 @@ def test_grid_runs_missing_cells_and_records_errors(tmp_path):
     assert all(call["wall_s"] > 0 for call in again["calls"])
 
 
+def test_a_cell_cut_off_by_its_timeout_keeps_what_it_logged(tmp_path, monkeypatch):
+    import subprocess
+
+    from experiments import launch
+
+    def fake_run(command, timeout, **kwargs):  # a run that logged one evaluation, then ran out of time
+        workdir = Path(command[command.index("--workdir") + 1])
+        records = [{"event": "start", "params": 10, "flops_per_token": 60.0, "device_kind": "cpu"},
+                   {"event": "eval", "step": 500, "eval_loss": 2.5, "eval_accuracy": 0.25}]
+        (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+        raise subprocess.TimeoutExpired(command, timeout)
+
+    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    result = launch.run_job(Job("slow", SMOKE, QUICK, {"attention": "dma"}), tmp_path, 1, timeout_s=1.0)
+    assert result["error"].startswith("exit timeout") and "eval" not in result
+    assert result["partial"]["eval_curve"] == [{"step": 500, "eval_loss": 2.5, "eval_accuracy": 0.25}]
+
+
 def test_grid_leaves_cells_it_may_not_start_for_a_later_call(tmp_path):
     results = tmp_path / "grid.json"
     jobs = [Job("dma", SMOKE, QUICK, {"attention": "dma"})]
@@ -162,3 +180,30 @@ def test_tagged_cells_are_their_own_line(tmp_path, monkeypatch):
     plot({"cells": {"a": cell(None, 5.0), "b": cell("recency", 4.0)}}, tmp_path / "p.png")
     assert set(drawn) == {"dma", "dma+recency"}
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_mqar_fixed_pairs_and_the_plot_of_accuracy_against_length(tmp_path, monkeypatch):
+    import argparse
+
+    import dma_jax.evaluation.plots as plots
+    from experiments.mqar_grid import jobs, plot
+
+    args = argparse.Namespace(seeds=[0], seq_lens=[512, 2048], d_models=[128], attentions=["dma"], window_ratio=8,
+                              pairs_ratio=64, pairs=16, batch=64, max_batch_tokens=65536, steps=10, lr=1e-3, evals=2,
+                              head_dim=64, overrides=[], config="configs/mqar.py")
+    made = jobs(args)
+    assert [job.cell["num_kv_pairs"] for job in made] == [16, 16]  # --pairs wins over the ratio
+    assert [job.cell["batch"] for job in made] == [64, 32]
+
+    def cell(seq_len, seed, accuracy):
+        return {"cell": {"attention": "dma", "seq_len": seq_len, "d_model": 128, "seed": seed},
+                "eval": {"eval_accuracy": accuracy}}
+
+    results = {"card": {"device_kind": "cpu"}, "window_ratio": 8, "pairs": 16, "cells": {
+        "a": cell(512, 0, 0.2), "b": cell(512, 1, 0.6), "c": cell(2048, 0, 0.5),
+        "d": {**cell(2048, 1, 0.0), "eval": None, "error": "exit timeout"}}}
+    drawn, original = {}, plots.lines
+    monkeypatch.setattr(plots, "lines", lambda series, *a, **k: drawn.update(series) or original(series, *a, **k))
+    plot(results, tmp_path / "g.png", ["dma"], [512, 2048], [128])
+    assert drawn["DMA"] == [(512, pytest.approx(0.4), 0.2, 0.6), (2048, 0.5, 0.5, 0.5)]  # the timed-out seed is left out
+    assert (tmp_path / "g.png").stat().st_size > 1000 and (tmp_path / "g_lines.png").stat().st_size > 1000

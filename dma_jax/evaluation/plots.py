@@ -55,9 +55,9 @@ def heatmap(rows: list[dict], x: str, y: str, value: str, path: str | Path, titl
 
 
 def lines(series: dict[str, list[tuple[float, ...]]], path: str | Path, title: str, x_label: str, y_label: str,
-          *, log_x: bool = True, log_y: bool = False):
+          *, log_x: bool = True, log_y: bool = False, xticks=None):
     """One line per name of (x, y) points; points given as (x, y, low, high) also draw that range
-    as an error bar (e.g. the spread over seeds)."""
+    as an error bar (e.g. the spread over seeds). ``xticks``: label exactly these x values."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, points in sorted(series.items()):
         points = sorted(points)
@@ -75,6 +75,9 @@ def lines(series: dict[str, list[tuple[float, ...]]], path: str | Path, title: s
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
         ax.tick_params(axis="y", which="minor", labelsize=7)
+    if xticks is not None:
+        ax.set_xticks(list(xticks), [f"{x:g}" for x in xticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel(x_label)
     ax.grid(True, which="both", alpha=0.3)
     return _finish(fig, ax, path, title, y_label)
