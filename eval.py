@@ -35,6 +35,9 @@ def parse_args(argv):
     g.add_argument("--mqar-seq-lens", type=int, nargs="+", default=None, help="default: the training length")
     g.add_argument("--mqar-pairs", type=int, nargs="+", default=None, help="default: the training pairs")
     g.add_argument("--mqar-examples", type=int, default=256)
+    g.add_argument("--mqar-window", type=int, default=None,
+                   help="split accuracy into queries whose pair lies inside / beyond this many positions back "
+                        "(default: the run's model.window; 0: no split)")
     g = p.add_argument_group("needle in a haystack")
     g.add_argument("--niah", action="store_true")
     g.add_argument("--niah-scales", type=float, nargs="+", default=[0.5, 1, 2, 4, 8],
@@ -78,7 +81,8 @@ def evaluate_run(workdir: str, args) -> dict:
     if args.mqar or (not chosen and config.data.kind == "mqar"):
         result["mqar"] = mqar_accuracy(scorer, config.data, args.mqar_seq_lens or [config.data.seq_len],
                                        args.mqar_pairs or [config.data.mqar_num_kv_pairs],
-                                       examples=args.mqar_examples, progress=progress)
+                                       examples=args.mqar_examples, progress=progress,
+                                       window=(config.model.window if args.mqar_window is None else args.mqar_window) or None)
     if args.niah or (not chosen and config.data.kind == "niah"):
         tokenizer = Tokenizer.from_file(str(config.data.resolved_tokenizer_path()))
         lengths = [max(64, int(round(s * config.data.seq_len))) for s in args.niah_scales]
@@ -109,9 +113,26 @@ def make_plots(runs: list[dict], plots_dir: Path) -> list[str]:
         if len(run.get("mqar", [])) > 1:
             written.append(str(heatmap(run["mqar"], "seq_len", "num_kv_pairs", "accuracy",
                                        plots_dir / f"mqar_{name}.png", f"MQAR accuracy ({label})")))
+        distance_series = {f"T={r['seq_len']}, {r['num_kv_pairs']} pairs": [(b["hi"], b["accuracy"]) for b in r["by_distance"]]
+                           for r in run.get("mqar", []) if r.get("by_distance")}
+        if distance_series:
+            window = run["mqar"][0].get("window")
+            written.append(str(lines(distance_series, plots_dir / f"mqar_distance_{name}.png",
+                                     f"MQAR accuracy by pair distance ({label}" + (f", window {window})" if window else ")"),
+                                     "distance from the query back to its value (bucket's upper end)", "query accuracy",
+                                     xticks=sorted({x for points in distance_series.values() for x, _ in points}))))
         if run.get("niah"):
             written.append(str(heatmap(run["niah"], "length", "depth", "accuracy", plots_dir / f"niah_{name}.png",
                                        f"needle accuracy ({label}, trained at {run['train_seq_len']})")))
+    with_distance = [r for r in runs if len(r.get("mqar", [])) == 1 and r["mqar"][0].get("by_distance")]
+    if len(with_distance) > 1:  # several runs on one slice: one figure to compare them
+        label = lambda r: Path(r["workdir"]).name + ("" if Path(r["workdir"]).name == r["attention"] else f" ({r['attention']})")  # noqa: E731
+        series = {label(r): [(b["hi"], b["accuracy"]) for b in r["mqar"][0]["by_distance"]] for r in with_distance}
+        windows = sorted({str(r["mqar"][0].get("window")) for r in with_distance})
+        written.append(str(lines(series, plots_dir / "mqar_distance.png",
+                                 f"MQAR accuracy by pair distance (window {', '.join(windows)})",
+                                 "distance from the query back to its value (bucket's upper end)", "query accuracy",
+                                 xticks=sorted({x for points in series.values() for x, _ in points}))))
     with_ppl = [r for r in runs if "perplexity" in r]
     if len(with_ppl) > 1:
         series = {}
@@ -145,6 +166,10 @@ def main(argv=None) -> int:
             summary["perplexity"] = round(run["perplexity"]["perplexity"], 3)
         if "mqar" in run:
             summary["mqar_accuracy"] = {f"{r['seq_len']}x{r['num_kv_pairs']}": round(r["accuracy"], 3) for r in run["mqar"]}
+            beyond = {f"{r['seq_len']}x{r['num_kv_pairs']}": r["beyond_window"] for r in run["mqar"]
+                      if r.get("beyond_window") is not None}
+            if beyond:
+                summary[f"mqar_beyond_window_{run['mqar'][0]['window']}"] = {k: round(v, 3) for k, v in beyond.items()}
         if "niah" in run:
             summary["niah_accuracy"] = round(sum(r["accuracy"] for r in run["niah"]) / len(run["niah"]), 3)
         print(json.dumps(summary))

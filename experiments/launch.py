@@ -41,15 +41,21 @@ def final_records(workdir: Path) -> dict:
             "flops_per_token": start["flops_per_token"], "device_kind": start["device_kind"]}
 
 
-def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float, gpu: str | None = None) -> dict:
-    """Train one cell; ``jobs`` is how many processes share its device, ``gpu`` the device id it gets."""
-    workdir = workroot / job.name
+def job_env(jobs: int, gpu: str | None = None) -> dict:
+    """The environment of a process that shares its device with ``jobs - 1`` others, on GPU ``gpu``."""
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     if jobs > 1:
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.3f}")  # set it to oversubscribe
+    return env
+
+
+def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float, gpu: str | None = None) -> dict:
+    """Train one cell; ``jobs`` is how many processes share its device, ``gpu`` the device id it gets."""
+    workdir = workroot / job.name
+    env = job_env(jobs, gpu)
     command = [sys.executable, str(ROOT / "train.py"), "--config", job.config, "--workdir", str(workdir),
                "--no-progress", *job.overrides]
     start = time.perf_counter()
@@ -74,12 +80,16 @@ def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float, gpu: str | No
 
 
 def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,
-             retry_errors: bool = False, start_before_s: float | None = None, gpus: list[str] | None = None) -> dict:
+             retry_errors: bool = False, start_before_s: float | None = None, gpus: list[str] | None = None,
+             after=None) -> dict:
     """Run the jobs missing from ``results_path`` (a JSON with "card", "cells"); returns its content.
 
     Cells not started within ``start_before_s`` seconds of the call are left for a later call, so
     that a call fits a fixed slice of machine time. With ``gpus`` (device ids), each job runs on
     the listed GPU that has the fewest jobs at its start, and ``parallel`` jobs share them.
+    ``after(workdir, env)``, if given, runs on each cell that trained, in the same worker and with
+    the environment of its training (same GPU, same memory share), while other cells go on
+    training; the dict it returns joins the cell's record.
     """
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
     results.setdefault("cells", {})
@@ -113,6 +123,8 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
             if gpu is not None:
                 running[gpu] += 1
         result = run_job(job, workroot, per_device, timeout_s, gpu)
+        if after is not None and "error" not in result:
+            result.update(after(workroot / job.name, job_env(per_device, gpu)))
         with lock:
             if gpu is not None:
                 running[gpu] -= 1
@@ -132,17 +144,19 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     return results
 
 
-def run_eval(workdir: Path, flags: list[str], key: str) -> dict:
+def run_eval(workdir: Path, flags: list[str], key: str, env: dict | None = None) -> dict:
     """``eval.py`` on one trained workdir: ``{key: its run's result[key]}``, or ``{key + "_error": output tail}``.
 
-    Runs alone, in the foreground: a throughput measured while other cells train would not be the
-    model's own.
+    Without ``env`` it runs alone, in the foreground, with the whole memory: a throughput measured
+    while other cells train would not be the model's own. ``env`` (e.g. ``job_env``) runs it
+    beside other processes instead.
     """
     out = workdir / f"{key}_eval.json"
     command = [sys.executable, str(ROOT / "eval.py"), "--workdir", str(workdir), "--out", str(out), "--no-progress",
                "--plots-dir", str(workdir), *flags]
-    env = dict(os.environ)
-    env.pop("XLA_PYTHON_CLIENT_MEM_FRACTION", None)  # alone on the machine: the whole memory
+    if env is None:
+        env = dict(os.environ)
+        env.pop("XLA_PYTHON_CLIENT_MEM_FRACTION", None)
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr)[-1500:]
@@ -187,11 +201,11 @@ def save_grid(results: dict, args, **settings) -> None:
     Path(args.results).write_text(json.dumps(results, indent=2))
 
 
-def run_grid_from_args(jobs: list[Job], args) -> dict:
+def run_grid_from_args(jobs: list[Job], args, after=None) -> dict:
     """``run_grid`` with the options of ``add_grid_arguments``; with ``--plot-only``, just the results file."""
     if args.plot_only:
         if not Path(args.results).exists():
             raise SystemExit(f"--plot-only: {args.results} does not exist")
         return json.loads(Path(args.results).read_text())
     return run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
-                    retry_errors=args.retry_errors, start_before_s=args.start_before, gpus=args.gpus)
+                    retry_errors=args.retry_errors, start_before_s=args.start_before, gpus=args.gpus, after=after)

@@ -10,6 +10,10 @@ max(3, w / 32) blocks of 32 (its selected tokens match the window).
     python experiments/mqar_grid.py --attentions dma swa --seq-lens 64 128 --d-models 32 --steps 300 \
         --batch 32 --results /tmp/mqar.json --workroot /tmp/mqar        # a CPU-sized try
 
+With --by-distance each cell keeps its final checkpoint and ``eval.py`` scores it right after
+training, on the same GPU: accuracy over queries whose pair lies inside the window (what a sliding
+window could recall) and beyond it, drawn against length in ``<results>_beyond.png``.
+
 Cells already in --results are skipped, so a grid can be finished over several sessions. Writes
 --results (JSON: card, commands, per-cell final records and wall time) and a heatmap PNG beside it.
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.launch import Job, add_grid_arguments, run_grid_from_args, save_grid  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, run_eval, run_grid_from_args, save_grid  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
@@ -60,7 +64,8 @@ def one_job(args, attention: str, seq_len: int, d_model: int, seed: int) -> Job:
         f"model.nsa_num_selected={max(3, window // 32)}", f"data.seq_len={seq_len}",
         f"data.mqar_num_kv_pairs={pairs}", f"steps={args.steps}", f"data.global_batch_size={batch}",
         f"optim.peak_lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
-        f"eval_every={max(1, args.steps // args.evals)}", "checkpoint_every=-1", f"log_every={max(1, args.steps // 10)}",
+        f"eval_every={max(1, args.steps // args.evals)}", f"checkpoint_every={0 if args.by_distance else -1}",
+        f"log_every={max(1, args.steps // 10)}",
         f"seed={seed}", f"data.seed={seed}", *heads(args.head_dim or None, d_model), *args.overrides,
     )
     cell = {"attention": attention, "seq_len": seq_len, "d_model": d_model, "window": window,
@@ -68,14 +73,24 @@ def one_job(args, attention: str, seq_len: int, d_model: int, seed: int) -> Job:
     return Job(cell_name(attention, seq_len, d_model, seed), args.config, overrides, cell)
 
 
-def mean_accuracy(results: dict, attention: str, seq_len: int, d_model: int) -> dict | None:
-    """The cell's coordinates with its query accuracy: mean, min and max over the seeds that finished."""
+def final_accuracy(cell: dict) -> float | None:
+    """Query accuracy of the cell's last evaluation in training (None if it did not finish)."""
+    return (cell.get("eval") or {}).get("eval_accuracy")
+
+
+def beyond_window_accuracy(cell: dict) -> float | None:
+    """``eval.py``'s accuracy over queries whose pair lies beyond the window (``--by-distance`` cells)."""
+    return (cell.get("mqar") or [{}])[0].get("beyond_window")
+
+
+def mean_accuracy(results: dict, attention: str, seq_len: int, d_model: int, value=final_accuracy) -> dict | None:
+    """The cell's coordinates with ``value`` of its runs: mean, min and max over the seeds that have one."""
     where = {"attention": attention, "seq_len": seq_len, "d_model": d_model}
     runs = [c for c in results["cells"].values()
-            if c.get("eval") and all(c["cell"].get(k) == v for k, v in where.items())]
+            if value(c) is not None and all(c["cell"].get(k) == v for k, v in where.items())]
     if not runs:
         return None
-    accuracies = [c["eval"]["eval_accuracy"] for c in runs]
+    accuracies = [value(c) for c in runs]
     return {**runs[0]["cell"], "accuracy": sum(accuracies) / len(accuracies), "min": min(accuracies),
             "max": max(accuracies), "seeds": len(runs)}
 
@@ -92,23 +107,28 @@ def plot(results: dict, path: Path, attentions, seq_lens, d_models):
     title = f"MQAR query accuracy, mean over seeds (w = T/{results.get('window_ratio')}, pairs = {pairs}); {card}"
     heatmaps(panels, "seq_len", "d_model", "accuracy", path, title, x_label="sequence length", xs=seq_lens, ys=d_models)
     plot_lengths(results, path.with_name(path.stem + "_lines.png"), attentions, seq_lens, d_models)
+    plot_lengths(results, path.with_name(path.stem + "_beyond.png"), attentions, seq_lens, d_models,
+                 beyond_window_accuracy, "accuracy on queries whose pair lies beyond the window")
 
 
-def plot_lengths(results: dict, path: Path, attentions, seq_lens, d_models):
-    """Accuracy against sequence length, one line per attention (and d_model), the seeds' range as error bars."""
+def plot_lengths(results: dict, path: Path, attentions, seq_lens, d_models, value=final_accuracy,
+                 what: str = "query accuracy"):
+    """``value`` against sequence length, one line per attention (and d_model), the seeds' range as
+    error bars; nothing when no cell has a value."""
     from dma_jax.evaluation.plots import lines
 
     series = {}
     for attention in attentions:
         for d in d_models:
-            cells = [mean_accuracy(results, attention, t, d) for t in seq_lens]
+            cells = [mean_accuracy(results, attention, t, d, value) for t in seq_lens]
             points = [(c["seq_len"], c["accuracy"], c["min"], c["max"]) for c in cells if c]
             if points:
                 series[attention.upper() + (f" d{d}" if len(d_models) > 1 else "")] = points
     card = results.get("card", {}).get("device_kind", "")
     pairs = results.get("pairs") or f"T/{results.get('pairs_ratio')}"
-    lines(series, path, f"MQAR (w = T/{results.get('window_ratio')}, pairs = {pairs}), mean and range over seeds\n{card}",
-          "sequence length", "query accuracy", xticks=seq_lens)
+    if series:
+        lines(series, path, f"MQAR (w = T/{results.get('window_ratio')}, pairs = {pairs}), mean and range over seeds\n{card}",
+              "sequence length", what, xticks=seq_lens)
 
 
 def main():
@@ -129,9 +149,17 @@ def main():
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--evals", type=int, default=5, help="evaluations per run (the eval curve is kept)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (model and data)")
+    p.add_argument("--by-distance", action="store_true",
+                   help="keep each cell's final checkpoint and score it with eval.py right after training: "
+                        "accuracy inside and beyond the window, and by pair distance (stored as the cell's 'mqar')")
+    p.add_argument("--distance-examples", type=int, default=512, help="held-out examples for --by-distance")
     add_grid_arguments(p, results="results/mqar/grid.json", workroot="runs/mqar", timeout=3600)
     args = p.parse_args()
-    results = run_grid_from_args(jobs(args), args)
+    after = None
+    if args.by_distance:
+        flags = ["--mqar", "--mqar-examples", str(args.distance_examples)]
+        after = lambda workdir, env: run_eval(workdir, flags, "mqar", env)  # noqa: E731
+    results = run_grid_from_args(jobs(args), args, after=after)
     save_grid(results, args, window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, pairs=args.pairs or None, steps=args.steps,
               batch=args.batch, lr=args.lr, seeds=args.seeds)
     png = Path(args.results).with_suffix(".png")

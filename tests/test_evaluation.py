@@ -86,7 +86,7 @@ def test_scorer_chunks_long_batches_without_changing_scores():
     chunked = BatchScorer(table_model, max_tokens=2 * length)(batch)  # chunks of 2 rows, the last one padded
     assert set(chunked) == set(whole)
     for key in whole:
-        assert chunked[key].shape == (rows,)
+        assert chunked[key].shape == ((rows, length) if key == "hits" else (rows,))
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-6)
     one_row = BatchScorer(table_model, max_tokens=1)(batch)  # less than a row: one row at a time
     np.testing.assert_allclose(one_row["nll"], whole["nll"], rtol=1e-6)
@@ -124,6 +124,34 @@ def test_mqar_slices_skip_impossible_ones(trained_run):
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["queries"] > 0 for r in rows)
 
 
+def test_pair_distances_point_each_query_at_its_value():
+    from dma_jax.evaluation.mqar import pair_distances
+
+    inputs = np.array([[5, 50, 7, 70, 9, 9, 7, 9, 5]])  # k0 v0 k1 v1 . . k1 . k0
+    mask = np.array([[0, 0, 0, 0, 0, 0, 1, 0, 1]])
+    assert pair_distances(inputs, mask, 2).tolist() == [[-1, -1, -1, -1, -1, -1, 3, -1, 7]]
+
+
+def test_mqar_accuracy_splits_queries_by_distance(trained_run):
+    from dma_jax.evaluation.mqar import pair_distances
+
+    def near_sighted(batch):  # right exactly when the pair's value is fewer than 10 positions back
+        distances = pair_distances(batch["inputs"], batch["loss_mask"], 4)
+        hits = (distances >= 0) & (distances < 10)
+        tokens, correct = (distances >= 0).sum(1), hits.sum(1)
+        return {"tokens": tokens, "correct": correct, "exact": correct == tokens, "hits": hits}
+
+    run = load_run(trained_run[0])
+    [row] = mqar_accuracy(near_sighted, run.config.data, [64], [4], examples=32, window=10, progress=False)
+    assert row["inside_window"] == 1.0 and row["beyond_window"] == 0.0
+    assert row["queries_inside"] + row["queries_beyond"] == row["queries"] and row["queries_beyond"] > 0
+    buckets = {(b["lo"], b["hi"]): b["accuracy"] for b in row["by_distance"]}
+    assert all(acc == (1.0 if hi <= 10 else 0.0) for (lo, hi), acc in buckets.items() if hi <= 8 or lo >= 16)
+    assert sum(b["queries"] for b in row["by_distance"]) == row["queries"]
+    assert [row2.get("window") for row2 in mqar_accuracy(near_sighted, run.config.data, [64], [4], examples=8,
+                                                         progress=False)] == [None]
+
+
 def test_eval_cli_writes_json_and_plots(trained_run, tmp_path):
     workdir, _ = trained_run
     out = tmp_path / "eval.json"
@@ -137,7 +165,9 @@ def test_eval_cli_writes_json_and_plots(trained_run, tmp_path):
     written = json.loads(out.read_text())
     assert written["card"]["device_kind"] and "eval.py" in written["command"]
     assert len(written["runs"][0]["mqar"]) == 4 and written["runs"][0]["training_flops"] > 0
-    assert [Path(p).suffix for p in written["plots"]] == [".png"] and Path(written["plots"][0]).exists()
+    assert [Path(p).name for p in written["plots"]] == [f"mqar_{workdir.name}.png", f"mqar_distance_{workdir.name}.png"]
+    assert all(Path(p).exists() for p in written["plots"])
+    assert written["runs"][0]["mqar"][0]["window"] == 8  # the run's model.window
     layers = written["runs"][0]["recent_keys"]  # the tiny DMA model's 2 layers
     assert [r["layer"] for r in layers] == [0, 1] and all(0 <= r["recent_share"] <= 1 for r in layers)
     bad = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--workdir", str(tmp_path), "--out", str(out)],
@@ -161,3 +191,17 @@ def test_load_run_reads_only_the_parameters(trained_run, monkeypatch):
     run = load_run(workdir)
     assert [(set(item), partial) for item, partial in requested] == [({"params"}, True)]
     assert run.model is not None
+
+
+def test_eval_plots_compare_runs_by_pair_distance(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from eval import make_plots
+
+    def run(name, accuracy):
+        buckets = [{"lo": 0, "hi": 2, "accuracy": accuracy, "queries": 3}, {"lo": 2, "hi": 4, "accuracy": 0.5, "queries": 5}]
+        return {"workdir": f"runs/{name}", "attention": name, "d_model": 8, "step": 1, "train_seq_len": 16,
+                "mqar": [{"seq_len": 16, "num_kv_pairs": 2, "accuracy": 0.5, "window": 4, "by_distance": buckets}]}
+
+    written = make_plots([run("dma", 1.0), run("swa", 0.0)], tmp_path)
+    assert sorted(Path(p).name for p in written) == ["mqar_distance.png", "mqar_distance_dma.png",
+                                                     "mqar_distance_swa.png"]

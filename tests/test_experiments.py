@@ -190,7 +190,7 @@ def test_mqar_fixed_pairs_and_the_plot_of_accuracy_against_length(tmp_path, monk
 
     args = argparse.Namespace(seeds=[0], seq_lens=[512, 2048], d_models=[128], attentions=["dma"], window_ratio=8,
                               pairs_ratio=64, pairs=16, batch=64, max_batch_tokens=65536, steps=10, lr=1e-3, evals=2,
-                              head_dim=64, overrides=[], config="configs/mqar.py")
+                              head_dim=64, overrides=[], config="configs/mqar.py", by_distance=False)
     made = jobs(args)
     assert [job.cell["num_kv_pairs"] for job in made] == [16, 16]  # --pairs wins over the ratio
     assert [job.cell["batch"] for job in made] == [64, 32]
@@ -207,3 +207,21 @@ def test_mqar_fixed_pairs_and_the_plot_of_accuracy_against_length(tmp_path, monk
     plot(results, tmp_path / "g.png", ["dma"], [512, 2048], [128])
     assert drawn["DMA"] == [(512, pytest.approx(0.4), 0.2, 0.6), (2048, 0.5, 0.5, 0.5)]  # the timed-out seed is left out
     assert (tmp_path / "g.png").stat().st_size > 1000 and (tmp_path / "g_lines.png").stat().st_size > 1000
+
+
+def test_mqar_by_distance_scores_each_cell_after_training(tmp_path):
+    import subprocess
+    import sys
+
+    results = tmp_path / "m.json"
+    command = [sys.executable, str(ROOT / "experiments" / "mqar_grid.py"), "--attentions", "swa", "--seq-lens", "64",
+               "--d-models", "32", "--head-dim", "0", "--steps", "2", "--batch", "4", "--evals", "1", "--pairs", "4",
+               "--by-distance", "--distance-examples", "8", "--results", str(results), "--workroot", str(tmp_path / "runs"),
+               "model.vocab_size=128", "data.vocab_size=128", "model.num_heads=2", "eval_batches=1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [cell] = json.loads(results.read_text())["cells"].values()
+    assert "error" not in cell, cell["error"]
+    [row] = cell["mqar"]
+    assert row["window"] == 8 and row["queries_inside"] + row["queries_beyond"] == row["queries"] == 32
+    assert (tmp_path / "m_beyond.png").stat().st_size > 1000 and (tmp_path / "m_lines.png").stat().st_size > 1000
