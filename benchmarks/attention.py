@@ -33,6 +33,16 @@ from pallas_kernels.common import KernelOptions
 HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, jnp.bfloat16
 
 
+def tile_config(text: str) -> PallasConfig:
+    """``PallasConfig`` from 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages' (``--configs``)."""
+    try:
+        fwd, bwd = ([int(x) for x in part.split(",")] for part in text.split(":"))
+        return PallasConfig(fwd[0], fwd[1], KernelOptions(num_warps=fwd[2], num_stages=fwd[3]),
+                            bwd[0], bwd[1], bwd[2], KernelOptions(num_warps=bwd[3], num_stages=bwd[4]))
+    except (ValueError, IndexError) as e:
+        raise SystemExit(f"bad tile config {text!r} ({e}): want 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages'")
+
+
 def median_ms(fn, *args, repeats):
     return median_seconds(fn, *args, repeats=repeats) * 1e3
 
@@ -163,11 +173,7 @@ def main():
             if config_text is None:
                 fn = lambda q, k, v, b, w=window: dma_attention(q, k, v, b, w, implementation="pallas")
             else:
-                fwd, bwd = ([int(x) for x in part.split(",")] for part in config_text.split(":"))
-                config = PallasConfig(
-                    fwd[0], fwd[1], KernelOptions(num_warps=fwd[2], num_stages=fwd[3]),
-                    bwd[0], bwd[1], bwd[2], KernelOptions(num_warps=bwd[3], num_stages=bwd[4]),
-                )
+                config = tile_config(config_text)
                 fn = lambda q, k, v, b, w=window, c=config: dma_attention_pallas(
                     q, k, v, b, w, causal=True, scale=None, segment_ids=None, key_mask=None, config=c)
             row = dict(kind="dma_pallas", T=length, window=window, useful_flops_fwd=flops, config=config_text or "default")
