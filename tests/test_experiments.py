@@ -83,14 +83,16 @@ def test_compare_prints_a_table_and_draws_the_curves(tmp_path, capsys):
 
     out = tmp_path / "compare"
     code = main(["--attentions", "dma", "swa", "--out", str(out), "steps=4", "optim.warmup_steps=1", "eval_every=2",
-                 "log_every=2", "checkpoint_every=-1", "data.global_batch_size=8"])
+                 "log_every=2", "data.global_batch_size=8"])
     printed = capsys.readouterr().out
     assert code == 0
+    assert "| attention | query accuracy | beyond w = 16 |" in printed
     rows = [line for line in printed.splitlines() if line.startswith("| dma") or line.startswith("| swa")]
-    assert len(rows) == 2 and all("%" in row for row in rows)
+    assert len(rows) == 2 and all(row.count("%") == 2 for row in rows)  # overall and beyond the window
     stored = json.loads((out / "results.json").read_text())
     assert [r["step"] for r in stored["cells"]["dma"]["eval_curve"]] == [2, 4]
-    assert (out / "compare.png").stat().st_size > 0
+    assert stored["cells"]["swa"]["mqar"][0]["queries"] == 512 * 8  # eval.py's 512 examples of 8 pairs
+    assert (out / "compare.png").stat().st_size > 0 and (out / "distance.png").stat().st_size > 0
 
 
 def test_cells_are_evaluated_one_at_a_time_after_training(tmp_path):
