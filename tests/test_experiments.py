@@ -69,10 +69,15 @@ def test_grid_spreads_jobs_over_the_listed_gpus(tmp_path, monkeypatch):
         barrier.wait(timeout=10)  # all four run at once, so each GPU must get two
         return {"cell": job.cell, "wall_s": 0.0, "eval": None}
 
+    def after(workdir, env):  # runs where its cell trained, with the same memory share
+        return {"after": (workdir.name, env["CUDA_VISIBLE_DEVICES"], env["XLA_PYTHON_CLIENT_PREALLOCATE"])}
+
     monkeypatch.setattr(launch, "run_job", fake_run_job)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
     jobs = [Job(f"cell{i}", SMOKE, QUICK, {}) for i in range(4)]
-    results = run_grid(jobs, tmp_path / "grid.json", tmp_path / "runs", parallel=4, gpus=["3", "7"])
+    results = run_grid(jobs, tmp_path / "grid.json", tmp_path / "runs", parallel=4, gpus=["3", "7"], after=after)
     assert sorted(gpu for _, _, gpu in seen) == ["3", "3", "7", "7"]
+    assert all(cell["after"] == (name, cell["gpu"], "false") for name, cell in results["cells"].items())
     assert {jobs_per_gpu for _, jobs_per_gpu, _ in seen} == {2}
     assert sorted(cell["gpu"] for cell in results["cells"].values()) == ["3", "3", "7", "7"]
     assert results["calls"][0]["gpus"] == ["3", "7"]
