@@ -103,7 +103,7 @@ def evaluate_run(workdir: str, args) -> dict:
 
 
 def make_plots(runs: list[dict], plots_dir: Path) -> list[str]:
-    from dma_jax.evaluation.plots import heatmap, lines
+    from dma_jax.evaluation.plots import distance_lines, heatmap, lines
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -113,26 +113,21 @@ def make_plots(runs: list[dict], plots_dir: Path) -> list[str]:
         if len(run.get("mqar", [])) > 1:
             written.append(str(heatmap(run["mqar"], "seq_len", "num_kv_pairs", "accuracy",
                                        plots_dir / f"mqar_{name}.png", f"MQAR accuracy ({label})")))
-        distance_series = {f"T={r['seq_len']}, {r['num_kv_pairs']} pairs": [(b["hi"], b["accuracy"]) for b in r["by_distance"]]
-                           for r in run.get("mqar", []) if r.get("by_distance")}
-        if distance_series:
+        slices = {f"T={r['seq_len']}, {r['num_kv_pairs']} pairs": r for r in run.get("mqar", []) if r.get("by_distance")}
+        if slices:
             window = run["mqar"][0].get("window")
-            written.append(str(lines(distance_series, plots_dir / f"mqar_distance_{name}.png",
-                                     f"MQAR accuracy by pair distance ({label}" + (f", window {window})" if window else ")"),
-                                     "distance from the query back to its value (bucket's upper end)", "query accuracy",
-                                     xticks=sorted({x for points in distance_series.values() for x, _ in points}))))
+            written.append(str(distance_lines(slices, plots_dir / f"mqar_distance_{name}.png",
+                                              f"MQAR accuracy by pair distance ({label}"
+                                              + (f", window {window})" if window else ")"))))
         if run.get("niah"):
             written.append(str(heatmap(run["niah"], "length", "depth", "accuracy", plots_dir / f"niah_{name}.png",
                                        f"needle accuracy ({label}, trained at {run['train_seq_len']})")))
     with_distance = [r for r in runs if len(r.get("mqar", [])) == 1 and r["mqar"][0].get("by_distance")]
     if len(with_distance) > 1:  # several runs on one slice: one figure to compare them
         label = lambda r: Path(r["workdir"]).name + ("" if Path(r["workdir"]).name == r["attention"] else f" ({r['attention']})")  # noqa: E731
-        series = {label(r): [(b["hi"], b["accuracy"]) for b in r["mqar"][0]["by_distance"]] for r in with_distance}
         windows = sorted({str(r["mqar"][0].get("window")) for r in with_distance})
-        written.append(str(lines(series, plots_dir / "mqar_distance.png",
-                                 f"MQAR accuracy by pair distance (window {', '.join(windows)})",
-                                 "distance from the query back to its value (bucket's upper end)", "query accuracy",
-                                 xticks=sorted({x for points in series.values() for x, _ in points}))))
+        written.append(str(distance_lines({label(r): r["mqar"][0] for r in with_distance}, plots_dir / "mqar_distance.png",
+                                          f"MQAR accuracy by pair distance (window {', '.join(windows)})")))
     with_ppl = [r for r in runs if "perplexity" in r]
     if len(with_ppl) > 1:
         series = {}

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.launch import ROOT, Job, evaluate_cells, run_grid  # noqa: E402
+from experiments.mqar_grid import beyond_window_accuracy  # noqa: E402
 
 ATTENTIONS = ("mha", "swa", "mla", "nsa", "dma")
 
@@ -38,7 +39,7 @@ def table(results: dict, attentions) -> str:
             rows.append(f"| {attention} | failed: {cell.get('error', 'not run')[:60]!r} | | | | | |")
             continue
         ev, train = cell["eval"], cell["train"]
-        beyond = (cell.get("mqar") or [{}])[0].get("beyond_window")
+        beyond = beyond_window_accuracy(cell)
         rows.append(f"| {attention} | {ev['eval_accuracy']:.1%} | {'-' if beyond is None else f'{beyond:.1%}'} | "
                     f"{ev['eval_loss']:.3f} | {cell['params']:,} | {cell['wall_s']:.0f} s | {train['tokens_per_s']:,.0f} |")
     return "\n".join([head, *rows])
@@ -55,16 +56,13 @@ def plot(results: dict, path: Path, attentions) -> None:
 
 def plot_distance(results: dict, path: Path, attentions) -> Path | None:
     """Accuracy against how far back each query's pair lies (eval.py's buckets), one line per model."""
-    from dma_jax.evaluation.plots import lines
+    from dma_jax.evaluation.plots import distance_lines
 
-    scored = {a: results["cells"][a]["mqar"][0] for a in attentions if results["cells"].get(a, {}).get("mqar")}
+    scored = {a.upper(): results["cells"][a]["mqar"][0] for a in attentions if results["cells"].get(a, {}).get("mqar")}
     if not scored:
         return None
-    series = {a.upper(): [(b["hi"], b["accuracy"]) for b in row["by_distance"]] for a, row in scored.items()}
     window = next(iter(scored.values())).get("window")
-    return lines(series, path, f"held-out query accuracy by pair distance (window {window})",
-                 "distance from the query back to its value (bucket's upper end)", "accuracy",
-                 xticks=sorted({x for points in series.values() for x, _ in points}))
+    return distance_lines(scored, path, f"held-out query accuracy by pair distance (window {window})", "accuracy")
 
 
 def main(argv=None):

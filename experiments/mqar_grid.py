@@ -102,9 +102,7 @@ def plot(results: dict, path: Path, attentions, seq_lens, d_models):
     for attention in attentions:
         cells = [mean_accuracy(results, attention, t, d) for t in seq_lens for d in d_models]
         panels[attention.upper()] = [c for c in cells if c]
-    card = results.get("card", {}).get("device_kind", "")
-    pairs = results.get("pairs") or f"T/{results.get('pairs_ratio')}"
-    title = f"MQAR query accuracy, mean over seeds (w = T/{results.get('window_ratio')}, pairs = {pairs}); {card}"
+    title = f"MQAR query accuracy, mean over seeds ({setting(results)}); {device(results)}"
     heatmaps(panels, "seq_len", "d_model", "accuracy", path, title, x_label="sequence length", xs=seq_lens, ys=d_models)
     plot_lengths(results, path.with_name(path.stem + "_lines.png"), attentions, seq_lens, d_models)
     plot_lengths(results, path.with_name(path.stem + "_beyond.png"), attentions, seq_lens, d_models,
@@ -124,11 +122,18 @@ def plot_lengths(results: dict, path: Path, attentions, seq_lens, d_models, valu
             points = [(c["seq_len"], c["accuracy"], c["min"], c["max"]) for c in cells if c]
             if points:
                 series[attention.upper() + (f" d{d}" if len(d_models) > 1 else "")] = points
-    card = results.get("card", {}).get("device_kind", "")
-    pairs = results.get("pairs") or f"T/{results.get('pairs_ratio')}"
     if series:
-        lines(series, path, f"MQAR (w = T/{results.get('window_ratio')}, pairs = {pairs}), mean and range over seeds\n{card}",
+        lines(series, path, f"MQAR ({setting(results)}), mean and range over seeds\n{device(results)}",
               "sequence length", what, xticks=seq_lens)
+
+
+def setting(results: dict) -> str:
+    """The grid's window and pairs, as its plot titles state them."""
+    return f"w = T/{results.get('window_ratio')}, pairs = {results.get('pairs') or 'T/' + str(results.get('pairs_ratio'))}"
+
+
+def device(results: dict) -> str:
+    return results.get("card", {}).get("device_kind", "")
 
 
 def main():

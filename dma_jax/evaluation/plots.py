@@ -83,6 +83,14 @@ def lines(series: dict[str, list[tuple[float, ...]]], path: str | Path, title: s
     return _finish(fig, ax, path, title, y_label)
 
 
+def distance_lines(slices: dict[str, dict], path: str | Path, title: str, y_label: str = "query accuracy"):
+    """MQAR accuracy against how far back each query's pair lies: one line per name of an
+    ``mqar_accuracy`` row (its ``by_distance`` buckets, drawn at their upper ends)."""
+    series = {name: [(b["hi"], b["accuracy"]) for b in row["by_distance"]] for name, row in slices.items()}
+    return lines(series, path, title, "distance from the query back to its value (bucket's upper end)", y_label,
+                 xticks=sorted({x for points in series.values() for x, _ in points}))
+
+
 def _finish(fig, ax, path, title: str, y_label: str):
     """Y label, title and legend; save to ``path`` and close."""
     ax.set_ylabel(y_label)

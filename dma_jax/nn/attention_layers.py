@@ -167,7 +167,7 @@ class DynamicMaskAttention(_ProjectedAttention):
         return self.output(cached_attention(q[:, 0], cache)[:, None].astype(x.dtype)), cache
 
 
-def _dense_attention(q, k, v, *, window, segment_ids, implementation=None):
+def dense_causal_attention(q, k, v, *, window, segment_ids, implementation=None):
     """Causal attention through ``jax.nn.dot_product_attention``.
 
     ``implementation``: None (JAX's default, which is XLA's dense path on every backend in
@@ -198,7 +198,7 @@ class _DenseCausalAttention(_ProjectedAttention):
 
     def __call__(self, x, *, positions=None, segment_ids=None):
         q, k, v = self.project(x, positions)
-        return self.output(_dense_attention(q, k, v, window=self.window, segment_ids=segment_ids,
+        return self.output(dense_causal_attention(q, k, v, window=self.window, segment_ids=segment_ids,
                                             implementation=self.implementation))
 
     def prefill(self, x, *, lengths, max_len, chunk=1):
@@ -208,7 +208,7 @@ class _DenseCausalAttention(_ProjectedAttention):
         for later ``extend`` calls of up to ``chunk`` tokens.
         """
         q, k, v = self.project(x, None)
-        out = _dense_attention(q, k, v, window=self.window, segment_ids=None, implementation=self.implementation)
+        out = dense_causal_attention(q, k, v, window=self.window, segment_ids=None, implementation=self.implementation)
         size = max_len if self.window is None else min(max_len, self.window + chunk - 1)
         return self.output(out), kv_cache_from_prefill(k, v, size, lengths)
 

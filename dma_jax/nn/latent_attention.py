@@ -10,11 +10,11 @@ numbers, instead of 2 * H * head_dim), and rebuilds keys and values from them.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from dma_jax.kv_cache import KVCache, kv_cache_append, kv_cache_from_prefill, kv_cached_attention
+from dma_jax.nn.attention_layers import dense_causal_attention
 from dma_jax.nn.rope import apply_rope
 
 
@@ -83,9 +83,8 @@ class MultiHeadLatentAttention(nnx.Module):
         batch, length = x.shape[:2]
         positions = jnp.broadcast_to(jnp.arange(length), (batch, length)) if positions is None else positions
         k, v = self._keys_values(*self._latent(x, positions))
-        mask = None if segment_ids is None else (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-        out = jax.nn.dot_product_attention(self._queries(x, positions), k, v, mask=mask, is_causal=True,
-                                           implementation=self.implementation)
+        out = dense_causal_attention(self._queries(x, positions), k, v, window=None, segment_ids=segment_ids,
+                                     implementation=self.implementation)
         return self._output(out)
 
     def prefill(self, x, *, lengths, max_len, chunk=1):
