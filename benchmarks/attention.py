@@ -34,13 +34,18 @@ HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, jnp.bfloat16
 
 
 def tile_config(text: str) -> PallasConfig:
-    """``PallasConfig`` from 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages' (``--configs``)."""
+    """``PallasConfig`` from 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles]' (``--configs``;
+    chunk_tiles: backward tiles per key-major program, 0 for all, default the config's)."""
     try:
         fwd, bwd = ([int(x) for x in part.split(",")] for part in text.split(":"))
+        if len(fwd) != 4 or len(bwd) not in (5, 6):
+            raise ValueError("wrong number of fields")
+        chunk = dict(slot_chunk_tiles=bwd[5] or None) if len(bwd) == 6 else {}
         return PallasConfig(fwd[0], fwd[1], KernelOptions(num_warps=fwd[2], num_stages=fwd[3]),
-                            bwd[0], bwd[1], bwd[2], KernelOptions(num_warps=bwd[3], num_stages=bwd[4]))
+                            bwd[0], bwd[1], bwd[2], options_bwd=KernelOptions(num_warps=bwd[3], num_stages=bwd[4]), **chunk)
     except (ValueError, IndexError) as e:
-        raise SystemExit(f"bad tile config {text!r} ({e}): want 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages'")
+        raise SystemExit(f"bad tile config {text!r} ({e}): want "
+                         "'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles]'")
 
 
 def median_ms(fn, *args, repeats):
@@ -121,8 +126,8 @@ def main():
     p.add_argument("--out-dir", default=".")
     p.add_argument(
         "--configs", nargs="+", default=None,
-        help="tile configs to compare instead of the default, each 'bq,bk,warps,stages:bqb,bkb,slots,warps,stages' "
-             "(forward : backward)",
+        help="tile configs to compare instead of the default, each "
+             "'bq,bk,warps,stages:bqb,bkb,slots,warps,stages[,chunk_tiles]' (forward : backward)",
     )
     args = p.parse_args()
     device = jax.devices()[0]

@@ -22,7 +22,7 @@ from dma_jax.slots import carried_key_table, key_slots
 from dma_jax.tiles import num_tiles
 from dma_jax.xla_attention import key_intervals
 from pallas_kernels.common import KernelOptions
-from pallas_kernels.dma_backward import dma_backward_queries, dma_backward_slots
+from pallas_kernels.dma_backward import add_chunk_carries, dma_backward_queries, dma_backward_slots
 from pallas_kernels.dma_forward import dma_forward
 
 
@@ -39,6 +39,7 @@ class PallasConfig:
     block_q_bwd: int | None = None  # default: block_q
     block_k_bwd: int = 64
     block_slots: int = 32  # slots per program of the key-major backward
+    slot_chunk_tiles: int | None = None  # backward tiles per key-major program (None: all; chunks measured no faster)
     options_bwd: KernelOptions = KernelOptions(num_warps=4, num_stages=2)
     # Live ranges: "wavelet" (the wavelet matrix in XLA) or "kernel" (pallas_kernels.live_range_scan).
     # Both are exact; on the H200 the kernel was 3-7x slower (docs/kernels.md), so it is opt-in.
@@ -48,7 +49,8 @@ class PallasConfig:
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
         """Small tiles and interpret mode, for CPU tests."""
         options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
-        return PallasConfig(16, 16, options, 8, 8, 16, options, self.selection, options)
+        return PallasConfig(block_q=16, block_k=16, options=options, block_q_bwd=8, block_k_bwd=8, block_slots=16,
+                            slot_chunk_tiles=2, options_bwd=options, selection=self.selection, selection_options=options)
 
     def live_ranges_fn(self):
         """``live_ranges_unchecked`` or its kernel twin, as ``selection`` says."""
@@ -76,6 +78,7 @@ class _Static:
     options_bwd: KernelOptions
     q_offset: int
     own_keys: bool
+    slot_chunk_tiles: int | None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -103,7 +106,8 @@ def _kernels_bwd(cfg, residuals, d_out):
     common = dict(scale=cfg.scale, block_q=cfg.block_q_bwd, q_offset=cfg.q_offset, options=cfg.options_bwd)
     args = (q_tiles, d_out.astype(q_tiles.dtype), lse, delta, k, v, bias, start, end, table)
     dq, dk_own, dv_own, db_own = dma_backward_queries(*args, block_k=cfg.block_k_bwd, own_keys=cfg.own_keys, **common)
-    dk, dv, dbias = dma_backward_slots(*args, block_slots=cfg.block_slots, **common)
+    slot_sums = dma_backward_slots(*args, block_slots=cfg.block_slots, chunk_tiles=cfg.slot_chunk_tiles, **common)
+    dk, dv, dbias = add_chunk_carries(*slot_sums, table, cfg.slot_chunk_tiles)
     dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
     dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
     if cfg.own_keys:  # own keys of tile n sit at positions q_offset + n * block_q + i
@@ -211,7 +215,7 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
 
     cfg = _Static(
         scale, block_q, block_k, config.options, block_q_bwd, block_k_bwd, config.block_slots,
-        config.options_bwd, q_offset, causal,
+        config.options_bwd, q_offset, causal, config.slot_chunk_tiles,
     )
     out = _kernels(cfg, qp, kt, vt, bias, start, end, table, table_bwd)
     out = out.reshape(batch, bias_heads, tiles, block_q, rows_per_pos, dim)[:, :, :, :, :per_bias, :head_dim]

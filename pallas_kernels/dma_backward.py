@@ -6,10 +6,13 @@ Two passes, each writing every output element exactly once:
    probabilities of each tile from the saved log-sum-exp, accumulates dq over the tile's carried
    and own keys, and, for the tile's own keys ``[t0, t0 + block_q)`` (which belong to this tile
    alone), also writes their dk, dv and dbias from this tile's queries.
-2. ``dma_backward_slots`` (grid (slot blocks, B, Hb), key-major): walks ``block_slots`` slots of
-   the carried-key table across all tiles. A key occupies one slot over one unbroken run of
-   tiles, so the program accumulates its dk, dv and dbias from every later tile that keeps it
-   and writes them once, when the slot's occupant changes.
+2. ``dma_backward_slots`` (grid (slot blocks, tile chunks, B, Hb), key-major): walks
+   ``block_slots`` slots of the carried-key table across one chunk of consecutive tiles. A key
+   occupies one slot over one unbroken run of tiles, so the program accumulates its dk, dv and
+   dbias from every tile of the chunk that keeps it and writes them once, when the slot's
+   occupant changes. What a chunk has gathered for a key that lives on past the chunk's last
+   tile is written to a per-chunk carry output instead; ``add_chunk_carries`` adds those to
+   the keys, in a fixed order.
 
 dk = (2) + (1), per bias head; the caller sums bias heads that share a kv head. Every kernel
 output is fully determined by its inputs: results are bitwise reproducible.
@@ -26,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from pallas_kernels.common import KernelOptions, gather_keys, launch, masked_scores, query_positions
+from pallas_kernels.common import KernelOptions, _poison, gather_keys, launch, masked_scores, query_positions
 
 
 def _probabilities(q, do, lse, delta, query, keys, kv_len, k_ref, v_ref, bias_ref, start_ref, end_ref, scale):
@@ -119,11 +122,13 @@ def dma_backward_queries(
 
 def _slots_kernel(
     table_ref, q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, bias_ref, start_ref, end_ref,
-    dk_ref, dv_ref, db_ref, *, scale, block_q, q_offset, masked_store,
+    dk_ref, dv_ref, db_ref, dk_carry_ref, dv_carry_ref, db_carry_ref, *, scale, block_q, q_offset, chunk_tiles,
+    masked_store,
 ):
     tiles, rows, head_dim = q_ref.shape
     block_slots = table_ref.shape[1]
     kv_len = k_ref.shape[0]
+    first_tile = pl.program_id(1) * chunk_tiles
 
     def body(tile, carry):
         dk, dv, db = carry
@@ -161,43 +166,64 @@ def _slots_kernel(
         jnp.zeros((block_slots, head_dim), jnp.float32),
         jnp.zeros((block_slots,), jnp.float32),
     )
-    lax.fori_loop(0, tiles, body, init)
+    dk, dv, db = lax.fori_loop(first_tile, jnp.minimum(first_tile + chunk_tiles, tiles), body, init)
+    # Sums of keys that live on past the chunk (zeros where the last tile flushed them).
+    dk_carry_ref[...] = dk
+    dv_carry_ref[...] = dv
+    db_carry_ref[...] = db
+
+
+def slot_chunks(tiles: int, chunk_tiles: int | None) -> int:
+    """Number of tile chunks of the key-major pass (``chunk_tiles`` None or 0: one chunk)."""
+    return 1 if not chunk_tiles else -(-tiles // chunk_tiles)
 
 
 def dma_backward_slots(
     q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q, block_slots, q_offset,
-    options=KernelOptions(),
+    chunk_tiles=None, options=KernelOptions(),
 ):
-    """Pass 2: dk, dv, dbias of carried keys, walking slots of the table across all tiles.
+    """Pass 2: dk, dv, dbias of carried keys, walking slots of the table across chunks of tiles.
 
     Args: as ``dma_backward_queries``; ``table`` width must be a multiple of ``block_slots``, and
     each key must occupy one slot over one run of consecutive tiles (``dma_jax.slots``).
+    ``chunk_tiles``: tiles walked by one program (None: all of them); more chunks, more programs.
 
     Returns:
       dk, dv float32 (B, Hb, Tk + 1, D) and dbias float32 (B, Hb, Tk + 1): per-key sums over the
-      tiles that carry the key (row Tk is scratch); zeros for keys never carried.
+      tiles of the chunk where the key's run ends (row Tk is scratch; zeros for keys never
+      carried); and the carries dk_carry, dv_carry float32 (B, Hb, chunks, W, D), db_carry
+      (B, Hb, chunks, W): per chunk and slot, the sums of the key in that slot at the chunk's last
+      tile if it lives on into the next chunk, else zeros. ``add_chunk_carries`` combines them.
     """
     batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
     kv_heads, kv_len = k.shape[1], k.shape[2]
     group = bias_heads // kv_heads
     width = table.shape[-1]
     assert width % block_slots == 0, (width, block_slots)
+    chunks = slot_chunks(tiles, chunk_tiles)
     kernel = functools.partial(
-        _slots_kernel, scale=scale, block_q=block_q, q_offset=q_offset, masked_store=not options.interpret
+        _slots_kernel, scale=scale, block_q=block_q, q_offset=q_offset, chunk_tiles=-(-tiles // chunks),
+        masked_store=not options.interpret,
     )
-    slab = lambda *shape: pl.BlockSpec((None, None) + shape, lambda s, b, h: (b, h) + (0,) * len(shape))
-    kv_spec = pl.BlockSpec((None, None, kv_len, head_dim), lambda s, b, h: (b, h // group, 0, 0))
+    slab = lambda *shape: pl.BlockSpec((None, None) + shape, lambda s, c, b, h: (b, h) + (0,) * len(shape))
+    kv_spec = pl.BlockSpec((None, None, kv_len, head_dim), lambda s, c, b, h: (b, h // group, 0, 0))
+    carry_spec = lambda *shape: pl.BlockSpec((None, None, None, block_slots) + shape,
+                                             lambda s, c, b, h: (b, h, c, s) + (0,) * len(shape))
     out_shapes = [
         jax.ShapeDtypeStruct((batch, bias_heads, kv_len + 1, head_dim), jnp.float32),
         jax.ShapeDtypeStruct((batch, bias_heads, kv_len + 1, head_dim), jnp.float32),
         jax.ShapeDtypeStruct((batch, bias_heads, kv_len + 1), jnp.float32),
+        jax.ShapeDtypeStruct((batch, bias_heads, chunks, width, head_dim), jnp.float32),
+        jax.ShapeDtypeStruct((batch, bias_heads, chunks, width, head_dim), jnp.float32),
+        jax.ShapeDtypeStruct((batch, bias_heads, chunks, width), jnp.float32),
     ]
-    out_specs = [slab(kv_len + 1, head_dim), slab(kv_len + 1, head_dim), slab(kv_len + 1)]
+    out_specs = [slab(kv_len + 1, head_dim), slab(kv_len + 1, head_dim), slab(kv_len + 1),
+                 carry_spec(head_dim), carry_spec(head_dim), carry_spec()]
     return launch(  # keys that no slot walk writes keep the initial zeros
         kernel,
-        grid=(width // block_slots, batch, bias_heads),
+        grid=(width // block_slots, chunks, batch, bias_heads),
         in_specs=[
-            pl.BlockSpec((None, None, tiles, block_slots), lambda s, b, h: (b, h, 0, s)),
+            pl.BlockSpec((None, None, tiles, block_slots), lambda s, c, b, h: (b, h, 0, s)),
             slab(tiles, rows, head_dim), slab(tiles, rows, head_dim), slab(tiles, rows), slab(tiles, rows),
             kv_spec, kv_spec, slab(kv_len), slab(kv_len), slab(kv_len),
         ],
@@ -205,5 +231,42 @@ def dma_backward_slots(
         out_shape=out_shapes,
         args=(table, q_tiles, do_tiles, lse, delta, k, v, bias, start, end),
         options=options,
-        initial_outputs=[jnp.zeros(s.shape, s.dtype) for s in out_shapes],
+        initial_outputs=[jnp.zeros(s.shape, s.dtype) for s in out_shapes[:3]]
+        # every program writes its carries in full: tests poison them to prove it
+        + [_poison(s) if options.poison_outputs else jnp.zeros(s.shape, s.dtype) for s in out_shapes[3:]],
     )
+
+
+def add_chunk_carries(dk, dv, db, dk_carry, dv_carry, db_carry, table, chunk_tiles):
+    """Add each chunk's carried sums to their keys: what ``dma_backward_slots`` left apart.
+
+    A key that lives across chunk borders has one carry per chunk it leaves (consecutive chunks,
+    one slot). Along each slot, runs of equal keys at consecutive chunk ends are summed in chunk
+    order, and each run's total is added once, at the run's last chunk: one scatter with unique
+    targets (unused slots go to the scratch row Tk), so the result is deterministic.
+
+    Args: the six outputs of ``dma_backward_slots`` and its ``table`` (B, Hb, tiles, W) and
+    ``chunk_tiles``. Returns dk, dv (B, Hb, Tk + 1, D) and db (B, Hb, Tk + 1).
+    """
+    tiles = table.shape[2]
+    chunks = slot_chunks(tiles, chunk_tiles)
+    if chunks == 1:
+        return dk, dv, db
+    per_chunk = -(-tiles // chunks)
+    scratch = dk.shape[2] - 1
+    last_tiles = [min((c + 1) * per_chunk, tiles) - 1 for c in range(chunks - 1)]
+    keys = table[:, :, last_tiles, :]  # (B, Hb, chunks - 1, W): the key leaving each chunk, per slot
+    totals = [(dk_carry[:, :, 0], dv_carry[:, :, 0], db_carry[:, :, 0])]
+    for c in range(1, chunks - 1):
+        same = keys[:, :, c] == keys[:, :, c - 1]
+        previous = totals[-1]
+        totals.append((
+            dk_carry[:, :, c] + jnp.where(same[..., None], previous[0], 0.0),
+            dv_carry[:, :, c] + jnp.where(same[..., None], previous[1], 0.0),
+            db_carry[:, :, c] + jnp.where(same, previous[2], 0.0),
+        ))
+    run_ends = jnp.concatenate([keys[:, :, 1:] != keys[:, :, :-1], jnp.ones_like(keys[:, :, :1], bool)], axis=2)
+    target = jnp.where(run_ends & (keys >= 0), keys, scratch).reshape(keys.shape[0], keys.shape[1], -1)
+    stack = lambda i: jnp.stack([t[i] for t in totals], axis=2).reshape(target.shape + totals[0][i].shape[3:])
+    add = jax.vmap(jax.vmap(lambda x, t, u: x.at[t].add(u)))
+    return add(dk, target, stack(0)), add(dv, target, stack(1)), add(db, target, stack(2))

@@ -40,16 +40,16 @@ def test_attention_with_the_selection_kernel_lowers_for_cuda():
     assert "_kth_beater_kernel" in _lowers_for_cuda(fn, q, kv, kv, bias)
 
 
-@pytest.mark.parametrize("head_dim,dtype,causal", [(128, jnp.bfloat16, True), (64, jnp.float16, True),
-                                                   (256, jnp.bfloat16, False)])
-def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal):
+@pytest.mark.parametrize("head_dim,dtype,causal,chunk_tiles", [(128, jnp.bfloat16, True, None), (64, jnp.float16, True, None),
+                                                               (256, jnp.bfloat16, False, None), (128, jnp.bfloat16, True, 4)])
+def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal, chunk_tiles):
     q = jax.ShapeDtypeStruct((1, 1000, 8, head_dim), dtype)
     kv = jax.ShapeDtypeStruct((1, 1000, 2, head_dim), dtype)
     bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
 
     def loss(q, k, v, b):
         out = dma_attention_pallas(q, k, v, b, 256, causal=causal, scale=None, segment_ids=None, key_mask=None,
-                                   config=PallasConfig())
+                                   config=PallasConfig(slot_chunk_tiles=chunk_tiles))
         return jnp.sum(out.astype(jnp.float32))
 
     text = _lowers_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), q, kv, kv, bias)

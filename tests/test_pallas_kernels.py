@@ -11,7 +11,7 @@ import pytest
 from dma_jax import live_ranges
 from dma_jax.slots import carried_key_table, key_slots
 from pallas_kernels.common import KernelOptions
-from pallas_kernels.dma_backward import dma_backward_queries, dma_backward_slots
+from pallas_kernels.dma_backward import add_chunk_carries, dma_backward_queries, dma_backward_slots
 from pallas_kernels.dma_forward import dma_forward
 from pallas_kernels.reference import interval_attention_reference
 
@@ -40,8 +40,9 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("chunk_tiles", [None, 1, 2], ids=["one-chunk", "chunks-of-1", "chunks-of-2"])
 @pytest.mark.parametrize("case", CASES)
-def test_forward_and_backward_kernels_match_reference(case):
+def test_forward_and_backward_kernels_match_reference(case, chunk_tiles):
     q_tiles, k, v, bias, start, end, table, q_offset = _problem(0, **case)
     block_q, scale = case["block_q"], 0.3
     common = dict(scale=scale, block_q=block_q, q_offset=q_offset, options=OPTIONS)
@@ -57,7 +58,8 @@ def test_forward_and_backward_kernels_match_reference(case):
     delta = jnp.sum(d_out * out, axis=-1)
     args = (q_tiles, d_out, lse, delta, k, v, bias, start, end, table)
     dq, dk_own, dv_own, db_own = dma_backward_queries(*args, block_k=8, **common)
-    dk, dv, db = dma_backward_slots(*args, block_slots=8, **common)
+    slot_sums = dma_backward_slots(*args, block_slots=8, chunk_tiles=chunk_tiles, **common)
+    dk, dv, db = add_chunk_carries(*slot_sums, table, chunk_tiles)
     kv_len = k.shape[2]
     own = lambda x: jnp.pad(x.reshape((1, x.shape[1], -1) + x.shape[4:])[:, :, : kv_len - q_offset],
                             ((0, 0), (0, 0), (q_offset, 0)) + ((0, 0),) * (x.ndim - 4))

@@ -1,0 +1,188 @@
+"""Where the time of one DMA call goes on the GPU: every kernel, from JAX's own profiler.
+
+    python benchmarks/gpu_breakdown.py --lengths 4096 32768 --window 1024 --out $OUT/breakdown.json
+
+For each T it traces ``--runs`` calls of four jitted parts, with the shapes of
+``benchmarks/attention.py`` (B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias):
+``live_ranges`` (the wavelet matrix), the whole selection stage of the Pallas path (live ranges,
+slots, both key tables), the forward and the forward+backward through ``dma_attention``. From the
+trace (``jax.profiler``, no Nsight needed) it reports per call: wall time (median, untraced),
+device busy time (the sum of kernel durations on the GPU's streams), the number of kernels
+launched, and the kernels that take the most time. Wall minus busy is time the GPU sat idle:
+launch gaps and host round trips (a ``while_loop`` reads its condition on the host every turn).
+Also draws ``<out>.png``: each call's wall time split into the DMA kernels, layout copies, the
+other XLA kernels (mostly selection) and idle time. ``--plot-only`` redraws it from ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.attention import HEAD_DIM, HEADS, KV_HEADS, forward_and_backward, inputs  # noqa: E402
+from dma_jax import dma_attention  # noqa: E402
+from dma_jax.pallas_attention import PallasConfig, selection_tables  # noqa: E402
+from dma_jax.selection import live_ranges_unchecked  # noqa: E402
+from dma_jax.timing import median_seconds  # noqa: E402
+
+
+def kernel_events(profile, device_prefix: str = "/device:GPU"):
+    """(name, duration_ns) of every kernel or copy on a device stream of a ``jax.profiler.ProfileData``.
+
+    Device planes are named ``/device:GPU:<n>``; their stream lines ``Stream #<id>(...)``. Other
+    lines of a device plane (XLA modules, XLA ops, launch stats) restate the same time and are
+    skipped.
+    """
+    for plane in profile.planes:
+        if not plane.name.startswith(device_prefix):
+            continue
+        for line in plane.lines:
+            if not line.name.startswith("Stream"):
+                continue
+            for event in line.events:
+                yield event.name, float(event.duration_ns)
+
+
+def summarise(events, runs: int, top: int) -> dict:
+    """Per-call busy milliseconds, kernel count and the ``top`` kernels by time (per call)."""
+    total = collections.Counter()
+    count = collections.Counter()
+    for name, duration in events:
+        total[name] += duration
+        count[name] += 1
+    busy_ms = sum(total.values()) / runs / 1e6
+    kernels = [dict(name=name[:120], ms=ns / runs / 1e6, launches=count[name] / runs, share=ns / max(1.0, sum(total.values())))
+               for name, ns in total.most_common(top)]
+    return dict(busy_ms=busy_ms, kernels_per_call=sum(count.values()) / runs, top=kernels)
+
+
+CATEGORIES = (  # (label, colour, substrings of kernel names), first match wins
+    ("DMA forward kernel", "tab:blue", ("_forward_kernel",)),
+    ("DMA backward, query-major", "tab:orange", ("_queries_kernel",)),
+    ("DMA backward, key-major", "tab:red", ("_slots_kernel", "without_initial_refs")),
+    ("transposes and copies", "tab:gray", ("transpose", "Memcpy", "copy")),
+)
+
+
+def split_by_category(row: dict) -> dict:
+    """Milliseconds per call of each category of ``CATEGORIES``, the other XLA kernels (busy time
+    not in those, including kernels below the row's top list) and idle time (wall - busy)."""
+    parts = {label: 0.0 for label, _, _ in CATEGORIES}
+    for kernel in row["top"]:
+        for label, _, needles in CATEGORIES:
+            if any(n in kernel["name"] for n in needles):
+                parts[label] += kernel["ms"]
+                break
+    parts["other XLA kernels (selection, ...)"] = row["busy_ms"] - sum(parts.values())
+    parts["GPU idle (launch gaps)"] = max(0.0, row["wall_ms"] - row["busy_ms"])
+    return parts
+
+
+def plot(result: dict, path: str) -> None:
+    """Stacked bars, one per (T, part), of ``split_by_category``; one panel per T."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted({row["T"] for row in result["rows"]})
+    colours = [c for _, c, _ in CATEGORIES] + ["tab:green", "white"]
+    fig, axes = plt.subplots(1, len(lengths), figsize=(6 * len(lengths), 4.2), squeeze=False)
+    for ax, length in zip(axes[0], lengths):
+        rows = [row for row in result["rows"] if row["T"] == length]
+        for y, row in enumerate(rows):
+            left = 0.0
+            for (label, ms), colour in zip(split_by_category(row).items(), colours):
+                ax.barh(y, ms, left=left, color=colour, edgecolor="black", linewidth=0.4, label=label if y == 0 else None)
+                left += ms
+            ax.text(left, y, f" {row['wall_ms']:.2f} ms", va="center", fontsize=8)
+        ax.set_yticks(range(len(rows)), [row["part"].replace("_", " ") for row in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel("milliseconds per call")
+        ax.set_title(f"T = {length}, w = {result['window']}")
+        ax.set_xlim(0, max(row["wall_ms"] for row in rows) * 1.2)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    flags = f", XLA_FLAGS={result['xla_flags']}" if result.get("xla_flags") else ""
+    fig.suptitle(f"Where a DMA call's time goes ({result['card']}, JAX {result['jax']}{flags})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def trace(fn, args, runs: int) -> list:
+    """Kernel events of ``runs`` calls of the (already compiled) ``fn``."""
+    from jax.profiler import ProfileData
+
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder):
+            for _ in range(runs):
+                jax.block_until_ready(fn(*args))
+        paths = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)
+        if not paths:
+            raise RuntimeError("the profiler wrote no .xplane.pb")
+        return list(kernel_events(ProfileData.from_file(paths[0])))
+
+
+def parts(length: int, window: int):
+    """(name, jitted fn, args) of the four parts at one length."""
+    q, k, v, bias = inputs(length)
+    config = PallasConfig()
+    stage = lambda b: selection_tables(b, window, length, causal=True, segment_ids=None, key_mask=None, config=config,
+                                       head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS)
+    attend = lambda q, k, v, b: dma_attention(q, k, v, b, window, implementation="pallas")
+    return [
+        ("live_ranges", jax.jit(lambda b: live_ranges_unchecked(b, window)), (bias,)),
+        ("selection_stage", jax.jit(stage), (bias,)),
+        ("forward", jax.jit(attend), (q, k, v, bias)),
+        ("forward_backward", forward_and_backward(attend), (q, k, v, bias)),
+    ]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[4096, 32768])
+    p.add_argument("--window", type=int, default=1024)
+    p.add_argument("--runs", type=int, default=5, help="traced calls per part")
+    p.add_argument("--repeats", type=int, default=10, help="untraced timed calls per part (median)")
+    p.add_argument("--top", type=int, default=12, help="kernels listed per part")
+    p.add_argument("--out", default="gpu_breakdown.json")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
+    args = p.parse_args(argv)
+    png = str(Path(args.out).with_suffix(".png"))
+    if args.plot_only:
+        plot(json.loads(Path(args.out).read_text()), png)
+        print(f"wrote {png}")
+        return
+    device = jax.devices()[0]
+    result = dict(benchmark="gpu_breakdown", card=device.device_kind, jax=jax.__version__,
+                  command=" ".join(["python"] + sys.argv), xla_flags=os.environ.get("XLA_FLAGS", ""),
+                  window=args.window, rows=[])
+    for length in args.lengths:
+        for name, fn, fn_args in parts(length, args.window):
+            wall_ms = median_seconds(fn, *fn_args, repeats=args.repeats) * 1e3
+            row = dict(T=length, part=name, wall_ms=wall_ms, **summarise(trace(fn, fn_args, args.runs), args.runs, args.top))
+            result["rows"].append(row)
+            Path(args.out).write_text(json.dumps(result, indent=1))
+            print(f"T={length:6d} {name:17s} wall {wall_ms:7.3f} ms  busy {row['busy_ms']:7.3f} ms  "
+                  f"kernels {row['kernels_per_call']:6.1f}", flush=True)
+            for kernel in row["top"][:6]:
+                print(f"      {kernel['ms']:7.3f} ms  x{kernel['launches']:5.1f}  {kernel['name'][:90]}")
+    plot(result, png)
+    print(f"\n{'T':>6s} {'part':17s} {'wall ms':>8s} {'busy ms':>8s} {'kernels':>8s}")
+    for row in result["rows"]:
+        print(f"{row['T']:6d} {row['part']:17s} {row['wall_ms']:8.3f} {row['busy_ms']:8.3f} {row['kernels_per_call']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
