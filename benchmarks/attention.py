@@ -74,12 +74,17 @@ def kept_pairs(bias, window):
     return int((ends - np.arange(ends.shape[-1])).sum())
 
 
+def selection_stage(window, length, config):
+    """bias -> the whole selection stage of the Pallas path (live ranges, slots, both key tables), causal, at
+    this benchmark's head shapes."""
+    return lambda b: selection_tables(b, window, length, causal=True, segment_ids=None, key_mask=None, config=config,
+                                      head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS)
+
+
 def selection_ms(bias, window, config, repeats) -> dict:
     """Milliseconds of the selection alone: live ranges (the config's way, and the wavelet's), and
     the whole selection stage of the Pallas path (live ranges, slots, both key tables)."""
-    length = bias.shape[-1]
-    stage = lambda b: selection_tables(b, window, length, causal=True, segment_ids=None, key_mask=None, config=config,
-                                       head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS)
+    stage = selection_stage(window, bias.shape[-1], config)
     ranges = config.live_ranges_fn()
     return dict(
         live_ranges_ms=median_ms(jax.jit(lambda b: ranges(b, window)), bias, repeats=repeats),

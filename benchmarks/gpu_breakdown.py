@@ -29,11 +29,10 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.attention import HEAD_DIM, HEADS, KV_HEADS, forward_and_backward, inputs  # noqa: E402
+from benchmarks.attention import forward_and_backward, inputs, median_ms, selection_stage  # noqa: E402
 from dma_jax import dma_attention  # noqa: E402
-from dma_jax.pallas_attention import PallasConfig, selection_tables  # noqa: E402
+from dma_jax.pallas_attention import PallasConfig  # noqa: E402
 from dma_jax.selection import live_ranges_unchecked  # noqa: E402
-from dma_jax.timing import median_seconds  # noqa: E402
 
 
 def kernel_events(profile, device_prefix: str = "/device:GPU"):
@@ -60,10 +59,10 @@ def summarise(events, runs: int, top: int) -> dict:
     for name, duration in events:
         total[name] += duration
         count[name] += 1
-    busy_ms = sum(total.values()) / runs / 1e6
-    kernels = [dict(name=name[:120], ms=ns / runs / 1e6, launches=count[name] / runs, share=ns / max(1.0, sum(total.values())))
+    busy_ns = sum(total.values())
+    kernels = [dict(name=name[:120], ms=ns / runs / 1e6, launches=count[name] / runs, share=ns / max(1.0, busy_ns))
                for name, ns in total.most_common(top)]
-    return dict(busy_ms=busy_ms, kernels_per_call=sum(count.values()) / runs, top=kernels)
+    return dict(busy_ms=busy_ns / runs / 1e6, kernels_per_call=sum(count.values()) / runs, top=kernels)
 
 
 CATEGORIES = (  # (label, colour, substrings of kernel names), first match wins
@@ -137,9 +136,7 @@ def trace(fn, args, runs: int) -> list:
 def parts(length: int, window: int):
     """(name, jitted fn, args) of the four parts at one length."""
     q, k, v, bias = inputs(length)
-    config = PallasConfig()
-    stage = lambda b: selection_tables(b, window, length, causal=True, segment_ids=None, key_mask=None, config=config,
-                                       head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS)
+    stage = selection_stage(window, length, PallasConfig())
     attend = lambda q, k, v, b: dma_attention(q, k, v, b, window, implementation="pallas")
     return [
         ("live_ranges", jax.jit(lambda b: live_ranges_unchecked(b, window)), (bias,)),
@@ -170,7 +167,7 @@ def main(argv=None):
                   window=args.window, rows=[])
     for length in args.lengths:
         for name, fn, fn_args in parts(length, args.window):
-            wall_ms = median_seconds(fn, *fn_args, repeats=args.repeats) * 1e3
+            wall_ms = median_ms(fn, *fn_args, repeats=args.repeats)
             row = dict(T=length, part=name, wall_ms=wall_ms, **summarise(trace(fn, fn_args, args.runs), args.runs, args.top))
             result["rows"].append(row)
             Path(args.out).write_text(json.dumps(result, indent=1))

@@ -256,17 +256,17 @@ def add_chunk_carries(dk, dv, db, dk_carry, dv_carry, db_carry, table, chunk_til
     scratch = dk.shape[2] - 1
     last_tiles = [min((c + 1) * per_chunk, tiles) - 1 for c in range(chunks - 1)]
     keys = table[:, :, last_tiles, :]  # (B, Hb, chunks - 1, W): the key leaving each chunk, per slot
-    totals = [(dk_carry[:, :, 0], dv_carry[:, :, 0], db_carry[:, :, 0])]
-    for c in range(1, chunks - 1):
-        same = keys[:, :, c] == keys[:, :, c - 1]
-        previous = totals[-1]
-        totals.append((
-            dk_carry[:, :, c] + jnp.where(same[..., None], previous[0], 0.0),
-            dv_carry[:, :, c] + jnp.where(same[..., None], previous[1], 0.0),
-            db_carry[:, :, c] + jnp.where(same, previous[2], 0.0),
-        ))
-    run_ends = jnp.concatenate([keys[:, :, 1:] != keys[:, :, :-1], jnp.ones_like(keys[:, :, :1], bool)], axis=2)
+    same = keys[:, :, 1:] == keys[:, :, :-1]  # chunk c + 1 passes on the key chunk c passed on
+    run_ends = jnp.concatenate([~same, jnp.ones_like(keys[:, :, :1], bool)], axis=2)
     target = jnp.where(run_ends & (keys >= 0), keys, scratch).reshape(keys.shape[0], keys.shape[1], -1)
-    stack = lambda i: jnp.stack([t[i] for t in totals], axis=2).reshape(target.shape + totals[0][i].shape[3:])
+
+    def run_totals(carry):
+        """(B, Hb, (chunks - 1) * W, ...): per chunk and slot, the carries of its run so far, in chunk order."""
+        totals = [carry[:, :, 0]]
+        for c in range(1, chunks - 1):
+            continues = same[:, :, c - 1].reshape(same.shape[:2] + same.shape[3:] + (1,) * (carry.ndim - 4))
+            totals.append(carry[:, :, c] + jnp.where(continues, totals[-1], 0.0))
+        return jnp.stack(totals, axis=2).reshape(target.shape + carry.shape[4:])
+
     add = jax.vmap(jax.vmap(lambda x, t, u: x.at[t].add(u)))
-    return add(dk, target, stack(0)), add(dv, target, stack(1)), add(db, target, stack(2))
+    return tuple(add(x, target, run_totals(carry)) for x, carry in ((dk, dk_carry), (dv, dv_carry), (db, db_carry)))
