@@ -12,12 +12,15 @@ launched, and the kernels that take the most time. Wall minus busy is time the G
 launch gaps and host round trips (a ``while_loop`` reads its condition on the host every turn).
 Also draws ``<out>.png``: each call's wall time split into the DMA kernels, layout copies, the
 other XLA kernels (mostly selection) and idle time. ``--plot-only`` redraws it from ``--out``.
+``--wavelet-build sort`` times the selection with the wavelet matrix built by one batched sort
+instead of level by level (the default).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import glob
 import json
 import os
@@ -32,7 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.attention import forward_and_backward, inputs, median_ms, selection_stage  # noqa: E402
 from dma_jax import dma_attention  # noqa: E402
 from dma_jax.pallas_attention import PallasConfig  # noqa: E402
+from dma_jax import order_statistics, selection  # noqa: E402
 from dma_jax.selection import live_ranges_unchecked  # noqa: E402
+
+
+def use_wavelet_build(method: str) -> None:
+    """Make every selection in this process build its wavelet matrix with ``method``.
+
+    Call before anything is traced: ``jit`` keeps the traces it already made.
+    """
+    selection.build_wavelet_matrix = functools.partial(order_statistics.build_wavelet_matrix, method=method)
 
 
 def kernel_events(profile, device_prefix: str = "/device:GPU"):
@@ -155,16 +167,19 @@ def main(argv=None):
     p.add_argument("--top", type=int, default=12, help="kernels listed per part")
     p.add_argument("--out", default="gpu_breakdown.json")
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
+    p.add_argument("--wavelet-build", choices=["levels", "sort"], default="levels",
+                   help="how the selection builds its wavelet matrix (order_statistics.build_wavelet_matrix)")
     args = p.parse_args(argv)
     png = str(Path(args.out).with_suffix(".png"))
     if args.plot_only:
         plot(json.loads(Path(args.out).read_text()), png)
         print(f"wrote {png}")
         return
+    use_wavelet_build(args.wavelet_build)
     device = jax.devices()[0]
     result = dict(benchmark="gpu_breakdown", card=device.device_kind, jax=jax.__version__,
                   command=" ".join(["python"] + sys.argv), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  window=args.window, rows=[])
+                  wavelet_build=args.wavelet_build, window=args.window, rows=[])
     for length in args.lengths:
         for name, fn, fn_args in parts(length, args.window):
             wall_ms = median_ms(fn, *fn_args, repeats=args.repeats)

@@ -59,23 +59,30 @@ class RankOrder(NamedTuple):
     segment_end: jax.Array
 
 
-def rank_order(bias: jax.Array, segment: jax.Array, valid: jax.Array) -> RankOrder:
-    """Rank one row's keys (bias float (T,), segment int32 (T,), valid bool (T,)): see ``RankOrder``."""
+def rank_order(bias: jax.Array, segment: jax.Array | None, valid: jax.Array) -> RankOrder:
+    """Rank one row's keys (bias float (T,), segment int32 (T,) or None for one segment, valid
+    bool (T,)): see ``RankOrder``."""
     length = bias.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
     # -0.0 and 0.0 must tie, and invalid keys (sorted last anyway) must not carry NaN.
     score = jnp.where(valid & (bias != 0), bias, jnp.zeros_like(bias))
+    if segment is None:  # one segment: no segment key to sort by, no groups to find
+        *_, order = lax.sort(((~valid).astype(jnp.int32), -score, -index, index), num_keys=3)
+        rank = jnp.zeros_like(index).at[order].set(index, unique_indices=True)
+        zeros = jnp.zeros_like(index)
+        return RankOrder(order, rank, zeros, zeros, jnp.full_like(index, length))
     sorted_segment, _, _, _, order = lax.sort(
         (segment, (~valid).astype(jnp.int32), -score, -index, index), num_keys=4
     )
     rank = jnp.zeros_like(index).at[order].set(index, unique_indices=True)
-    group_lo_by_rank = jnp.searchsorted(sorted_segment, sorted_segment, side="left")
-    group_id = jnp.cumsum(
-        jnp.concatenate([jnp.zeros((1,), jnp.int32), (sorted_segment[1:] != sorted_segment[:-1]).astype(jnp.int32)])
-    )
+    group_start = jnp.concatenate([jnp.ones((1,), bool), sorted_segment[1:] != sorted_segment[:-1]])
+    # The first rank position of each segment's run: a running max, not a binary search (whose
+    # unrolled steps were a dozen small kernels on the GPU).
+    group_lo_by_rank = lax.cummax(jnp.where(group_start, index, 0))
+    group_id = jnp.cumsum(group_start.astype(jnp.int32)) - 1
     group_first = jax.ops.segment_min(order, group_id, num_segments=length)
     group_last = jax.ops.segment_max(order, group_id, num_segments=length)
-    group_lo = group_lo_by_rank.astype(jnp.int32)[rank]
+    group_lo = group_lo_by_rank[rank]
     key_group = group_id[rank]
     return RankOrder(order, rank, group_lo, group_first[key_group], group_last[key_group] + 1)
 
@@ -108,9 +115,8 @@ def _row_static_keep(bias, segment, valid, window):
 
 
 def _per_row(row_fn, bias, window, segment_ids, key_mask):
-    batch, _, length = bias.shape
     bias = lax.stop_gradient(bias)
-    segment = _segments_or_zeros(segment_ids, batch, length)
+    segment = None if segment_ids is None else segment_ids.astype(jnp.int32)
     valid = valid_keys(bias, key_mask)
     per_head = jax.vmap(lambda b, s, v: row_fn(b, s, v, window), in_axes=(0, None, 0))
     return jax.vmap(per_head)(bias, segment, valid)

@@ -12,7 +12,8 @@ max(3, w / 32) blocks of 32 (its selected tokens match the window).
 
 With --by-distance each cell keeps its final checkpoint and ``eval.py`` scores it right after
 training, on the same GPU: accuracy over queries whose pair lies inside the window (what a sliding
-window could recall) and beyond it, drawn against length in ``<results>_beyond.png``.
+window could recall) and beyond it, drawn against length in ``<results>_beyond.png`` and against
+the pair's distance, one line per cell, in ``<results>_distance.png``.
 
 Cells already in --results are skipped, so a grid can be finished over several sessions. Writes
 --results (JSON: card, commands, per-cell final records and wall time) and a heatmap PNG beside it.
@@ -107,6 +108,25 @@ def plot(results: dict, path: Path, attentions, seq_lens, d_models):
     plot_lengths(results, path.with_name(path.stem + "_lines.png"), attentions, seq_lens, d_models)
     plot_lengths(results, path.with_name(path.stem + "_beyond.png"), attentions, seq_lens, d_models,
                  beyond_window_accuracy, "accuracy on queries whose pair lies beyond the window")
+    plot_distances(results, path.with_name(path.stem + "_distance.png"))
+
+
+def plot_distances(results: dict, path: Path):
+    """Accuracy against the distance from query to pair, one line per ``--by-distance`` cell (its
+    windows in the title); nothing when no cell was scored by distance."""
+    from dma_jax.evaluation.plots import distance_lines
+
+    rows, windows = {}, set()
+    for cell in results["cells"].values():
+        row = (cell.get("mqar") or [None])[0]
+        if row and row.get("by_distance"):
+            c = cell["cell"]
+            rows[f"{c['attention'].upper()} T={c['seq_len']} d{c['d_model']} seed {c.get('seed', 0)}"] = row
+            if row.get("window"):
+                windows.add(row["window"])
+    if rows:
+        window = ", ".join(str(w) for w in sorted(windows)) or "none"
+        distance_lines(rows, path, f"MQAR accuracy by pair distance (window {window}); {device(results)}")
 
 
 def plot_lengths(results: dict, path: Path, attentions, seq_lens, d_models, value=final_accuracy,

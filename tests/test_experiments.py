@@ -232,3 +232,4 @@ def test_mqar_by_distance_scores_each_cell_after_training(tmp_path):
     [row] = cell["mqar"]
     assert row["window"] == 8 and row["queries_inside"] + row["queries_beyond"] == row["queries"] == 32
     assert (tmp_path / "m_beyond.png").stat().st_size > 1000 and (tmp_path / "m_lines.png").stat().st_size > 1000
+    assert (tmp_path / "m_distance.png").stat().st_size > 1000

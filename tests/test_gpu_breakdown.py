@@ -56,3 +56,20 @@ def test_plot_writes_a_png(tmp_path):
     result = dict(card="test card", jax="0", window=1024, rows=[_row(), dict(_row("forward_backward"), T=32768)])
     plot(result, str(tmp_path / "breakdown.png"))
     assert (tmp_path / "breakdown.png").stat().st_size > 1000
+
+
+def test_wavelet_build_switch_reaches_the_selection(monkeypatch):
+    from benchmarks import gpu_breakdown
+    from dma_jax import order_statistics, selection
+
+    monkeypatch.setattr(selection, "build_wavelet_matrix", selection.build_wavelet_matrix)
+    calls = []
+    real = order_statistics.build_wavelet_matrix
+    monkeypatch.setattr(order_statistics, "build_wavelet_matrix", lambda *a, **k: calls.append(k) or real(*a, **k))
+    gpu_breakdown.use_wavelet_build("sort")
+    bias = jax.random.normal(jax.random.key(0), (1, 1, 33))
+    got = selection._per_row(selection._row_live_ranges, bias, 4, None, None)
+    assert calls == [dict(method="sort")]
+    gpu_breakdown.use_wavelet_build("levels")
+    assert (selection._per_row(selection._row_live_ranges, bias, 4, None, None) == got).all()
+    assert calls[-1] == dict(method="levels")
