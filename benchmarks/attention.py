@@ -34,18 +34,37 @@ HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, jnp.bfloat16
 
 
 def tile_config(text: str) -> PallasConfig:
-    """``PallasConfig`` from 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles]' (``--configs``;
-    chunk_tiles: backward tiles per key-major program, 0 for all, default the config's)."""
+    """``PallasConfig`` from 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles][:flags]' (``--configs``).
+
+    chunk_tiles: backward tiles per key-major program, 0 for all, default the config's. flags, comma-separated:
+    'seq' (``sequence_layout``: the forward reads q and writes its output in the (B, T, H, D) layout), 'tslots'
+    (``slot_sums_transposed``: the key-major pass accumulates dK^T, dV^T), 'slots=W/S' (that kernel's warps and
+    stages, ``options_slots``).
+    """
+    want = "'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles][:seq,tslots,slots=W/S]'"
     try:
-        fwd, bwd = ([int(x) for x in part.split(",")] for part in text.split(":"))
+        fwd, bwd, *rest = text.split(":")
+        if len(rest) > 1:
+            raise ValueError("too many ':'")
+        fwd, bwd = ([int(x) for x in part.split(",")] for part in (fwd, bwd))
         if len(fwd) != 4 or len(bwd) not in (5, 6):
             raise ValueError("wrong number of fields")
-        chunk = dict(slot_chunk_tiles=bwd[5] or None) if len(bwd) == 6 else {}
+        extra = dict(slot_chunk_tiles=bwd[5] or None) if len(bwd) == 6 else {}
+        for flag in rest[0].split(",") if rest else []:
+            if flag == "seq":
+                extra["sequence_layout"] = True
+            elif flag == "tslots":
+                extra["slot_sums_transposed"] = True
+            elif flag.startswith("slots="):
+                warps, stages = (int(x) for x in flag[len("slots="):].split("/"))
+                extra["options_slots"] = KernelOptions(num_warps=warps, num_stages=stages)
+            else:
+                raise ValueError(f"unknown flag {flag!r}")
         return PallasConfig(fwd[0], fwd[1], KernelOptions(num_warps=fwd[2], num_stages=fwd[3]),
-                            bwd[0], bwd[1], bwd[2], options_bwd=KernelOptions(num_warps=bwd[3], num_stages=bwd[4]), **chunk)
+                            bwd[0], bwd[1], bwd[2], options_bwd=KernelOptions(num_warps=bwd[3], num_stages=bwd[4]),
+                            **extra)
     except (ValueError, IndexError) as e:
-        raise SystemExit(f"bad tile config {text!r} ({e}): want "
-                         "'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles]'")
+        raise SystemExit(f"bad tile config {text!r} ({e}): want {want}")
 
 
 def median_ms(fn, *args, repeats):

@@ -123,7 +123,8 @@ def main(argv=None):
         config = PallasConfig() if text == "default" else tile_config(text)
         for index, (name, ir_text) in enumerate(triton_modules(config, args.length, args.window, args.head_dim)):
             role = kernel_role(name, index)
-            options = config.options if role == "forward" else config.options_bwd
+            options = {"forward": config.options, "slots": config.options_slots or config.options_bwd}.get(
+                role, config.options_bwd)
             row = {"config": text, "kernel": role, "ir_name": name}
             try:
                 row.update(compile_report(ir_text, options.num_warps, options.num_stages, args.arch))
@@ -137,12 +138,13 @@ def main(argv=None):
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\n{'config':<28}{'kernel':<9}{'warps':>6}{'regs':>6}{'spill B':>9}{'smem KB':>9}{'wgmma':>7}{'mma.sync':>9}")
+    width = max([28] + [len(r["config"]) + 2 for r in rows])
+    print(f"\n{'config':<{width}}{'kernel':<9}{'warps':>6}{'regs':>6}{'spill B':>9}{'smem KB':>9}{'wgmma':>7}{'mma.sync':>9}")
     for r in rows:
         if "error" in r:
-            print(f"{r['config']:<28}{r['kernel']:<9}{r['num_warps']:>6}  failed: {r['error'][:60]}")
+            print(f"{r['config']:<{width}}{r['kernel']:<9}{r['num_warps']:>6}  failed: {r['error'][:60]}")
             continue
-        print(f"{r['config']:<28}{r['kernel']:<9}{r['num_warps']:>6}{r['registers'] or '?':>6}"
+        print(f"{r['config']:<{width}}{r['kernel']:<9}{r['num_warps']:>6}{r['registers'] or '?':>6}"
               f"{r['spill_store_bytes'] or 0:>9}{r['shared_bytes'] / 1024:>9.1f}{r['wgmma']:>7}{r['mma_sync']:>9}")
     return result
 

@@ -45,12 +45,24 @@ class PallasConfig:
     # Both are exact; on the H200 the kernel was 3-7x slower (docs/kernels.md), so it is opt-in.
     selection: str = "wavelet"
     selection_options: KernelOptions = KernelOptions(num_warps=4, num_stages=1)
+    # The forward reads q and writes its output in their (B, T, H, D) layout instead of transposing
+    # them into tiles (about 0.32 ms of the 32K forward on an H200). Used where R = H / Hb and D
+    # are powers of two; off until timed on the GPU (docs/kernels.md).
+    sequence_layout: bool = False
+    # The key-major backward accumulates dK^T and dV^T (D x slots), so its two per-tile products
+    # run on wgmma instead of mma.sync (Triton 3.6 for sm_90: 64 wgmma and no mma.sync, against 32
+    # and 128). Off until timed on the GPU (docs/kernels.md). ``options_slots``: launch options of
+    # that kernel alone (None: ``options_bwd``); the transposed kernel needs 170 KB of shared
+    # memory at 2 stages, 80 KB at 1.
+    slot_sums_transposed: bool = False
+    options_slots: KernelOptions | None = None
 
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
         """Small tiles and interpret mode, for CPU tests."""
         options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
         return PallasConfig(block_q=16, block_k=16, options=options, block_q_bwd=8, block_k_bwd=8, block_slots=16,
-                            slot_chunk_tiles=2, options_bwd=options, selection=self.selection, selection_options=options)
+                            slot_chunk_tiles=2, options_bwd=options, selection=self.selection, selection_options=options,
+                            sequence_layout=self.sequence_layout, slot_sums_transposed=self.slot_sums_transposed)
 
     def live_ranges_fn(self):
         """``live_ranges_unchecked`` or its kernel twin, as ``selection`` says."""
@@ -79,6 +91,9 @@ class _Static:
     q_offset: int
     own_keys: bool
     slot_chunk_tiles: int | None
+    sequence_bias_heads: int | None  # Hb when q and the output are in the sequence layout, else None
+    options_slots: KernelOptions
+    slot_sums_transposed: bool
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -89,26 +104,48 @@ def _kernels(cfg, q_tiles, k, v, bias, start, end, table, table_bwd):
 def _kernels_fwd(cfg, q_tiles, k, v, bias, start, end, table, table_bwd):
     out, lse = dma_forward(
         q_tiles, k, v, bias, start, end, table, scale=cfg.scale, block_q=cfg.block_q, block_k=cfg.block_k,
-        q_offset=cfg.q_offset, own_keys=cfg.own_keys, options=cfg.options,
+        q_offset=cfg.q_offset, own_keys=cfg.own_keys, options=cfg.options, bias_heads=cfg.sequence_bias_heads,
     )
     return out, (q_tiles, k, v, bias, start, end, table_bwd, out, lse)
 
 
+def _sequence_to_tiles(x, bias_heads, block_q):
+    """(B, tiles * block_q, Hb * R, ...) -> (B, Hb, tiles, block_q * R, ...): the tile layout of ``common``."""
+    batch, length, heads = x.shape[:3]
+    per_bias, rest = heads // bias_heads, x.shape[3:]
+    x = x.reshape((batch, length // block_q, block_q, bias_heads, per_bias) + rest)
+    x = jnp.moveaxis(x, 3, 1)
+    return x.reshape((batch, bias_heads, length // block_q, block_q * per_bias) + rest)
+
+
+def _tiles_to_sequence(x, per_bias):
+    """Inverse of ``_sequence_to_tiles`` for (B, Hb, tiles, rows, D)."""
+    batch, bias_heads, tiles, rows, dim = x.shape
+    x = x.reshape(batch, bias_heads, tiles, rows // per_bias, per_bias, dim)
+    return jnp.moveaxis(x, 1, 3).reshape(batch, tiles * (rows // per_bias), bias_heads * per_bias, dim)
+
+
 def _kernels_bwd(cfg, residuals, d_out):
     q_tiles, k, v, bias, start, end, table, out, lse = residuals
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+    if cfg.sequence_bias_heads is not None:  # the backward kernels read the tile layout
+        per_bias = q_tiles.shape[2] // cfg.sequence_bias_heads
+        q_tiles, d_out, delta = (_sequence_to_tiles(x, cfg.sequence_bias_heads, cfg.block_q) for x in (q_tiles, d_out, delta))
     batch, bias_heads, tiles_fwd, rows_fwd, head_dim = q_tiles.shape
     kv_heads, kv_len = k.shape[1], k.shape[2]
     # Re-tile to the backward's smaller tiles: rows are position-major, so this is a reshape.
     tiles = table.shape[2]
     retile = lambda x: x.reshape((batch, bias_heads, tiles, -1) + x.shape[4:])
-    q_tiles, d_out, out, lse = retile(q_tiles), retile(d_out), retile(out), retile(lse)
-    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+    q_tiles, d_out, delta, lse = retile(q_tiles), retile(d_out), retile(delta), retile(lse)
     common = dict(scale=cfg.scale, block_q=cfg.block_q_bwd, q_offset=cfg.q_offset, options=cfg.options_bwd)
     args = (q_tiles, d_out.astype(q_tiles.dtype), lse, delta, k, v, bias, start, end, table)
     dq, dk_own, dv_own, db_own = dma_backward_queries(*args, block_k=cfg.block_k_bwd, own_keys=cfg.own_keys, **common)
-    slot_sums = dma_backward_slots(*args, block_slots=cfg.block_slots, chunk_tiles=cfg.slot_chunk_tiles, **common)
+    slot_sums = dma_backward_slots(*args, block_slots=cfg.block_slots, chunk_tiles=cfg.slot_chunk_tiles,
+                                   transposed=cfg.slot_sums_transposed, **{**common, "options": cfg.options_slots})
     dk, dv, dbias = add_chunk_carries(*slot_sums, table, cfg.slot_chunk_tiles)
     dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
+    if cfg.sequence_bias_heads is not None:
+        dq = _tiles_to_sequence(dq, per_bias)
     dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
     if cfg.own_keys:  # own keys of tile n sit at positions q_offset + n * block_q + i
         own = kv_len - cfg.q_offset
@@ -203,21 +240,26 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
         head_dim=head_dim, per_bias=per_bias,
     )
 
-    # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D').
+    # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D'), or in place.
     dim = max(16, _next_pow2(head_dim))
     pad_d = ((0, 0),) * 3 + ((0, dim - head_dim),)
+    sequence = config.sequence_layout and rows_per_pos == per_bias and dim == head_dim
     qp = jnp.pad(q, ((0, 0), (0, tiles * block_q - q_len), (0, 0), (0, dim - head_dim)))
-    qp = qp.reshape(batch, tiles, block_q, bias_heads, per_bias, dim)
-    qp = jnp.pad(qp, ((0, 0),) * 4 + ((0, rows_per_pos - per_bias), (0, 0)))
-    qp = jnp.transpose(qp, (0, 3, 1, 2, 4, 5)).reshape(batch, bias_heads, tiles, block_q * rows_per_pos, dim)
+    if not sequence:
+        qp = qp.reshape(batch, tiles, block_q, bias_heads, per_bias, dim)
+        qp = jnp.pad(qp, ((0, 0),) * 4 + ((0, rows_per_pos - per_bias), (0, 0)))
+        qp = jnp.transpose(qp, (0, 3, 1, 2, 4, 5)).reshape(batch, bias_heads, tiles, block_q * rows_per_pos, dim)
     kt = jnp.transpose(jnp.pad(k, pad_d), (0, 2, 1, 3))
     vt = jnp.transpose(jnp.pad(v, pad_d), (0, 2, 1, 3))
 
     cfg = _Static(
         scale, block_q, block_k, config.options, block_q_bwd, block_k_bwd, config.block_slots,
-        config.options_bwd, q_offset, causal, config.slot_chunk_tiles,
+        config.options_bwd, q_offset, causal, config.slot_chunk_tiles, bias_heads if sequence else None,
+        config.options_slots or config.options_bwd, config.slot_sums_transposed,
     )
     out = _kernels(cfg, qp, kt, vt, bias, start, end, table, table_bwd)
+    if sequence:
+        return out[:, :q_len]
     out = out.reshape(batch, bias_heads, tiles, block_q, rows_per_pos, dim)[:, :, :, :, :per_bias, :head_dim]
     out = jnp.transpose(out, (0, 2, 3, 1, 4, 5)).reshape(batch, tiles * block_q, heads, head_dim)
     return out[:, :q_len]

@@ -37,11 +37,12 @@ def _row_slots(ends, valid, segment, window):
     evicted = kept_ever & (ends < run_end)
     evictee = jnp.full((length,), -1, jnp.int32).at[jnp.where(evicted, ends, length)].set(index, mode="drop")
     pointer = jnp.where(kept_ever & ~root & (evictee >= 0), evictee, index)
-
-    def not_done(p):
-        return jnp.any(p[p] != p)
-
-    pointer = lax.while_loop(not_done, lambda p: p[p], pointer)
+    # Pointer jumping: after k turns each key points 2^k steps back along its chain (a root
+    # points to itself), so ceil(log2(T)) turns reach every root. A fixed count of turns, not a
+    # while loop: on the GPU a while loop reads its condition on the host every turn, which
+    # stalls the launch queue (docs/kernels.md, the selection's binary search).
+    for _ in range(max(1, (length - 1).bit_length())):
+        pointer = pointer[pointer]
     return jnp.where(kept_ever, rank_in_run[pointer], -1)
 
 

@@ -123,12 +123,22 @@ def dma_backward_queries(
 def _slots_kernel(
     table_ref, q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, bias_ref, start_ref, end_ref,
     dk_ref, dv_ref, db_ref, dk_carry_ref, dv_carry_ref, db_carry_ref, *, scale, block_q, q_offset, chunk_tiles,
-    masked_store,
+    masked_store, transposed,
 ):
     tiles, rows, head_dim = q_ref.shape
     block_slots = table_ref.shape[1]
     kv_len = k_ref.shape[0]
     first_tile = pl.program_id(1) * chunk_tiles
+    # Accumulators (slots, D), or (D, slots) when ``transposed``: then the per-tile products
+    # dK^T += Q^T dS and dV^T += dO^T P have M = D rows (wgmma on Hopper needs M >= 64), where
+    # dK += dS^T Q has M = block_slots.
+    per_slot = (lambda x: x[None, :]) if transposed else (lambda x: x[:, None])
+
+    def product(weights, operand):
+        """weights^T operand (or its transpose), float32: weights (rows, slots), operand (rows, D)."""
+        if transposed:
+            return jnp.dot(operand.T, weights.astype(operand.dtype), preferred_element_type=jnp.float32)
+        return jnp.dot(weights.T.astype(operand.dtype), operand, preferred_element_type=jnp.float32)
 
     def body(tile, carry):
         dk, dv, db = carry
@@ -139,33 +149,36 @@ def _slots_kernel(
         present, _, p, ds = _probabilities(
             q, do, lse, delta, query, keys, kv_len, k_ref, v_ref, bias_ref, start_ref, end_ref, scale
         )
-        dk = dk + jnp.dot(ds.T.astype(q.dtype), q, preferred_element_type=jnp.float32) * scale
-        dv = dv + jnp.dot(p.T.astype(do.dtype), do, preferred_element_type=jnp.float32)
+        dk = dk + product(ds, q) * scale
+        dv = dv + product(p, do)
         db = db + jnp.sum(ds, axis=0)
         flush = present & (following != keys)
         if masked_store:
             from jax.experimental.pallas import triton as plgpu
 
             target = jnp.where(flush, keys, 0)
-            plgpu.store(dk_ref.at[target, :], dk, mask=flush[:, None])
-            plgpu.store(dv_ref.at[target, :], dv, mask=flush[:, None])
+            if transposed:  # two index arrays: the Triton lowering takes no slice before a vector index
+                index = (lax.broadcasted_iota(jnp.int32, dk.shape, 0), jnp.broadcast_to(target[None, :], dk.shape))
+                mask = jnp.broadcast_to(flush[None, :], dk.shape)
+            else:
+                index, mask = (target, slice(None)), flush[:, None]
+            plgpu.store(dk_ref.at[index], dk, mask=mask)
+            plgpu.store(dv_ref.at[index], dv, mask=mask)
             plgpu.store(db_ref.at[target], db, mask=flush)
         else:  # interpret mode: unflushed rows go to the spare row kv_len
             target = jnp.where(flush, keys, kv_len)
-            dk_ref[target, :] = dk
-            dv_ref[target, :] = dv
+            index = (slice(None), target) if transposed else (target, slice(None))
+            dk_ref[index] = dk
+            dv_ref[index] = dv
             db_ref[target] = db
         return (
-            jnp.where(flush[:, None], 0.0, dk),
-            jnp.where(flush[:, None], 0.0, dv),
+            jnp.where(per_slot(flush), 0.0, dk),
+            jnp.where(per_slot(flush), 0.0, dv),
             jnp.where(flush, 0.0, db),
         )
 
-    init = (
-        jnp.zeros((block_slots, head_dim), jnp.float32),
-        jnp.zeros((block_slots, head_dim), jnp.float32),
-        jnp.zeros((block_slots,), jnp.float32),
-    )
+    shape = (head_dim, block_slots) if transposed else (block_slots, head_dim)
+    init = (jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros((block_slots,), jnp.float32))
     dk, dv, db = lax.fori_loop(first_tile, jnp.minimum(first_tile + chunk_tiles, tiles), body, init)
     # Sums of keys that live on past the chunk (zeros where the last tile flushed them).
     dk_carry_ref[...] = dk
@@ -180,13 +193,16 @@ def slot_chunks(tiles: int, chunk_tiles: int | None) -> int:
 
 def dma_backward_slots(
     q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q, block_slots, q_offset,
-    chunk_tiles=None, options=KernelOptions(),
+    chunk_tiles=None, options=KernelOptions(), transposed=False,
 ):
     """Pass 2: dk, dv, dbias of carried keys, walking slots of the table across chunks of tiles.
 
     Args: as ``dma_backward_queries``; ``table`` width must be a multiple of ``block_slots``, and
     each key must occupy one slot over one run of consecutive tiles (``dma_jax.slots``).
     ``chunk_tiles``: tiles walked by one program (None: all of them); more chunks, more programs.
+    ``transposed``: accumulate dK^T and dV^T, (D, slots) a program, so that their per-tile
+    products run on Hopper's wgmma (M = D) instead of mma.sync (M = block_slots); the kernel then
+    writes (D, Tk + 1) sums, transposed back here. Same results, other rounding order.
 
     Returns:
       dk, dv float32 (B, Hb, Tk + 1, D) and dbias float32 (B, Hb, Tk + 1): per-key sums over the
@@ -203,23 +219,28 @@ def dma_backward_slots(
     chunks = slot_chunks(tiles, chunk_tiles)
     kernel = functools.partial(
         _slots_kernel, scale=scale, block_q=block_q, q_offset=q_offset, chunk_tiles=-(-tiles // chunks),
-        masked_store=not options.interpret,
+        masked_store=not options.interpret, transposed=transposed,
     )
     slab = lambda *shape: pl.BlockSpec((None, None) + shape, lambda s, c, b, h: (b, h) + (0,) * len(shape))
     kv_spec = pl.BlockSpec((None, None, kv_len, head_dim), lambda s, c, b, h: (b, h // group, 0, 0))
     carry_spec = lambda *shape: pl.BlockSpec((None, None, None, block_slots) + shape,
                                              lambda s, c, b, h: (b, h, c, s) + (0,) * len(shape))
+    sums = (head_dim, kv_len + 1) if transposed else (kv_len + 1, head_dim)
+    carries = (head_dim, width) if transposed else (width, head_dim)
     out_shapes = [
-        jax.ShapeDtypeStruct((batch, bias_heads, kv_len + 1, head_dim), jnp.float32),
-        jax.ShapeDtypeStruct((batch, bias_heads, kv_len + 1, head_dim), jnp.float32),
+        jax.ShapeDtypeStruct((batch, bias_heads) + sums, jnp.float32),
+        jax.ShapeDtypeStruct((batch, bias_heads) + sums, jnp.float32),
         jax.ShapeDtypeStruct((batch, bias_heads, kv_len + 1), jnp.float32),
-        jax.ShapeDtypeStruct((batch, bias_heads, chunks, width, head_dim), jnp.float32),
-        jax.ShapeDtypeStruct((batch, bias_heads, chunks, width, head_dim), jnp.float32),
+        jax.ShapeDtypeStruct((batch, bias_heads, chunks) + carries, jnp.float32),
+        jax.ShapeDtypeStruct((batch, bias_heads, chunks) + carries, jnp.float32),
         jax.ShapeDtypeStruct((batch, bias_heads, chunks, width), jnp.float32),
     ]
-    out_specs = [slab(kv_len + 1, head_dim), slab(kv_len + 1, head_dim), slab(kv_len + 1),
-                 carry_spec(head_dim), carry_spec(head_dim), carry_spec()]
-    return launch(  # keys that no slot walk writes keep the initial zeros
+    if transposed:
+        carry_rows_spec = pl.BlockSpec((None, None, None, head_dim, block_slots), lambda s, c, b, h: (b, h, c, 0, s))
+    else:
+        carry_rows_spec = carry_spec(head_dim)
+    out_specs = [slab(*sums), slab(*sums), slab(kv_len + 1), carry_rows_spec, carry_rows_spec, carry_spec()]
+    dk, dv, db, dk_carry, dv_carry, db_carry = launch(  # keys that no slot walk writes keep the initial zeros
         kernel,
         grid=(width // block_slots, chunks, batch, bias_heads),
         in_specs=[
@@ -235,6 +256,9 @@ def dma_backward_slots(
         # every program writes its carries in full: tests poison them to prove it
         + [_poison(s) if options.poison_outputs else jnp.zeros(s.shape, s.dtype) for s in out_shapes[3:]],
     )
+    if transposed:
+        dk, dv, dk_carry, dv_carry = (jnp.swapaxes(x, -1, -2) for x in (dk, dv, dk_carry, dv_carry))
+    return dk, dv, db, dk_carry, dv_carry, db_carry
 
 
 def add_chunk_carries(dk, dv, db, dk_carry, dv_carry, db_carry, table, chunk_tiles):

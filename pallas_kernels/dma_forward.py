@@ -22,12 +22,16 @@ from pallas_kernels.common import MASKED, KernelOptions, gather_keys, launch, ma
 
 def _forward_kernel(
     table_ref, q_ref, k_ref, v_ref, bias_ref, start_ref, end_ref, o_ref, lse_ref,
-    *, scale, block_q, block_k, q_offset, own_keys,
+    *, scale, block_q, block_k, q_offset, own_keys, sequence_rows,
 ):
     tile = pl.program_id(0)
-    rows, head_dim = q_ref.shape
+    if sequence_rows is None:
+        q = q_ref[...]
+    else:  # sequence layout: gather the tile's rows (position-major, as in the tile layout)
+        q_rows = sequence_rows(tile, pl.program_id(2))
+        q = q_ref[q_rows, :]
+    rows, head_dim = q.shape
     kv_len = k_ref.shape[0]
-    q = q_ref[...]
     query = query_positions(tile, rows, rows // block_q, block_q, q_offset)
     tile_start = q_offset + tile * block_q
 
@@ -55,18 +59,25 @@ def _forward_kernel(
     acc, row_max, row_sum = carry
     empty = row_sum == 0
     safe_sum = jnp.where(empty, 1.0, row_sum)
-    o_ref[...] = jnp.where(empty[:, None], 0.0, acc / safe_sum[:, None]).astype(o_ref.dtype)
+    out = jnp.where(empty[:, None], 0.0, acc / safe_sum[:, None]).astype(o_ref.dtype)
+    if sequence_rows is None:
+        o_ref[...] = out
+    else:
+        o_ref[q_rows, :] = out
     lse_ref[...] = jnp.where(empty, jnp.inf, row_max + jnp.log(safe_sum))
 
 
 def dma_forward(
     q_tiles, k, v, bias, start, end, table, *, scale, block_q, block_k, q_offset, own_keys=True,
-    options=KernelOptions(),
+    options=KernelOptions(), bias_heads=None,
 ):
     """Forward kernel.
 
     Args:
-      q_tiles: (B, Hb, tiles, rows, D), rows = block_q * R (see ``common``).
+      q_tiles: (B, Hb, tiles, rows, D), rows = block_q * R (see ``common``); or, in the sequence
+        layout, q itself, (B, tiles * block_q, Hb * R, D) with ``bias_heads`` = Hb given: each
+        program then gathers its rows in place and writes its output rows in the same layout, so
+        no transpose into or out of tiles is needed. R and D must be powers of two.
       k, v: (B, Hkv, Tk, D); bias head hb reads kv head ``hb // (Hb // Hkv)``.
       bias: float (B, Hb, Tk). start, end: int32 (B, Hb, Tk) live ranges in sequence positions.
       table: int32 (B, Hb, tiles, W), W a positive multiple of block_k: carried keys per tile.
@@ -75,29 +86,45 @@ def dma_forward(
         the table already lists every key the tile may keep.
 
     Returns:
-      out (B, Hb, tiles, rows, D) in q's dtype; lse float32 (B, Hb, tiles, rows), +inf on rows
-      that keep no key (their output is 0).
+      out in q's layout and dtype; lse float32 (B, Hb, tiles, rows), +inf on rows that keep no
+      key (their output is 0).
     """
-    batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
+    out_shape = q_tiles.shape
+    if bias_heads is None:
+        batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
+        q_spec, sequence_rows = None, None
+    else:
+        batch, padded_len, heads, head_dim = q_tiles.shape
+        per_bias, tiles = heads // bias_heads, padded_len // block_q
+        rows = block_q * per_bias
+        q_tiles = q_tiles.reshape(batch, padded_len * heads, head_dim)  # row t * H + h: free
+        q_spec = pl.BlockSpec((None, padded_len * heads, head_dim), lambda n, b, h: (b, 0, 0))
+
+        def sequence_rows(tile, bias_head):
+            r = lax.broadcasted_iota(jnp.int32, (rows,), 0)
+            return (tile * block_q + r // per_bias) * heads + bias_head * per_bias + r % per_bias
     kv_heads, kv_len = k.shape[1], k.shape[2]
     group = bias_heads // kv_heads
     width = table.shape[-1]
     assert block_q % block_k == 0 and width % block_k == 0 and width > 0, (block_q, block_k, width)
     kernel = functools.partial(
-        _forward_kernel, scale=scale, block_q=block_q, block_k=block_k, q_offset=q_offset, own_keys=own_keys
+        _forward_kernel, scale=scale, block_q=block_q, block_k=block_k, q_offset=q_offset, own_keys=own_keys,
+        sequence_rows=sequence_rows,
     )
     tile_spec = lambda *shape: pl.BlockSpec((None, None, None) + shape, lambda n, b, h: (b, h, n) + (0,) * len(shape))
     key_spec = pl.BlockSpec((None, None, kv_len), lambda n, b, h: (b, h, 0))
     kv_spec = pl.BlockSpec((None, None, kv_len, head_dim), lambda n, b, h: (b, h // group, 0, 0))
-    return launch(
+    q_spec = q_spec or tile_spec(rows, head_dim)
+    out, lse = launch(
         kernel,
         grid=(tiles, batch, bias_heads),
-        in_specs=[tile_spec(width), tile_spec(rows, head_dim), kv_spec, kv_spec, key_spec, key_spec, key_spec],
-        out_specs=[tile_spec(rows, head_dim), tile_spec(rows)],
+        in_specs=[tile_spec(width), q_spec, kv_spec, kv_spec, key_spec, key_spec, key_spec],
+        out_specs=[q_spec, tile_spec(rows)],
         out_shape=[
             jax.ShapeDtypeStruct(q_tiles.shape, q_tiles.dtype),
-            jax.ShapeDtypeStruct(q_tiles.shape[:-1], jnp.float32),
+            jax.ShapeDtypeStruct((batch, bias_heads, tiles, rows), jnp.float32),
         ],
         args=(table, q_tiles, k, v, bias, start, end),
         options=options,
     )
+    return out.reshape(out_shape), lse

@@ -40,18 +40,39 @@ def test_attention_with_the_selection_kernel_lowers_for_cuda():
     assert "_kth_beater_kernel" in _lowers_for_cuda(fn, q, kv, kv, bias)
 
 
-@pytest.mark.parametrize("head_dim,dtype,causal,chunk_tiles", [(128, jnp.bfloat16, True, None), (64, jnp.float16, True, None),
-                                                               (256, jnp.bfloat16, False, None), (128, jnp.bfloat16, True, 4)])
-def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal, chunk_tiles):
+@pytest.mark.parametrize("head_dim,dtype,causal,chunk_tiles,new_paths",
+                         [(128, jnp.bfloat16, True, None, False), (64, jnp.float16, True, None, False),
+                          (256, jnp.bfloat16, False, None, False), (128, jnp.bfloat16, True, 4, False),
+                          (128, jnp.bfloat16, True, None, True), (64, jnp.float16, True, 4, True)])
+def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal, chunk_tiles, new_paths):
+    """``new_paths``: the sequence layout and the transposed slot sums (both opt-in)."""
     q = jax.ShapeDtypeStruct((1, 1000, 8, head_dim), dtype)
     kv = jax.ShapeDtypeStruct((1, 1000, 2, head_dim), dtype)
     bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
 
     def loss(q, k, v, b):
         out = dma_attention_pallas(q, k, v, b, 256, causal=causal, scale=None, segment_ids=None, key_mask=None,
-                                   config=PallasConfig(slot_chunk_tiles=chunk_tiles))
+                                   config=PallasConfig(slot_chunk_tiles=chunk_tiles, sequence_layout=new_paths,
+                                                       slot_sums_transposed=new_paths))
         return jnp.sum(out.astype(jnp.float32))
 
     text = _lowers_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), q, kv, kv, bias)
     # the forward and both backward passes (the default selection runs in XLA)
     assert text.count("__gpu$xla.gpu.triton") >= 3
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_default_pallas_forward_has_no_host_synchronised_loop(segments):
+    # On the GPU an XLA while loop reads its condition on the host every turn, which stalls the
+    # launch queue: the selection (binary search, pointer jumping) once had two of them.
+    q = jax.ShapeDtypeStruct((1, 1000, 8, 64), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((1, 1000, 2, 64), jnp.bfloat16)
+    bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
+    segment_ids = jax.ShapeDtypeStruct((1, 1000), jnp.int32) if segments else None
+
+    def forward(q, k, v, b, s=None):
+        return dma_attention_pallas(q, k, v, b, 256, causal=True, scale=None, segment_ids=s, key_mask=None,
+                                    config=PallasConfig())
+
+    args = (q, kv, kv, bias) + ((segment_ids,) if segments else ())
+    assert "stablehlo.while" not in _lowers_for_cuda(forward, *args)

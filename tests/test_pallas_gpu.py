@@ -17,6 +17,7 @@ import pytest
 from dma_jax import dma_attention
 from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas
 from dma_jax.xla_attention import dma_attention_xla
+from pallas_kernels.common import KernelOptions
 
 pytestmark = pytest.mark.gpu
 
@@ -95,22 +96,43 @@ def test_gradients_are_bitwise_deterministic():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("chunk_tiles", [4, 16])
-def test_key_major_pass_in_tile_chunks_is_accurate_and_deterministic(chunk_tiles):
-    """The key-major backward split into chunks of tiles (16 and 4 chunks at 64 tiles), with
-    segments and a key mask: within the bf16 bound, and bitwise equal over two runs."""
+@pytest.mark.parametrize("chunk_tiles,transposed,options_slots",
+                         [(4, False, None), (16, False, None), (None, True, None), (16, True, KernelOptions(num_warps=8, num_stages=1))],
+                         ids=["chunks-of-4", "chunks-of-16", "transposed", "transposed-chunks-8-warps-1-stage"])
+def test_key_major_pass_in_tile_chunks_is_accurate_and_deterministic(chunk_tiles, transposed, options_slots):
+    """The key-major backward split into chunks of tiles (16 and 4 chunks at 64 tiles), and with
+    its sums transposed (``slot_sums_transposed``), with segments and a key mask: within the
+    bf16 bound, and bitwise equal over two runs."""
     args, cotangent, kwargs = _problem(5, 1, 2048, 2048, 8, 2, 2, 128, jnp.bfloat16, True, True)
     xla = functools.partial(dma_attention_xla, window=256, causal=True, scale=None, **kwargs)
     with jax.default_matmul_precision("highest"):
         exact = _out_and_grads(xla, [a.astype(jnp.float32) for a in args], cotangent)
     low = _out_and_grads(xla, args, cotangent)
-    config = PallasConfig(slot_chunk_tiles=chunk_tiles)
+    config = PallasConfig(slot_chunk_tiles=chunk_tiles, slot_sums_transposed=transposed, options_slots=options_slots)
     fn = lambda *a: dma_attention_pallas(*a, 256, causal=True, scale=None, config=config, **kwargs)
     got, again = _out_and_grads(fn, args, cotangent), _out_and_grads(fn, args, cotangent)
     for name, g, g2, l, e in zip(("out", "dq", "dk", "dv", "dbias"), got, again, low, exact):
         np.testing.assert_array_equal(g, g2)
         err, ref_err = np.abs(g - e).max(), np.abs(l - e).max()
         assert err <= 2 * ref_err + 1e-3 * np.abs(e).max(), f"{name}: kernel {err:.3g} vs low-precision XLA {ref_err:.3g}"
+
+
+def test_sequence_layout_is_accurate_and_matches_the_tile_layout():
+    """``PallasConfig(sequence_layout=True)``: the forward gathers q's rows from (B, T, H, D) and
+    scatters its output rows back, with segments, a key mask and a length that is no multiple
+    of the tile. Within the bf16 bound, and equal to the tile layout's results."""
+    args, cotangent, kwargs = _problem(6, 1, 2000, 2000, 8, 2, 2, 128, jnp.bfloat16, True, True)
+    xla = functools.partial(dma_attention_xla, window=256, causal=True, scale=None, **kwargs)
+    with jax.default_matmul_precision("highest"):
+        exact = _out_and_grads(xla, [a.astype(jnp.float32) for a in args], cotangent)
+    low = _out_and_grads(xla, args, cotangent)
+    run = lambda config: _out_and_grads(
+        lambda *a: dma_attention_pallas(*a, 256, causal=True, scale=None, config=config, **kwargs), args, cotangent)
+    got, tiles = run(PallasConfig(sequence_layout=True)), run(PallasConfig())
+    for name, g, t, l, e in zip(("out", "dq", "dk", "dv", "dbias"), got, tiles, low, exact):
+        err, ref_err = np.abs(g - e).max(), np.abs(l - e).max()
+        assert err <= 2 * ref_err + 1e-3 * np.abs(e).max(), f"{name}: kernel {err:.3g} vs low-precision XLA {ref_err:.3g}"
+        np.testing.assert_allclose(g, t, rtol=0, atol=1e-6 * np.abs(e).max(), err_msg=name)
 
 
 def test_default_implementation_is_pallas_on_gpu():

@@ -41,8 +41,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("chunk_tiles", [None, 1, 2], ids=["one-chunk", "chunks-of-1", "chunks-of-2"])
+@pytest.mark.parametrize("transposed", [False, True], ids=["slot-sums", "transposed-slot-sums"])
 @pytest.mark.parametrize("case", CASES)
-def test_forward_and_backward_kernels_match_reference(case, chunk_tiles):
+def test_forward_and_backward_kernels_match_reference(case, chunk_tiles, transposed):
     q_tiles, k, v, bias, start, end, table, q_offset = _problem(0, **case)
     block_q, scale = case["block_q"], 0.3
     common = dict(scale=scale, block_q=block_q, q_offset=q_offset, options=OPTIONS)
@@ -58,7 +59,7 @@ def test_forward_and_backward_kernels_match_reference(case, chunk_tiles):
     delta = jnp.sum(d_out * out, axis=-1)
     args = (q_tiles, d_out, lse, delta, k, v, bias, start, end, table)
     dq, dk_own, dv_own, db_own = dma_backward_queries(*args, block_k=8, **common)
-    slot_sums = dma_backward_slots(*args, block_slots=8, chunk_tiles=chunk_tiles, **common)
+    slot_sums = dma_backward_slots(*args, block_slots=8, chunk_tiles=chunk_tiles, transposed=transposed, **common)
     dk, dv, db = add_chunk_carries(*slot_sums, table, chunk_tiles)
     kv_len = k.shape[2]
     own = lambda x: jnp.pad(x.reshape((1, x.shape[1], -1) + x.shape[4:])[:, :, : kv_len - q_offset],

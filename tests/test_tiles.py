@@ -60,6 +60,7 @@ def test_lists_cover_every_kept_key(kv_len, q_len, block_q, window, segments):
         (257, 100, 7, 8, "ties"),
         (200, 200, 9, 16, "segments"),
         (200, 200, 5, 4, "masked"),
+        (257, 257, 2, 8, "increasing"),  # each key evicts the oldest: two chains of 128 keys
     ],
     ids=lambda p: str(p),
 )
@@ -67,6 +68,8 @@ def test_carried_keys_are_exactly_the_live_set(length, q_len, window, block_q, c
     rng = np.random.default_rng(length + window)
     if case == "normal":
         bias = rng.normal(size=(2, 2, length))
+    elif case == "increasing":
+        bias = np.broadcast_to(np.arange(length, dtype=np.float64), (2, 2, length))
     else:
         bias = rng.integers(-2, 3, (2, 2, length)).astype(np.float64)
     seg = np.sort(rng.integers(0, 5, (2, length)), axis=1).astype(np.int32) if case == "segments" else None
