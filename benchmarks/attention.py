@@ -151,7 +151,8 @@ def main():
     p.add_argument(
         "--configs", nargs="+", default=None,
         help="tile configs to compare instead of the default, each "
-             "'bq,bk,warps,stages:bqb,bkb,slots,warps,stages[,chunk_tiles]' (forward : backward)",
+             "'bq,bk,warps,stages:bqb,bkb,slots,warps,stages[,chunk_tiles][:seq,tslots,slots=W/S]' "
+             "(forward : backward : flags, see tile_config)",
     )
     args = p.parse_args()
     device = jax.devices()[0]

@@ -123,8 +123,7 @@ def main(argv=None):
         config = PallasConfig() if text == "default" else tile_config(text)
         for index, (name, ir_text) in enumerate(triton_modules(config, args.length, args.window, args.head_dim)):
             role = kernel_role(name, index)
-            options = {"forward": config.options, "slots": config.options_slots or config.options_bwd}.get(
-                role, config.options_bwd)
+            options = {"forward": config.options, "slots": config.slot_options()}.get(role, config.options_bwd)
             row = {"config": text, "kernel": role, "ir_name": name}
             try:
                 row.update(compile_report(ir_text, options.num_warps, options.num_stages, args.arch))

@@ -64,6 +64,10 @@ class PallasConfig:
                             slot_chunk_tiles=2, options_bwd=options, selection=self.selection, selection_options=options,
                             sequence_layout=self.sequence_layout, slot_sums_transposed=self.slot_sums_transposed)
 
+    def slot_options(self) -> KernelOptions:
+        """Launch options of the key-major backward kernel: ``options_slots``, else ``options_bwd``."""
+        return self.options_slots or self.options_bwd
+
     def live_ranges_fn(self):
         """``live_ranges_unchecked`` or its kernel twin, as ``selection`` says."""
         if self.selection == "wavelet":
@@ -109,27 +113,30 @@ def _kernels_fwd(cfg, q_tiles, k, v, bias, start, end, table, table_bwd):
     return out, (q_tiles, k, v, bias, start, end, table_bwd, out, lse)
 
 
-def _sequence_to_tiles(x, bias_heads, block_q):
-    """(B, tiles * block_q, Hb * R, ...) -> (B, Hb, tiles, block_q * R, ...): the tile layout of ``common``."""
+def _sequence_to_tiles(x, bias_heads, block_q, rows_per_pos=None):
+    """(B, tiles * block_q, Hb * R, ...) -> (B, Hb, tiles, block_q * R', ...): the tile layout of
+    ``common``, each position's R heads zero-padded to ``rows_per_pos`` = R' rows (default R)."""
     batch, length, heads = x.shape[:3]
     per_bias, rest = heads // bias_heads, x.shape[3:]
+    rows_per_pos = rows_per_pos or per_bias
     x = x.reshape((batch, length // block_q, block_q, bias_heads, per_bias) + rest)
+    x = jnp.pad(x, ((0, 0),) * 4 + ((0, rows_per_pos - per_bias),) + ((0, 0),) * len(rest))
     x = jnp.moveaxis(x, 3, 1)
-    return x.reshape((batch, bias_heads, length // block_q, block_q * per_bias) + rest)
+    return x.reshape((batch, bias_heads, length // block_q, block_q * rows_per_pos) + rest)
 
 
-def _tiles_to_sequence(x, per_bias):
-    """Inverse of ``_sequence_to_tiles`` for (B, Hb, tiles, rows, D)."""
+def _tiles_to_sequence(x, per_bias, rows_per_pos=None):
+    """Inverse of ``_sequence_to_tiles`` for (B, Hb, tiles, rows, D): drops the padded head rows."""
     batch, bias_heads, tiles, rows, dim = x.shape
-    x = x.reshape(batch, bias_heads, tiles, rows // per_bias, per_bias, dim)
-    return jnp.moveaxis(x, 1, 3).reshape(batch, tiles * (rows // per_bias), bias_heads * per_bias, dim)
+    rows_per_pos = rows_per_pos or per_bias
+    x = x.reshape(batch, bias_heads, tiles, rows // rows_per_pos, rows_per_pos, dim)[:, :, :, :, :per_bias]
+    return jnp.moveaxis(x, 1, 3).reshape(batch, tiles * (rows // rows_per_pos), bias_heads * per_bias, dim)
 
 
 def _kernels_bwd(cfg, residuals, d_out):
     q_tiles, k, v, bias, start, end, table, out, lse = residuals
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
     if cfg.sequence_bias_heads is not None:  # the backward kernels read the tile layout
-        per_bias = q_tiles.shape[2] // cfg.sequence_bias_heads
         q_tiles, d_out, delta = (_sequence_to_tiles(x, cfg.sequence_bias_heads, cfg.block_q) for x in (q_tiles, d_out, delta))
     batch, bias_heads, tiles_fwd, rows_fwd, head_dim = q_tiles.shape
     kv_heads, kv_len = k.shape[1], k.shape[2]
@@ -145,7 +152,7 @@ def _kernels_bwd(cfg, residuals, d_out):
     dk, dv, dbias = add_chunk_carries(*slot_sums, table, cfg.slot_chunk_tiles)
     dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
     if cfg.sequence_bias_heads is not None:
-        dq = _tiles_to_sequence(dq, per_bias)
+        dq = _tiles_to_sequence(dq, rows_fwd // cfg.block_q)
     dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
     if cfg.own_keys:  # own keys of tile n sit at positions q_offset + n * block_q + i
         own = kv_len - cfg.q_offset
@@ -246,20 +253,16 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     sequence = config.sequence_layout and rows_per_pos == per_bias and dim == head_dim
     qp = jnp.pad(q, ((0, 0), (0, tiles * block_q - q_len), (0, 0), (0, dim - head_dim)))
     if not sequence:
-        qp = qp.reshape(batch, tiles, block_q, bias_heads, per_bias, dim)
-        qp = jnp.pad(qp, ((0, 0),) * 4 + ((0, rows_per_pos - per_bias), (0, 0)))
-        qp = jnp.transpose(qp, (0, 3, 1, 2, 4, 5)).reshape(batch, bias_heads, tiles, block_q * rows_per_pos, dim)
+        qp = _sequence_to_tiles(qp, bias_heads, block_q, rows_per_pos)
     kt = jnp.transpose(jnp.pad(k, pad_d), (0, 2, 1, 3))
     vt = jnp.transpose(jnp.pad(v, pad_d), (0, 2, 1, 3))
 
     cfg = _Static(
         scale, block_q, block_k, config.options, block_q_bwd, block_k_bwd, config.block_slots,
         config.options_bwd, q_offset, causal, config.slot_chunk_tiles, bias_heads if sequence else None,
-        config.options_slots or config.options_bwd, config.slot_sums_transposed,
+        config.slot_options(), config.slot_sums_transposed,
     )
     out = _kernels(cfg, qp, kt, vt, bias, start, end, table, table_bwd)
-    if sequence:
-        return out[:, :q_len]
-    out = out.reshape(batch, bias_heads, tiles, block_q, rows_per_pos, dim)[:, :, :, :, :per_bias, :head_dim]
-    out = jnp.transpose(out, (0, 2, 3, 1, 4, 5)).reshape(batch, tiles * block_q, heads, head_dim)
+    if not sequence:
+        out = _tiles_to_sequence(out, per_bias, rows_per_pos)[..., :head_dim]
     return out[:, :q_len]

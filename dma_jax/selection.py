@@ -37,10 +37,12 @@ def valid_keys(bias: jax.Array, key_mask: jax.Array | None) -> jax.Array:
     return valid
 
 
-def _segments_or_zeros(segment_ids: jax.Array | None, batch: int, length: int) -> jax.Array:
-    if segment_ids is None:
-        return jnp.zeros((batch, length), jnp.int32)
-    return segment_ids.astype(jnp.int32)
+def row_inputs(bias, segment_ids, key_mask):
+    """What ``rank_order`` takes, for every row: the bias without gradient, int32 segment ids
+    (B, Tk) or None (one segment: the grouping is skipped), and ``valid_keys``."""
+    bias = lax.stop_gradient(bias)
+    segment = None if segment_ids is None else segment_ids.astype(jnp.int32)
+    return bias, segment, valid_keys(bias, key_mask)
 
 
 class RankOrder(NamedTuple):
@@ -115,9 +117,7 @@ def _row_static_keep(bias, segment, valid, window):
 
 
 def _per_row(row_fn, bias, window, segment_ids, key_mask):
-    bias = lax.stop_gradient(bias)
-    segment = None if segment_ids is None else segment_ids.astype(jnp.int32)
-    valid = valid_keys(bias, key_mask)
+    bias, segment, valid = row_inputs(bias, segment_ids, key_mask)
     per_head = jax.vmap(lambda b, s, v: row_fn(b, s, v, window), in_axes=(0, None, 0))
     return jax.vmap(per_head)(bias, segment, valid)
 

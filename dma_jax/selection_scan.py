@@ -14,9 +14,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from dma_jax.selection import _segments_or_zeros, rank_order, valid_keys
+from dma_jax.selection import rank_order, row_inputs
 from pallas_kernels.common import KernelOptions
 from pallas_kernels.live_range_scan import NOT_RANKED, kth_beater
 
@@ -34,9 +33,7 @@ def live_ranges_scan(bias, window, segment_ids=None, key_mask=None, *, options=K
     program, ``block_index`` indices per step and ``lazy`` (see ``kth_beater``) tune it.
     """
     batch, heads, length = bias.shape
-    bias = lax.stop_gradient(bias)
-    segment = _segments_or_zeros(segment_ids, batch, length)
-    valid = valid_keys(bias, key_mask)
+    bias, segment, valid = row_inputs(bias, segment_ids, key_mask)
     ranked = jax.vmap(jax.vmap(rank_order, in_axes=(0, None, 0)), in_axes=(0, 0, 0))(bias, segment, valid)
     index = jnp.arange(length, dtype=jnp.int32)
     if window is None or window >= length:
