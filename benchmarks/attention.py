@@ -8,8 +8,9 @@ shipped with JAX (``jax.experimental.pallas.ops.gpu.attention.mha``, kv heads re
 has no GQA), and for each window w: ``dma_attention(implementation="pallas")`` through the public
 call, selection included; forward and forward+backward; up to --reference-max also the dense
 reference (``dma_attention_reference``) and the gathered-tile XLA path. Medians of --repeats timed runs after
-warm-up. Useful TFLOP/s counts 4 * D * H * (sum over queries of the keys they keep) forward, 2.5x
-that for forward+backward. Writes attention.json (card, versions, command) and attention.png.
+warm-up. Useful TFLOP/s counts 4 * D * H * (sum over queries of the keys they keep) forward, 3.5x
+that for forward+backward. Writes attention.json (card, versions, command) and attention.png
+(``benchmarks/plot_attention.py``).
 Before timing, checks the kernel against the float32 XLA path at the smallest T (--check).
 """
 
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.plot_attention import plot_results
 from dma_jax import dma_attention, dma_attention_reference, live_ranges
 from dma_jax.timing import median_seconds
 from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas, selection_tables
@@ -36,12 +38,13 @@ HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, jnp.bfloat16
 def tile_config(text: str) -> PallasConfig:
     """``PallasConfig`` from 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles][:flags]' (``--configs``).
 
-    chunk_tiles: backward tiles per key-major program, 0 for all, default the config's. flags, comma-separated:
-    'seq' (``sequence_layout``: the forward reads q and writes its output in the (B, T, H, D) layout), 'tslots'
-    (``slot_sums_transposed``: the key-major pass accumulates dK^T, dV^T), 'slots=W/S' (that kernel's warps and
-    stages, ``options_slots``).
+    chunk_tiles: backward tiles per key-major program, 0 for all, default the config's. flags, comma-separated,
+    each turning a ``PallasConfig`` default on or off: 'seq' / 'tiles' (``sequence_layout``: the forward reads q
+    and writes its output in the (B, T, H, D) layout, or in tiles), 'tslots' / 'plainslots'
+    (``slot_sums_transposed``: the key-major pass accumulates dK^T, dV^T, or dK, dV), 'slots=W/S' (that kernel's
+    warps and stages, ``options_slots``).
     """
-    want = "'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles][:seq,tslots,slots=W/S]'"
+    want = "'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles][:seq|tiles,tslots|plainslots,slots=W/S]'"
     try:
         fwd, bwd, *rest = text.split(":")
         if len(rest) > 1:
@@ -51,10 +54,10 @@ def tile_config(text: str) -> PallasConfig:
             raise ValueError("wrong number of fields")
         extra = dict(slot_chunk_tiles=bwd[5] or None) if len(bwd) == 6 else {}
         for flag in rest[0].split(",") if rest else []:
-            if flag == "seq":
-                extra["sequence_layout"] = True
-            elif flag == "tslots":
-                extra["slot_sums_transposed"] = True
+            if flag in ("seq", "tiles"):
+                extra["sequence_layout"] = flag == "seq"
+            elif flag in ("tslots", "plainslots"):
+                extra["slot_sums_transposed"] = flag == "tslots"
             elif flag.startswith("slots="):
                 warps, stages = (int(x) for x in flag[len("slots="):].split("/"))
                 extra["options_slots"] = KernelOptions(num_warps=warps, num_stages=stages)
@@ -151,7 +154,7 @@ def main():
     p.add_argument(
         "--configs", nargs="+", default=None,
         help="tile configs to compare instead of the default, each "
-             "'bq,bk,warps,stages:bqb,bkb,slots,warps,stages[,chunk_tiles][:seq,tslots,slots=W/S]' "
+             "'bq,bk,warps,stages:bqb,bkb,slots,warps,stages[,chunk_tiles][:seq|tiles,tslots|plainslots,slots=W/S]' "
              "(forward : backward : flags, see tile_config)",
     )
     args = p.parse_args()
@@ -233,6 +236,7 @@ def save(result, out_dir):
 
 def finish(result, out_dir):
     save(result, out_dir)
+    plot_results([result], os.path.join(out_dir, "attention.png"))
     print(f"\n{'kind':<13}{'T':>7}{'w':>6}{'fwd ms':>9}{'f+b ms':>9}{'ranges':>8}{'stage':>8}{'TF/s fwd':>9}  config")
     for row in result["rows"]:
         fmt = lambda key, spec: format(row[key], spec) if key in row else "-".rjust(int(spec.split('.')[0]))

@@ -46,15 +46,16 @@ class PallasConfig:
     selection: str = "wavelet"
     selection_options: KernelOptions = KernelOptions(num_warps=4, num_stages=1)
     # The forward reads q and writes its output in their (B, T, H, D) layout instead of transposing
-    # them into tiles (about 0.32 ms of the 32K forward on an H200). Used where R = H / Hb and D
-    # are powers of two; off until timed on the GPU (docs/kernels.md).
-    sequence_layout: bool = False
+    # them into tiles. Used where R = H / Hb and D are powers of two. On an H200 (session 9,
+    # docs/kernels.md) the 4K forward went from 0.92 to 0.79 ms, the 32K one from 4.18 to 4.08 ms.
+    sequence_layout: bool = True
     # The key-major backward accumulates dK^T and dV^T (D x slots), so its two per-tile products
     # run on wgmma instead of mma.sync (Triton 3.6 for sm_90: 64 wgmma and no mma.sync, against 32
-    # and 128). Off until timed on the GPU (docs/kernels.md). ``options_slots``: launch options of
-    # that kernel alone (None: ``options_bwd``); the transposed kernel needs 170 KB of shared
-    # memory at 2 stages, 80 KB at 1.
-    slot_sums_transposed: bool = False
+    # and 128); on an H200 forward+backward at 32K went from 18.8 to 17.8 ms (session 9). Used for
+    # 16-bit inputs with D <= 128 (the measured case; it needs 170 KB of shared memory at 2 stages
+    # there, more for float32 or D = 256). ``options_slots``: launch options of that kernel alone
+    # (None: ``options_bwd``); 8 warps and 1 stage measured slower.
+    slot_sums_transposed: bool = True
     options_slots: KernelOptions | None = None
 
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
@@ -131,6 +132,13 @@ def _tiles_to_sequence(x, per_bias, rows_per_pos=None):
     rows_per_pos = rows_per_pos or per_bias
     x = x.reshape(batch, bias_heads, tiles, rows // rows_per_pos, rows_per_pos, dim)[:, :, :, :, :per_bias]
     return jnp.moveaxis(x, 1, 3).reshape(batch, tiles * (rows // rows_per_pos), bias_heads * per_bias, dim)
+
+
+def _transposed_sums_fit(dtype, padded_head_dim: int, options: KernelOptions) -> bool:
+    """Whether the transposed key-major pass runs (``PallasConfig.slot_sums_transposed``): 16-bit
+    inputs and padded head dims up to 128, the case measured to fit in shared memory and to be
+    faster; always in interpret mode, where shared memory does not limit it (so CPU tests check it)."""
+    return options.interpret or (jnp.dtype(dtype).itemsize == 2 and padded_head_dim <= 128)
 
 
 def _kernels_bwd(cfg, residuals, d_out):
@@ -260,7 +268,7 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     cfg = _Static(
         scale, block_q, block_k, config.options, block_q_bwd, block_k_bwd, config.block_slots,
         config.options_bwd, q_offset, causal, config.slot_chunk_tiles, bias_heads if sequence else None,
-        config.slot_options(), config.slot_sums_transposed,
+        config.slot_options(), config.slot_sums_transposed and _transposed_sums_fit(q.dtype, dim, config.slot_options()),
     )
     out = _kernels(cfg, qp, kt, vt, bias, start, end, table, table_bwd)
     if not sequence:

@@ -45,7 +45,8 @@ def test_attention_with_the_selection_kernel_lowers_for_cuda():
                           (256, jnp.bfloat16, False, None, False), (128, jnp.bfloat16, True, 4, False),
                           (128, jnp.bfloat16, True, None, True), (64, jnp.float16, True, 4, True)])
 def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal, chunk_tiles, new_paths):
-    """``new_paths``: the sequence layout and the transposed slot sums (both opt-in)."""
+    """``new_paths``: the sequence layout and the transposed slot sums (the defaults), else the tile
+    layout and the plain slot sums."""
     q = jax.ShapeDtypeStruct((1, 1000, 8, head_dim), dtype)
     kv = jax.ShapeDtypeStruct((1, 1000, 2, head_dim), dtype)
     bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)

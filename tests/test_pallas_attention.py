@@ -1,6 +1,7 @@
 """dma_jax.pallas_attention: the sequence layout of the forward (``PallasConfig.sequence_layout``)
-and the transposed sums of the key-major backward (``slot_sums_transposed``) give bitwise the
-results of the defaults, in Pallas interpret mode with poisoned outputs."""
+and the transposed sums of the key-major backward (``slot_sums_transposed``), both defaults, give
+bitwise the results of the tile layout and the plain sums, in Pallas interpret mode with poisoned
+outputs; the transposed sums run only where they fit on the GPU."""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import pytest
 
 import dma_jax.pallas_attention as pallas_attention
 from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas
+from pallas_kernels.common import KernelOptions
 
 CASES = {  # q_len, kv_len, heads, bias_heads, head_dim, causal, masks
     "gqa-r2": (63, 63, 4, 2, 32, True, False),
@@ -41,7 +43,7 @@ def _outputs_and_grads(config, case, seed=0):
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_sequence_layout_equals_tile_layout(case, monkeypatch):
-    tiles = _outputs_and_grads(PallasConfig().interpreted(poison_outputs=True), case)
+    tiles = _outputs_and_grads(PallasConfig(sequence_layout=False).interpreted(poison_outputs=True), case)
     layouts = []
     forward = pallas_attention.dma_forward
     monkeypatch.setattr(pallas_attention, "dma_forward",
@@ -56,15 +58,23 @@ def test_sequence_layout_equals_tile_layout(case, monkeypatch):
 
 
 @pytest.mark.parametrize("case", [CASES["gqa-r2"], CASES["segments-and-mask"]], ids=["gqa-r2", "segments-and-mask"])
-def test_transposed_slot_sums_equal_the_default(case, monkeypatch):
-    default = _outputs_and_grads(PallasConfig().interpreted(poison_outputs=True), case)
+def test_transposed_slot_sums_equal_the_plain_sums(case, monkeypatch):
+    plain = _outputs_and_grads(PallasConfig(slot_sums_transposed=False).interpreted(poison_outputs=True), case)
     seen = []
     slots = pallas_attention.dma_backward_slots
     monkeypatch.setattr(pallas_attention, "dma_backward_slots",
                         lambda *a, **k: seen.append(k["transposed"]) or slots(*a, **k))
-    config = PallasConfig(slot_sums_transposed=True).interpreted(poison_outputs=True)
+    config = PallasConfig().interpreted(poison_outputs=True)
     assert config.slot_chunk_tiles == 2  # the carries between chunks are transposed too
     transposed = _outputs_and_grads(config, case)
     assert seen == [True]
-    for name, got, want in zip(["out", "dq", "dk", "dv", "dbias"], jax.tree.leaves(transposed), jax.tree.leaves(default)):
+    for name, got, want in zip(["out", "dq", "dk", "dv", "dbias"], jax.tree.leaves(transposed), jax.tree.leaves(plain)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype,head_dim,interpret,expected", [
+    (jnp.bfloat16, 128, False, True), (jnp.float16, 64, False, True), (jnp.bfloat16, 256, False, False),
+    (jnp.float32, 64, False, False), (jnp.float32, 256, True, True)])
+def test_transposed_slot_sums_run_where_they_fit(dtype, head_dim, interpret, expected):
+    options = KernelOptions(interpret=interpret)
+    assert pallas_attention._transposed_sums_fit(dtype, head_dim, options) is expected

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Planned for session 9's first call on one H200 (written in session 8, not yet run; rename it to
-# its date once run). Times session 8's unmeasured kernel changes (docs/kernels.md, "The selection's
+# Session 9's first call on one H200 (written in session 8, run 2026-11-29). Times session 8's
+# unmeasured kernel changes (docs/kernels.md, "The selection's
 # binary search" and after): the fixed-turn pointer jumping (now the default), the sequence layout
 # of the forward (:seq) and the key-major pass on wgmma (:tslots, with its own warps and stages),
 # beside cuDNN in the same run; then their GPU tests.
