@@ -24,19 +24,12 @@ def _on_tpu() -> bool:
     return jax.default_backend() == "tpu"
 
 
-def _resolve(implementation, causal, segment_ids):
-    """Pick an implementation; None means the kernels on GPU or TPU when they support the call."""
+def _resolve(implementation):
+    """Pick an implementation; None means the kernels on GPU or TPU, the XLA path elsewhere."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    pallas_supports = causal or segment_ids is None
-    if implementation in ("pallas", "pallas_tpu") and not pallas_supports:
-        raise NotImplementedError(
-            f"implementation={implementation!r} does not support causal=False with segment_ids; use 'xla' or None"
-        )
-    if implementation is None and pallas_supports:
-        return "pallas" if _on_gpu() else "pallas_tpu" if _on_tpu() else "xla"
     if implementation is None:
-        return "xla"
+        return "pallas" if _on_gpu() else "pallas_tpu" if _on_tpu() else "xla"
     return implementation
 
 
@@ -84,7 +77,7 @@ def dma_attention(
       >>> out = dma_attention(q, k, v, bias, window=1024)            # doctest: +SKIP
     """
     check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale)
-    chosen = _resolve(implementation, causal, segment_ids)
+    chosen = _resolve(implementation)
     check_contiguous_segments(segment_ids)
     kwargs = dict(causal=causal, scale=scale, segment_ids=segment_ids, key_mask=key_mask)
     if chosen == "pallas":

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dma_jax.selection import live_ranges_unchecked, static_keep_unchecked
+from dma_jax.noncausal_tables import noncausal_table
+from dma_jax.selection import live_ranges_unchecked
 from dma_jax.selection_scan import live_ranges_scan
 from dma_jax.slots import carried_key_table, key_slots
 from dma_jax.tiles import num_tiles
@@ -179,16 +180,6 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-def _noncausal_table(bias, window, tiles, key_mask):
-    """Every query keeps the same keys: list them (B, Hb, tiles, W), -1 padded."""
-    keep = static_keep_unchecked(bias, window, None, key_mask)
-    kv_len = bias.shape[-1]
-    width = kv_len if window is None else min(window, kv_len)
-    order = jnp.argsort(~keep, axis=-1, stable=True)[..., :width].astype(jnp.int32)
-    listed = jnp.where(jnp.take_along_axis(keep, order, axis=-1), order, -1)
-    return jnp.broadcast_to(listed[:, :, None, :], bias.shape[:2] + (tiles, width))
-
-
 def tiling(config: PallasConfig, head_dim: int, per_bias: int) -> tuple[int, int, int, int, int]:
     """(rows per position, block_q, block_k, block_q_bwd, block_k_bwd) for R = ``per_bias`` query heads per bias head."""
     rows_per_pos = _next_pow2(per_bias)
@@ -225,7 +216,7 @@ def selection_tables(bias, window, q_len, *, causal, segment_ids, key_mask, conf
             table = carried_key_table(end, slots, q_len, tile_q, window_slots)
             table = jnp.pad(table, ((0, 0), (0, 0), (0, count - table.shape[2]), (0, 0)), constant_values=-1)
         else:
-            table = _noncausal_table(bias, window, count, key_mask)
+            table = noncausal_table(bias, window, count, tile_q, segment_ids, key_mask)
         width = _round_up(table.shape[-1], multiple)
         return jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - table.shape[-1])), constant_values=-1)
 
@@ -233,13 +224,7 @@ def selection_tables(bias, window, q_len, *, causal, segment_ids, key_mask, conf
 
 
 def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasConfig()):
-    """DMA with the Pallas kernels; arguments as ``dma_attention`` (already checked).
-
-    Non-causal attention with ``segment_ids`` is not supported here (``dma_attention`` routes
-    it to the XLA path).
-    """
-    if not causal and segment_ids is not None:
-        raise NotImplementedError("the Pallas path does not support causal=False with segment_ids")
+    """DMA with the Pallas kernels; arguments as ``dma_attention`` (already checked)."""
     batch, q_len, heads, head_dim = q.shape
     kv_len = k.shape[1]
     bias_heads = bias.shape[1]

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dma_jax.pallas_attention import _noncausal_table
+from dma_jax.noncausal_tables import noncausal_table
 from dma_jax.slots import carried_key_table, key_slots
 from dma_jax.tiles import num_tiles
 from dma_jax.validation import check_attention_args
@@ -193,12 +193,8 @@ def dma_attention_pallas_tpu(q, k, v, bias, window, *, causal, scale, segment_id
     """DMA with the Pallas TPU kernels; arguments and result as ``dma_attention``.
 
     ``config`` sets tiles and launch options (``PallasTpuConfig().interpreted()`` off a TPU).
-    Non-causal attention with ``segment_ids`` is not supported here (``dma_attention`` routes
-    it to the XLA path).
     """
     dims = check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale)
-    if not causal and segment_ids is not None:
-        raise NotImplementedError("the Pallas TPU path does not support causal=False with segment_ids")
     batch, q_len, kv_len, head_dim = dims.batch, dims.q_len, dims.kv_len, dims.head_dim
     heads, bias_heads = dims.heads, dims.bias_heads
     per_bias = heads // bias_heads
@@ -219,8 +215,9 @@ def dma_attention_pallas_tpu(q, k, v, bias, window, *, causal, scale, segment_id
         window_slots = kv_len if window is None else min(window, kv_len)
         slots = key_slots(end, window_slots, segment_ids=segment_ids, key_mask=key_mask, bias=bias_sel)
         width = window_slots
-    else:
+    else:  # without segments one list of w keys; with them two banks of w and the tile's own (noncausal_tables)
         width = kv_len if window is None else min(window, kv_len)
+        width = width if segment_ids is None else 2 * width + block_q
     block_slots = min(config.block_slots, _round_up(width, config.block_k_bwd))
     width = _round_up(width, math.lcm(config.block_k, config.block_k_bwd, block_slots))
 
@@ -229,7 +226,7 @@ def dma_attention_pallas_tpu(q, k, v, bias, window, *, causal, scale, segment_id
             table = carried_key_table(end, slots, q_len, tile_q, window_slots)
             table = jnp.pad(table, ((0, 0), (0, 0), (0, count - table.shape[2]), (0, 0)), constant_values=-1)
         else:
-            table = _noncausal_table(bias_sel, window, count, key_mask)
+            table = noncausal_table(bias_sel, window, count, tile_q, segment_ids, key_mask)
         table = jnp.pad(table, ((0, 0),) * 3 + ((0, width - table.shape[-1]),), constant_values=-1)
         return _lists(table, start, end, tile_q=tile_q, block_k=block_k, own_chunks=own, q_offset=q_offset)
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dma_jax.noncausal_tables import segment_bounds
 from dma_jax.reference import masked_softmax
 from dma_jax.selection import live_ranges_unchecked, static_keep_unchecked
 from dma_jax.tiles import num_tiles, tile_key_lists
@@ -40,17 +41,20 @@ def key_intervals(bias, window, q_len, *, causal, segment_ids, key_mask, live_ra
 
     Causal: ``t' = t + Tk - Tq`` and ``[start, end) = [j, end_j)`` from ``live_ranges_fn``
     (``live_ranges_unchecked``'s signature; the Pallas path passes the selection kernel).
-    Not causal: ``t' = t``; a kept key spans ``[0, Tq)``, any other ``[0, 0)``.
+    Not causal: ``t' = t``; a kept key spans ``[0, Tq)``, or with ``segment_ids`` (Tq == Tk) its
+    segment's positions; any other key ``[0, 0)``.
     """
     kv_len = bias.shape[-1]
     if causal:
         end = live_ranges_fn(bias, window, segment_ids, key_mask)
         start = jnp.broadcast_to(jnp.arange(kv_len, dtype=jnp.int32), end.shape)
+        return start, end
+    keep = static_keep_unchecked(bias, window, segment_ids, key_mask)
+    if segment_ids is None:
+        first, last = jnp.zeros((1, 1, 1), jnp.int32), jnp.full((1, 1, 1), q_len, jnp.int32)
     else:
-        keep = static_keep_unchecked(bias, window, segment_ids, key_mask)
-        start = jnp.zeros(keep.shape, jnp.int32)
-        end = jnp.where(keep, q_len, 0).astype(jnp.int32)
-    return start, end
+        first, last = (x[:, None, :] for x in segment_bounds(segment_ids))
+    return jnp.where(keep, first, 0).astype(jnp.int32), jnp.where(keep, last, 0).astype(jnp.int32)
 
 
 def _attend_tile(q_tile, query_pos, query_seg, keys, k_rows, v_rows, bias_row, start, end, key_seg, scale):

@@ -96,6 +96,16 @@ def mean_accuracy(results: dict, attention: str, seq_len: int, d_model: int, val
             "max": max(accuracies), "seeds": len(runs)}
 
 
+def plotted_axes(results: dict, attentions, seq_lens, d_models) -> tuple[list, list, list]:
+    """The attentions, lengths and d_models to draw: those of this call and every cell already in
+    the results file, so a call that adds a few cells redraws the whole grid."""
+    cells = [c["cell"] for c in results["cells"].values() if "cell" in c]
+    attentions = [a for a in ATTENTIONS if a in attentions or any(c["attention"] == a for c in cells)]
+    seq_lens = sorted(set(seq_lens) | {c["seq_len"] for c in cells})
+    d_models = sorted(set(d_models) | {c["d_model"] for c in cells})
+    return attentions, seq_lens, d_models
+
+
 def plot(results: dict, path: Path, attentions, seq_lens, d_models):
     from dma_jax.evaluation.plots import heatmaps
 
@@ -188,7 +198,8 @@ def main():
     save_grid(results, args, window_ratio=args.window_ratio, pairs_ratio=args.pairs_ratio, pairs=args.pairs or None, steps=args.steps,
               batch=args.batch, lr=args.lr, seeds=args.seeds)
     png = Path(args.results).with_suffix(".png")
-    plot(results, png, args.attentions, args.seq_lens, args.d_models)
+    asked = ([], [], []) if args.plot_only else (args.attentions, args.seq_lens, args.d_models)
+    plot(results, png, *plotted_axes(results, *asked))  # --plot-only: what the file holds
     print(f"wrote {args.results} and {png}")
 
 

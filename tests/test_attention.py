@@ -34,6 +34,7 @@ class Case:
     causal: bool = True
     scale: float | None = None
     segments: bool = False
+    pieces: int = 4  # segments per row
     key_mask: bool = False
     neg_inf_frac: float = 0.0
     int_bias: bool = False  # integer-valued bias (many ties, +0.0 and -0.0 among them)
@@ -83,6 +84,18 @@ CASES = {
     "pallas_noncausal_Tq40_Tk63_w6_keymask": Case(
         seed=16, q_len=40, kv_len=63, window=6, causal=False, key_mask=True, implementation="pallas"
     ),
+    # Non-causal with packed segments: long ones span tiles, short ones sit inside one tile.
+    "pallas_noncausal_T111_w5_segments_hb_h": Case(
+        seed=17, q_len=111, kv_len=111, window=5, causal=False, segments=True, bias_heads=4, implementation="pallas"
+    ),
+    "pallas_noncausal_T111_w7_many_segments_keymask": Case(
+        seed=18, q_len=111, kv_len=111, window=7, causal=False, segments=True, pieces=20, key_mask=True,
+        implementation="pallas"
+    ),
+    "pallas_noncausal_T63_wNone_segments_mqa": Case(
+        seed=19, q_len=63, kv_len=63, window=None, causal=False, segments=True, kv_heads=1, bias_heads=1,
+        implementation="pallas"
+    ),
 }
 
 
@@ -108,7 +121,7 @@ def make_inputs(case: Case, dtype=jnp.float32):
         bias = np.where(rng.random(bias.shape) < case.neg_inf_frac, -np.inf, bias)
     kwargs = dict(causal=case.causal, scale=case.scale)
     if case.segments:
-        kwargs["segment_ids"] = jnp.asarray(random_segments(rng, b, tk, pieces=4))
+        kwargs["segment_ids"] = jnp.asarray(random_segments(rng, b, tk, pieces=case.pieces))
     if case.key_mask:
         key_mask = rng.random((b, tk)) >= 0.25
         key_mask[-1, :20] = False  # causal queries before 20 keep nothing in the last row
@@ -346,11 +359,6 @@ ERROR_CASES = {
     "key_mask_batch": (dict(key_mask=jnp.ones((2, 8), bool)), ValueError, r"key_mask"),
     "key_mask_dtype": (dict(key_mask=jnp.ones((1, 8), jnp.int32)), TypeError, r"key_mask"),
     "implementation_unknown": (dict(implementation="triton"), ValueError, r"implementation"),
-    "implementation_pallas_noncausal_segments": (
-        dict(implementation="pallas", causal=False, segment_ids=jnp.zeros((1, 8), jnp.int32)),
-        NotImplementedError,
-        r"pallas",
-    ),
     "nan_bias": (dict(bias=_bias_with(np.nan)), ValueError, r"\bbias contains NaN"),
     "pos_inf_bias": (dict(bias=_bias_with(np.inf)), ValueError, r"\bbias contains \+inf"),
 }

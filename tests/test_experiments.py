@@ -216,6 +216,16 @@ def test_mqar_fixed_pairs_and_the_plot_of_accuracy_against_length(tmp_path, monk
     assert (tmp_path / "g.png").stat().st_size > 1000 and (tmp_path / "g_lines.png").stat().st_size > 1000
 
 
+def test_mqar_plot_draws_every_cell_of_the_file_not_only_this_calls():
+    from experiments.mqar_grid import plotted_axes
+
+    def cell(attention, seq_len, d_model):
+        return {"cell": {"attention": attention, "seq_len": seq_len, "d_model": d_model, "seed": 0}}
+
+    results = {"cells": {"a": cell("dma", 2048, 128), "b": cell("mha", 1024, 64), "c": {"error": "no cell record"}}}
+    assert plotted_axes(results, ["swa"], [2048], [128]) == (["mha", "swa", "dma"], [1024, 2048], [64, 128])
+
+
 def test_mqar_by_distance_scores_each_cell_after_training(tmp_path):
     import subprocess
     import sys

@@ -56,6 +56,8 @@ CASES = {
     "bf16_T600_wNone": dict(q_len=600, kv_len=600, heads=4, kv_heads=2, bias_heads=2, head_dim=64, dtype=jnp.bfloat16, window=None),
     "bf16_noncausal_Tq500_Tk700_w50": dict(q_len=500, kv_len=700, heads=4, kv_heads=2, bias_heads=2, head_dim=64,
                                            dtype=jnp.bfloat16, window=50, causal=False),
+    "bf16_noncausal_T1500_w64_segments": dict(q_len=1500, kv_len=1500, heads=8, kv_heads=2, bias_heads=2, head_dim=128,
+                                              dtype=jnp.bfloat16, window=64, causal=False, segments=True, key_mask=True),
 }
 
 

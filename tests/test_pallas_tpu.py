@@ -49,6 +49,8 @@ CASES = {
         seed=64, q_len=63, kv_len=63, window=None, kv_heads=1, bias_heads=1, scale=0.3, batch=1), POISONED),
     "noncausal_Tq40_Tk63_w6_keymask": (Case(
         seed=65, q_len=40, kv_len=63, window=6, causal=False, key_mask=True), POISONED),
+    "noncausal_T63_w4_many_segments_keymask": (Case(
+        seed=69, q_len=63, kv_len=63, window=4, causal=False, segments=True, pieces=12, key_mask=True), POISONED),
     "tpu_tiles_T111_w20_segments_keymask": (Case(
         seed=66, q_len=111, kv_len=111, window=20, segments=True, key_mask=True, batch=1), TPU_SHAPED),
 }
@@ -108,25 +110,7 @@ def test_public_op_runs_pallas_tpu():
     assert max_err(out, ref) <= FP32_REL_TOL * float(np.max(np.abs(np.asarray(ref))))
 
 
-@pytest.mark.parametrize(
-    "backend,causal,segments,want",
-    [
-        pytest.param("tpu", True, True, "pallas_tpu", id="tpu_causal_segments"),
-        pytest.param("tpu", False, False, "pallas_tpu", id="tpu_noncausal"),
-        pytest.param("tpu", False, True, "xla", id="tpu_noncausal_segments_falls_back"),
-        pytest.param("gpu", True, False, "pallas", id="cuda"),
-        pytest.param("cpu", True, False, "xla", id="cpu"),
-    ],
-)
-def test_default_implementation_per_backend(monkeypatch, backend, causal, segments, want):
+@pytest.mark.parametrize("backend,want", [("tpu", "pallas_tpu"), ("gpu", "pallas"), ("cpu", "xla")])
+def test_default_implementation_per_backend(monkeypatch, backend, want):
     monkeypatch.setattr(attention.jax, "default_backend", lambda: backend)
-    assert attention._resolve(None, causal, object() if segments else None) == want
-
-
-def test_noncausal_segments_rejected():
-    x = jnp.zeros((1, 8, 2, 8), jnp.float32)
-    with pytest.raises(NotImplementedError, match="pallas_tpu"):
-        dma_jax.dma_attention(
-            x, x, x, jnp.zeros((1, 2, 8)), 3, causal=False, segment_ids=jnp.zeros((1, 8), jnp.int32),
-            implementation="pallas_tpu",
-        )
+    assert attention._resolve(None) == want
