@@ -22,6 +22,7 @@ from dma_jax.nn import (
     NativeSparseAttention,
     SlidingWindowAttention,
 )
+from dma_jax.segments import segment_bounds
 
 ATTENTION_KINDS = ("dma", "mha", "swa", "mla", "nsa")
 DENSE_IMPLEMENTATIONS = (None, "xla", "cudnn")
@@ -176,10 +177,8 @@ class Block(nnx.Module):
 
 def positions_in_segments(segment_ids: jax.Array) -> jax.Array:
     """int32 (B, T): each token's index within its run of equal segment ids."""
-    length = segment_ids.shape[1]
-    index = jnp.arange(length, dtype=jnp.int32)
-    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
-    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+    first, _ = segment_bounds(segment_ids)
+    return jnp.arange(segment_ids.shape[1], dtype=jnp.int32) - first
 
 
 class DecoderLM(nnx.Module):

@@ -23,19 +23,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from dma_jax.segments import segment_bounds
 from dma_jax.selection import static_keep_unchecked
 
 
-def segment_bounds(segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """First position and one past the last position of each position's segment, int32 (B, T) each
-    (segments are contiguous runs)."""
-    length = segment_ids.shape[-1]
-    positions = jnp.arange(length, dtype=jnp.int32)
-    starts_here = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], 1)
-    ends_here = jnp.concatenate([segment_ids[:, 1:] != segment_ids[:, :-1], jnp.ones_like(segment_ids[:, :1], bool)], 1)
-    first = jax.lax.cummax(jnp.where(starts_here, positions, 0), axis=1)
-    last = jax.lax.cummin(jnp.where(ends_here, positions, length - 1), axis=1, reverse=True)
-    return first, last + 1
+def kept_per_segment(window, kv_len: int) -> int:
+    """The most keys a segment (or the row) keeps: w' = min(w, Tk), Tk for window None."""
+    return kv_len if window is None else min(window, kv_len)
+
+
+def table_width(window, kv_len: int, tile_q: int, segments: bool) -> int:
+    """Columns of ``noncausal_table``: w' without segments, 2·w' + tile_q with them."""
+    width = kept_per_segment(window, kv_len)
+    return 2 * width + tile_q if segments else width
 
 
 def noncausal_table(bias, window, tiles: int, tile_q: int, segment_ids=None, key_mask=None) -> jax.Array:
@@ -46,8 +46,7 @@ def noncausal_table(bias, window, tiles: int, tile_q: int, segment_ids=None, key
     (B, Tk) with Tq == Tk; key_mask: optional bool (B, Tk).
     """
     keep = static_keep_unchecked(bias, window, segment_ids, key_mask)
-    kv_len = bias.shape[-1]
-    width = kv_len if window is None else min(window, kv_len)
+    width = kept_per_segment(window, bias.shape[-1])
     if segment_ids is None:  # one list for every tile: the kept keys in order
         order = jnp.argsort(~keep, axis=-1, stable=True)[..., :width].astype(jnp.int32)
         listed = jnp.where(jnp.take_along_axis(keep, order, axis=-1), order, -1)
@@ -58,7 +57,7 @@ def noncausal_table(bias, window, tiles: int, tile_q: int, segment_ids=None, key
 def _segment_table(keep, segment_ids, tiles, tile_q, width):
     """One batch row: keep bool (Hb, T), segment_ids (T,) -> (Hb, tiles, 2 * width + tile_q)."""
     length = keep.shape[-1]
-    first, end = (x[0] for x in segment_bounds(segment_ids[None]))
+    first, end = segment_bounds(segment_ids)
     tile_of = lambda t: t // tile_q  # noqa: E731
     spanning = tile_of(first) != tile_of(end - 1)  # per position: its segment spans two tiles or more
     positions = jnp.arange(length, dtype=jnp.int32)
@@ -69,9 +68,9 @@ def _segment_table(keep, segment_ids, tiles, tile_q, width):
     # Each segment's kept keys in ascending order, packed from its first position on:
     # compact[first_s + r] = r-th kept key of segment s (targets are unique).
     kept_before = jnp.cumsum(keep, axis=-1) - keep  # kept keys before j in the row
-    rank = kept_before - jnp.take_along_axis(kept_before, jnp.broadcast_to(first, keep.shape), axis=-1)
-    count = jnp.take_along_axis(kept_before + keep, jnp.broadcast_to(end - 1, keep.shape), axis=-1) - \
-        jnp.take_along_axis(kept_before, jnp.broadcast_to(first, keep.shape), axis=-1)
+    before_segment = kept_before[:, first]  # kept keys before j's segment
+    rank = kept_before - before_segment
+    count = (kept_before + keep)[:, end - 1] - before_segment  # kept keys of j's segment
     target = jnp.where(keep, first + rank, length)  # not kept: dropped
     heads = keep.shape[0]
     compact = jnp.full((heads, length + 1), -1, jnp.int32).at[jnp.arange(heads)[:, None], target].set(positions)

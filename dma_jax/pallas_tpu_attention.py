@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dma_jax.noncausal_tables import noncausal_table
+from dma_jax.noncausal_tables import noncausal_table, table_width
 from dma_jax.slots import carried_key_table, key_slots
 from dma_jax.tiles import num_tiles
 from dma_jax.validation import check_attention_args
@@ -215,9 +215,8 @@ def dma_attention_pallas_tpu(q, k, v, bias, window, *, causal, scale, segment_id
         window_slots = kv_len if window is None else min(window, kv_len)
         slots = key_slots(end, window_slots, segment_ids=segment_ids, key_mask=key_mask, bias=bias_sel)
         width = window_slots
-    else:  # without segments one list of w keys; with them two banks of w and the tile's own (noncausal_tables)
-        width = kv_len if window is None else min(window, kv_len)
-        width = width if segment_ids is None else 2 * width + block_q
+    else:
+        width = table_width(window, kv_len, block_q, segment_ids is not None)  # block_q >= block_q_bwd: fits both
     block_slots = min(config.block_slots, _round_up(width, config.block_k_bwd))
     width = _round_up(width, math.lcm(config.block_k, config.block_k_bwd, block_slots))
 

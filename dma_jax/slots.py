@@ -20,20 +20,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dma_jax.segments import segment_bounds
+
 
 def _row_slots(ends, valid, segment, window):
     """Slot of every key of one row (-1 for keys never kept). All arrays (T,)."""
     length = ends.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
-    run_start = jnp.concatenate([jnp.ones((1,), bool), segment[1:] != segment[:-1]])
-    first_of_run = lax.cummax(jnp.where(run_start, index, 0))
+    first_of_run, run_end = segment_bounds(segment)
     valid_before = jnp.cumsum(valid.astype(jnp.int32)) - valid.astype(jnp.int32)
     rank_in_run = valid_before - valid_before[first_of_run]
     kept_ever = ends > index
     root = valid & (rank_in_run < window)
     # The key evicted at query t is the one whose range ends at t, within t's own run.
-    run_end = jnp.flip(lax.cummin(jnp.flip(jnp.where(
-        jnp.concatenate([segment[1:] != segment[:-1], jnp.ones((1,), bool)]), index + 1, length))))
     evicted = kept_ever & (ends < run_end)
     evictee = jnp.full((length,), -1, jnp.int32).at[jnp.where(evicted, ends, length)].set(index, mode="drop")
     pointer = jnp.where(kept_ever & ~root & (evictee >= 0), evictee, index)

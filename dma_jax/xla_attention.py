@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dma_jax.noncausal_tables import segment_bounds
 from dma_jax.reference import masked_softmax
+from dma_jax.segments import segment_bounds
 from dma_jax.selection import live_ranges_unchecked, static_keep_unchecked
 from dma_jax.tiles import num_tiles, tile_key_lists
 
@@ -51,10 +51,10 @@ def key_intervals(bias, window, q_len, *, causal, segment_ids, key_mask, live_ra
         return start, end
     keep = static_keep_unchecked(bias, window, segment_ids, key_mask)
     if segment_ids is None:
-        first, last = jnp.zeros((1, 1, 1), jnp.int32), jnp.full((1, 1, 1), q_len, jnp.int32)
+        first, end = jnp.zeros((1, 1, 1), jnp.int32), jnp.full((1, 1, 1), q_len, jnp.int32)
     else:
-        first, last = (x[:, None, :] for x in segment_bounds(segment_ids))
-    return jnp.where(keep, first, 0).astype(jnp.int32), jnp.where(keep, last, 0).astype(jnp.int32)
+        first, end = (x[:, None, :] for x in segment_bounds(segment_ids))
+    return jnp.where(keep, first, 0).astype(jnp.int32), jnp.where(keep, end, 0).astype(jnp.int32)
 
 
 def _attend_tile(q_tile, query_pos, query_seg, keys, k_rows, v_rows, bias_row, start, end, key_seg, scale):

@@ -7,19 +7,13 @@ import numpy as np
 import pytest
 
 from dma_jax import selection_mask
-from dma_jax.noncausal_tables import noncausal_table, segment_bounds
+from dma_jax.noncausal_tables import noncausal_table, table_width
 from dma_jax.xla_attention import key_intervals
 
 
 def _segments(rng, length, pieces):
     cuts = np.sort(rng.choice(np.arange(1, length), size=pieces - 1, replace=False))
     return 5 + np.searchsorted(cuts, np.arange(length), side="right")
-
-
-def test_segment_bounds():
-    first, end = segment_bounds(jnp.asarray([[4, 4, 4, 7, 9, 9], [1, 1, 1, 1, 1, 1]]))
-    np.testing.assert_array_equal(first, [[0, 0, 0, 3, 4, 4], [0] * 6])
-    np.testing.assert_array_equal(end, [[3, 3, 3, 4, 6, 6], [6] * 6])
 
 
 @pytest.mark.parametrize("length,window,tile_q,pieces,masked", [
@@ -35,6 +29,7 @@ def test_table_lists_each_kept_key_once_in_one_column(length, window, tile_q, pi
     table = np.asarray(noncausal_table(bias, window, tiles, tile_q, segment_ids, key_mask))
     wide = length if window is None else min(window, length)
     assert table.shape == (batch, heads, tiles, 2 * wide + tile_q)
+    assert table.shape[-1] == table_width(window, length, tile_q, segments=True)
     keeps = np.asarray(selection_mask(bias, window, length, causal=False, segment_ids=segment_ids, key_mask=key_mask))
     start, end = (np.asarray(x) for x in key_intervals(bias, window, length, causal=False, segment_ids=segment_ids,
                                                             key_mask=key_mask))
