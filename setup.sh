@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install dma-jax with its test tools. CUDA JAX where an NVIDIA GPU is present;
-# torch and transformers (for the Doge interop tests) and triton (for the kernel PTX report) under
-# CI=true or DMA_INTEROP_TESTS=1.
+# Create .venv and install dma-jax with everything the README's two commands need (the `test`
+# extra: training, plots and the test tools). CUDA JAX where an NVIDIA GPU is present. Under
+# CI=true or DMA_INTEROP_TESTS=1 also torch and transformers (the Doge interop tests) and Triton
+# (the kernel PTX report).
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -11,7 +12,7 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   extras="test,cuda"
 fi
 if [ "${CI:-}" = "true" ] || [ "${DMA_INTEROP_TESTS:-}" = "1" ]; then
-  # The Doge interop tests need torch; 2.13.0 is the CPU build these machines keep on disk.
+  # A CPU build of torch is enough for the interop tests; 2.13.0 avoids pulling a CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
   extras="$extras,interop,ptx"
 fi

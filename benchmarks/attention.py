@@ -1,6 +1,6 @@
 """DMA against dense and sparse attention on one GPU, side by side in one run.
 
-    python benchmarks/attention.py --out-dir $OUT [--lengths 4096 32768] [--windows 1024]
+    python -m benchmarks.attention --out-dir results/benchmarks [--lengths 4096 32768] [--windows 1024]
 
 B = 1, H = 32, Hkv = 8, D = 128, bf16, causal. For each T: cuDNN dense causal
 (``jax.nn.dot_product_attention(implementation="cudnn")``, GQA), the Pallas GPU flash attention
@@ -19,98 +19,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from benchmarks.common import (
+    HEAD_DIM, HEADS, KV_HEADS, TILE_SYNTAX, forward_and_backward, inputs, kept_pairs, median_ms, result_header,
+    tile_config, write_json,
+)
 from benchmarks.plot_attention import plot_results
-from dma_jax import dma_attention, dma_attention_reference, live_ranges
-from dma_jax.timing import median_seconds
-from dma_jax.pallas_attention import PallasConfig, dma_attention_pallas, selection_tables
-from dma_jax.xla_attention import dma_attention_xla
-from pallas_kernels.common import KernelOptions
-
-HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, jnp.bfloat16
-
-
-def tile_config(text: str) -> PallasConfig:
-    """``PallasConfig`` from 'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles][:flags]' (``--configs``).
-
-    chunk_tiles: backward tiles per key-major program, 0 for all, default the config's. flags, comma-separated,
-    each turning a ``PallasConfig`` default on or off: 'seq' / 'tiles' (``sequence_layout``: the forward reads q
-    and writes its output in the (B, T, H, D) layout, or in tiles), 'tslots' / 'plainslots'
-    (``slot_sums_transposed``: the key-major pass accumulates dK^T, dV^T, or dK, dV), 'slots=W/S' (that kernel's
-    warps and stages, ``options_slots``).
-    """
-    want = "'bq,bk,warps,stages:bq_bwd,bk_bwd,slots,warps,stages[,chunk_tiles][:seq|tiles,tslots|plainslots,slots=W/S]'"
-    try:
-        fwd, bwd, *rest = text.split(":")
-        if len(rest) > 1:
-            raise ValueError("too many ':'")
-        fwd, bwd = ([int(x) for x in part.split(",")] for part in (fwd, bwd))
-        if len(fwd) != 4 or len(bwd) not in (5, 6):
-            raise ValueError("wrong number of fields")
-        extra = dict(slot_chunk_tiles=bwd[5] or None) if len(bwd) == 6 else {}
-        for flag in rest[0].split(",") if rest else []:
-            if flag in ("seq", "tiles"):
-                extra["sequence_layout"] = flag == "seq"
-            elif flag in ("tslots", "plainslots"):
-                extra["slot_sums_transposed"] = flag == "tslots"
-            elif flag.startswith("slots="):
-                warps, stages = (int(x) for x in flag[len("slots="):].split("/"))
-                extra["options_slots"] = KernelOptions(num_warps=warps, num_stages=stages)
-            else:
-                raise ValueError(f"unknown flag {flag!r}")
-        return PallasConfig(fwd[0], fwd[1], KernelOptions(num_warps=fwd[2], num_stages=fwd[3]),
-                            bwd[0], bwd[1], bwd[2], options_bwd=KernelOptions(num_warps=bwd[3], num_stages=bwd[4]),
-                            **extra)
-    except (ValueError, IndexError) as e:
-        raise SystemExit(f"bad tile config {text!r} ({e}): want {want}")
-
-
-def median_ms(fn, *args, repeats):
-    return median_seconds(fn, *args, repeats=repeats) * 1e3
-
-
-def inputs(length, seed=0):
-    keys = jax.random.split(jax.random.key(seed + length), 4)
-    q = jax.random.normal(keys[0], (1, length, HEADS, HEAD_DIM), DTYPE)
-    k = jax.random.normal(keys[1], (1, length, KV_HEADS, HEAD_DIM), DTYPE)
-    v = jax.random.normal(keys[2], (1, length, KV_HEADS, HEAD_DIM), DTYPE)
-    bias = jax.random.normal(keys[3], (1, KV_HEADS, length), jnp.float32)
-    return q, k, v, bias
-
-
-def forward_and_backward(fn):
-    def loss(q, k, v, *rest):
-        return jnp.sum(fn(q, k, v, *rest).astype(jnp.float32) * 0.01)
-
-    return jax.jit(jax.grad(loss, argnums=tuple(range(3))))
-
-
-def kept_pairs(bias, window):
-    """Sum over queries of kept keys (all heads of one kv head share a count), per kv head."""
-    ends = np.asarray(live_ranges(bias, window), np.int64)
-    return int((ends - np.arange(ends.shape[-1])).sum())
+from dma_jax import PallasConfig, dma_attention, dma_attention_reference, live_ranges
+from dma_jax.ops.pallas_gpu import selection_stage as pallas_selection_stage
 
 
 def selection_stage(window, length, config):
     """bias -> the whole selection stage of the Pallas path (live ranges, slots, both key tables), causal, at
     this benchmark's head shapes."""
-    return lambda b: selection_tables(b, window, length, causal=True, segment_ids=None, key_mask=None, config=config,
-                                      head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS)
+    config = config.resolve(head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS, dtype=jnp.bfloat16)
+    return lambda b: pallas_selection_stage(b, window, length, causal=True, segment_ids=None, key_mask=None,
+                                            config=config)
 
 
 def selection_ms(bias, window, config, repeats) -> dict:
-    """Milliseconds of the selection alone: live ranges (the config's way, and the wavelet's), and
-    the whole selection stage of the Pallas path (live ranges, slots, both key tables)."""
+    """Milliseconds of the selection alone: live ranges, and the whole selection stage of the
+    Pallas path (live ranges, slots, both key tables)."""
     stage = selection_stage(window, bias.shape[-1], config)
-    ranges = config.live_ranges_fn()
     return dict(
-        live_ranges_ms=median_ms(jax.jit(lambda b: ranges(b, window)), bias, repeats=repeats),
-        live_ranges_wavelet_ms=median_ms(jax.jit(lambda b: live_ranges(b, window)), bias, repeats=repeats),
+        live_ranges_ms=median_ms(jax.jit(lambda b: live_ranges(b, window)), bias, repeats=repeats),
         selection_stage_ms=median_ms(jax.jit(stage), bias, repeats=repeats),
     )
 
@@ -120,7 +55,7 @@ def check(length, window):
     q, k, v, bias = inputs(length, seed=1)
     cotangent = jax.random.normal(jax.random.key(7), q.shape, jnp.float32)
     f32 = lambda x: x.astype(jnp.float32)
-    xla = lambda *a: dma_attention_xla(*a, window, causal=True, scale=None, segment_ids=None, key_mask=None)
+    xla = lambda *a: dma_attention(*a, window, implementation="xla")
     pallas = lambda *a: dma_attention(*a, window, implementation="pallas")
 
     def value_and_grads(fn, *a):
@@ -140,7 +75,7 @@ def check(length, window):
     return result
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192, 16384, 32768, 65536, 131072])
     p.add_argument("--windows", type=int, nargs="+", default=[512, 1024, 2048, 4096])
@@ -153,14 +88,12 @@ def main():
     p.add_argument("--out-dir", default=".")
     p.add_argument(
         "--configs", nargs="+", default=None,
-        help="tile configs to compare instead of the default, each "
-             "'bq,bk,warps,stages:bqb,bkb,slots,warps,stages[,chunk_tiles][:seq|tiles,tslots|plainslots,slots=W/S]' "
-             "(forward : backward : flags, see tile_config)",
+        help=f"tile configs to compare instead of the default, each {TILE_SYNTAX} "
+             "(forward : backward : flags, see benchmarks.common.tile_config)",
     )
-    args = p.parse_args()
-    device = jax.devices()[0]
+    args = p.parse_args(argv)
     result = dict(
-        benchmark="attention", card=device.device_kind, jax=jax.__version__, command=" ".join(["python"] + sys.argv),
+        **result_header("attention", "benchmarks.attention", argv),
         shape=dict(B=1, H=HEADS, Hkv=KV_HEADS, D=HEAD_DIM, dtype="bfloat16", causal=True), rows=[], checks=[],
     )
     if args.check:
@@ -203,18 +136,14 @@ def main():
                     print(json.dumps(row), flush=True)
         for window, config_text in [(w, c) for w in args.windows for c in (args.configs or [None])]:
             flops = 4 * HEAD_DIM * group * kept_pairs(bias, window)
-            if config_text is None:
-                fn = lambda q, k, v, b, w=window: dma_attention(q, k, v, b, w, implementation="pallas")
-            else:
-                config = tile_config(config_text)
-                fn = lambda q, k, v, b, w=window, c=config: dma_attention_pallas(
-                    q, k, v, b, w, causal=True, scale=None, segment_ids=None, key_mask=None, config=c)
+            config = PallasConfig() if config_text is None else tile_config(config_text)
+            fn = lambda q, k, v, b, w=window, c=config: dma_attention(q, k, v, b, w, implementation=c)
             row = dict(kind="dma_pallas", T=length, window=window, useful_flops_fwd=flops, config=config_text or "default")
             try:
                 row["fwd_ms"] = median_ms(jax.jit(fn), q, k, v, bias, repeats=args.repeats)
                 if not args.no_backward:
                     row["fwd_bwd_ms"] = median_ms(forward_and_backward(fn), q, k, v, bias, repeats=args.repeats)
-                row.update(selection_ms(bias, window, config if config_text else PallasConfig(), args.repeats))
+                row.update(selection_ms(bias, window, config, args.repeats))
             except Exception as e:
                 row["error"] = repr(e)[:300]
             result["rows"].append(row)
@@ -229,9 +158,7 @@ def save(result, out_dir):
             row["tflops_fwd"] = row["useful_flops_fwd"] / row["fwd_ms"] / 1e9
         if "fwd_bwd_ms" in row:
             row["tflops_fwd_bwd"] = 3.5 * row["useful_flops_fwd"] / row["fwd_bwd_ms"] / 1e9
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "attention.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(result, os.path.join(out_dir, "attention.json"))
 
 
 def finish(result, out_dir):

@@ -1,9 +1,9 @@
 """Where the time of one DMA call goes on the GPU: every kernel, from JAX's own profiler.
 
-    python benchmarks/gpu_breakdown.py --lengths 4096 32768 --window 1024 --out $OUT/breakdown.json
+    python -m benchmarks.gpu_breakdown --lengths 4096 32768 --window 1024 --out results/benchmarks/gpu_breakdown.json
 
 For each T it traces ``--runs`` calls of four jitted parts, with the shapes of
-``benchmarks/attention.py`` (B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias):
+``benchmarks.attention`` (B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias):
 ``live_ranges`` (the wavelet matrix), the whole selection stage of the Pallas path (live ranges,
 slots, both key tables), the forward and the forward+backward through ``dma_attention``. From the
 trace (``jax.profiler``, no Nsight needed) it reports per call: wall time (median, untraced),
@@ -12,39 +12,23 @@ launched, and the kernels that take the most time. Wall minus busy is time the G
 launch gaps and host round trips (a ``while_loop`` reads its condition on the host every turn).
 Also draws ``<out>.png``: each call's wall time split into the DMA kernels, layout copies, the
 other XLA kernels (mostly selection) and idle time. ``--plot-only`` redraws it from ``--out``.
-``--wavelet-build sort`` times the selection with the wavelet matrix built by one batched sort
-instead of level by level (the default).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import glob
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import jax
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.attention import forward_and_backward, inputs, median_ms, selection_stage  # noqa: E402
-from dma_jax import dma_attention  # noqa: E402
-from dma_jax.pallas_attention import PallasConfig  # noqa: E402
-from dma_jax import order_statistics, selection  # noqa: E402
-from dma_jax.selection import live_ranges_unchecked  # noqa: E402
-
-
-def use_wavelet_build(method: str) -> None:
-    """Make every selection in this process build its wavelet matrix with ``method``.
-
-    Call before anything is traced: ``jit`` keeps the traces it already made.
-    """
-    selection.build_wavelet_matrix = functools.partial(order_statistics.build_wavelet_matrix, method=method)
+from benchmarks.attention import selection_stage
+from benchmarks.common import card_label, forward_and_backward, inputs, median_ms, result_header
+from dma_jax import PallasConfig, dma_attention, live_ranges
 
 
 def kernel_events(profile, device_prefix: str = "/device:GPU"):
@@ -125,7 +109,7 @@ def plot(result: dict, path: str) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
     flags = f", XLA_FLAGS={result['xla_flags']}" if result.get("xla_flags") else ""
-    fig.suptitle(f"Where a DMA call's time goes ({result['card']}, JAX {result['jax']}{flags})", fontsize=10)
+    fig.suptitle(f"Where a DMA call's time goes ({card_label(result)}{flags})", fontsize=10)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -151,7 +135,7 @@ def parts(length: int, window: int):
     stage = selection_stage(window, length, PallasConfig())
     attend = lambda q, k, v, b: dma_attention(q, k, v, b, window, implementation="pallas")
     return [
-        ("live_ranges", jax.jit(lambda b: live_ranges_unchecked(b, window)), (bias,)),
+        ("live_ranges", jax.jit(lambda b: live_ranges(b, window)), (bias,)),
         ("selection_stage", jax.jit(stage), (bias,)),
         ("forward", jax.jit(attend), (q, k, v, bias)),
         ("forward_backward", forward_and_backward(attend), (q, k, v, bias)),
@@ -167,19 +151,14 @@ def main(argv=None):
     p.add_argument("--top", type=int, default=12, help="kernels listed per part")
     p.add_argument("--out", default="gpu_breakdown.json")
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
-    p.add_argument("--wavelet-build", choices=["levels", "sort"], default="levels",
-                   help="how the selection builds its wavelet matrix (order_statistics.build_wavelet_matrix)")
     args = p.parse_args(argv)
     png = str(Path(args.out).with_suffix(".png"))
     if args.plot_only:
         plot(json.loads(Path(args.out).read_text()), png)
         print(f"wrote {png}")
         return
-    use_wavelet_build(args.wavelet_build)
-    device = jax.devices()[0]
-    result = dict(benchmark="gpu_breakdown", card=device.device_kind, jax=jax.__version__,
-                  command=" ".join(["python"] + sys.argv), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                  wavelet_build=args.wavelet_build, window=args.window, rows=[])
+    result = dict(**result_header("gpu_breakdown", "benchmarks.gpu_breakdown", argv),
+                  xla_flags=os.environ.get("XLA_FLAGS", ""), window=args.window, rows=[])
     for length in args.lengths:
         for name, fn, fn_args in parts(length, args.window):
             wall_ms = median_ms(fn, *fn_args, repeats=args.repeats)

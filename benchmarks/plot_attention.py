@@ -1,9 +1,9 @@
-"""Plot attention benchmark JSON files (from benchmarks/attention.py) into one PNG.
+"""Plot attention benchmark JSON files (from ``benchmarks.attention``) into one PNG.
 
-    python benchmarks/plot_attention.py benchmarks/results/attention_h200_*.json --out docs/img/attention_h200.png
+    python -m benchmarks.plot_attention results/benchmarks/attention_h200_*.json --out docs/img/attention_h200.png
 
 Left: forward time against T; right: forward+backward. One line per kind (and per window for DMA,
-and per tile config where a file compares several). ``benchmarks/attention.py`` draws its own run
+and per tile config where a file compares several). ``benchmarks.attention`` draws its own run
 the same way (``plot_results``).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+
+from benchmarks.common import card_label
 
 
 def _line_name(row: dict, several_configs: bool) -> str:
@@ -23,7 +25,7 @@ def _line_name(row: dict, several_configs: bool) -> str:
 
 
 def plot_results(results: list[dict], out: str, baseline_window: int = 1024) -> None:
-    """Draw the rows of ``attention.json`` results (dicts with 'card', 'jax', 'rows') into ``out``."""
+    """Draw the rows of ``attention.json`` results (dicts with 'card' and 'rows') into ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +34,7 @@ def plot_results(results: list[dict], out: str, baseline_window: int = 1024) -> 
     series = collections.defaultdict(dict)
     cards = set()
     for data in results:
-        cards.add(f"{data['card']}, JAX {data['jax']}")
+        cards.add(card_label(data))
         rows = [r for r in data["rows"] if "error" not in r]
         several_configs = len({r.get("config") for r in rows if r["kind"] == "dma_pallas"}) > 1
         for row in rows:

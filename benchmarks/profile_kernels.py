@@ -1,10 +1,10 @@
 """One forward+backward of DMA through the Pallas kernels, for a profiler to watch.
 
     ncu -k regex:'forward_kernel|queries_kernel|slots_kernel' --launch-count 3 \\
-        python3 benchmarks/profile_kernels.py --length 32768 --window 1024
+        python3 -m benchmarks.profile_kernels --length 32768 --window 1024
 
 (``scripts/profile_kernels.sh`` runs exactly that, with the sections worth reading.) The shapes are
-``benchmarks/attention.py``'s: B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias. The
+``benchmarks.common``'s: B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias. The
 call runs ``--runs`` times after one compile; the kernels launch once per run, so the profiler
 sees the same work each time.
 """
@@ -12,15 +12,11 @@ sees the same work each time.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.attention import forward_and_backward, inputs  # noqa: E402
-from dma_jax import dma_attention  # noqa: E402
+from benchmarks.common import forward_and_backward, inputs
+from dma_jax import dma_attention
 
 
 def main(argv=None):

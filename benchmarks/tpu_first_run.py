@@ -1,7 +1,7 @@
 """First run of the Pallas TPU path on a real TPU: does it compile, is it right, how fast is it.
 
-    PYTHONPATH=. python benchmarks/tpu_first_run.py --out-dir $OUT [--lengths 4096 16384] [--window 1024]
-    PYTHONPATH=. python benchmarks/tpu_first_run.py --interpret --out-dir /tmp/x   # anywhere, tiny
+    python -m benchmarks.tpu_first_run --out-dir results/benchmarks [--lengths 4096 16384] [--window 1024]
+    python -m benchmarks.tpu_first_run --interpret --out-dir runs/tpu_check   # anywhere, tiny
 
 Without a TPU it refuses (exit code 2) unless --interpret, which runs only the checks, on tiny
 sizes, in TPU interpret mode. Steps, each recorded in tpu_first_run.json as it finishes
@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import sys
 import traceback
 
@@ -33,9 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attention import HEAD_DIM, HEADS, KV_HEADS, forward_and_backward, inputs, kept_pairs, median_ms
-from dma_jax import dma_attention, dma_attention_reference
-from dma_jax.pallas_tpu_attention import PallasTpuConfig, dma_attention_pallas_tpu
+from benchmarks.common import (
+    HEAD_DIM, HEADS, KV_HEADS, forward_and_backward, inputs, kept_pairs, median_ms, result_header, write_json,
+)
+from dma_jax import PallasTpuConfig, dma_attention, dma_attention_reference
 
 NAMES = ("out", "dq", "dk", "dv", "dbias")
 
@@ -134,7 +134,7 @@ def time_length(length, window, repeats):
     return row
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384])
@@ -142,25 +142,20 @@ def main():
     parser.add_argument("--check-length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--interpret", action="store_true", help="off a TPU: tiny checks in TPU interpret mode only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     on_tpu = jax.default_backend() == "tpu"
     if not on_tpu and not args.interpret:
         print(f"No TPU here (backend {jax.default_backend()!r}): this script checks and times the TPU kernels.\n"
               "Run it on a TPU host, or pass --interpret for a tiny check in TPU interpret mode.", file=sys.stderr)
         sys.exit(2)
-    device = jax.devices()[0]
-    result = dict(
-        device=getattr(device, "device_kind", str(device)), backend=jax.default_backend(), jax=jax.__version__,
-        python=platform.python_version(), command=" ".join(sys.argv), interpret=not on_tpu, checks=[], rows=[],
-    )
+    result = dict(**result_header("tpu_first_run", "benchmarks.tpu_first_run", argv), backend=jax.default_backend(),
+                  interpret=not on_tpu, checks=[], rows=[])
     if on_tpu:
         attention_fn = functools.partial(dma_attention, implementation="pallas_tpu")
         shapes, check_length = (HEADS, KV_HEADS, HEAD_DIM), args.check_length
     else:
         config = PallasTpuConfig().interpreted(poison_outputs=True)
-        attention_fn = lambda *a, **kw: dma_attention_pallas_tpu(
-            *a, **dict(dict(causal=True, scale=None, segment_ids=None, key_mask=None), **kw), config=config
-        )
+        attention_fn = functools.partial(dma_attention, implementation=config)
         shapes, check_length = (4, 2, 64), 48
     for check in checks(check_length, *shapes[:2]):
         check = check if on_tpu or check.window is None else dataclasses.replace(check, window=8)
@@ -180,9 +175,7 @@ def main():
 
 
 def save(result, out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "tpu_first_run.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(result, os.path.join(out_dir, "tpu_first_run.json"))
 
 
 if __name__ == "__main__":

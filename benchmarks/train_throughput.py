@@ -6,8 +6,8 @@ global batch scaled with the device count. Step times are the medians of the log
 the first (which holds compilation). ``--resume-check`` also stops one run halfway, after a
 checkpoint, and restarts it from that checkpoint, timing the restart.
 
-    python benchmarks/train_throughput.py --config configs/lm_1p7b.py \
-        --runs 1:2048:8 1:8192:2 2:2048:16 2:8192:4 --steps 10 --out results/train_1p7b.json
+    python -m benchmarks.train_throughput --config configs/lm_1p7b.py \
+        --runs 1:2048:8 1:8192:2 2:2048:16 2:8192:4 --steps 10 --out results/benchmarks/train_1p7b.json
 
 Each ``--runs`` item is ``devices:seq_len:global_batch``. Results go to ``--out`` after every run.
 """
@@ -17,20 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import result_header, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def card() -> dict:
-    from dma_jax.card import device_card
-
-    return {**device_card(), "host": platform.node()}
 
 
 def train_command(args, workdir: Path, seq_len: int, batch: int, steps: int, extra: list[str], flags=()) -> list[str]:
@@ -62,9 +57,9 @@ def summarise(workdir: Path) -> dict:
             "peak_memory_gib": max((r["peak_memory_gib"] or 0) for r in train), "losses": [r["loss"] for r in train]}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "lm_1p7b.py"))
+    parser.add_argument("--config", default="configs/lm_1p7b.py")
     parser.add_argument("--runs", nargs="+", default=["1:2048:8"], help="devices:seq_len:global_batch")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--log-every", type=int, default=2)
@@ -72,10 +67,10 @@ def main():
     parser.add_argument("--workdir", default="runs/train_throughput")
     parser.add_argument("--out", required=True)
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"card": card(), "command": " ".join([sys.executable, *sys.argv]), "config": args.config, "runs": []}
+    result = {**result_header("train_throughput", "benchmarks.train_throughput", argv), "config": args.config, "runs": []}
     for i, item in enumerate(args.runs):
         devices, seq_len, batch = map(int, item.split(":"))
         workdir = Path(args.workdir) / f"d{devices}_t{seq_len}_b{batch}"
@@ -97,7 +92,7 @@ def main():
         except (RuntimeError, FileNotFoundError, StopIteration) as error:
             entry["error"] = str(error)
         result["runs"].append(entry)
-        out.write_text(json.dumps(result, indent=2))
+        write_json(result, out)
     print(f"{'dev':>3} {'T':>6} {'B':>3} {'step s':>8} {'tok/s':>9} {'MFU':>6} {'mem GiB':>8}")
     for r in result["runs"]:
         if "error" in r:

@@ -4,7 +4,7 @@
 pre-norm: ``x + attn(rmsnorm(x))``, then ``x + swiglu(rmsnorm(x))``. With ``segment_ids``
 (packed documents) RoPE positions restart at each document and attention stays inside it.
 Presets: ``ModelConfig.preset(name)`` for the paper's 80M, 200M, 680M and 1.7B shapes
-(DESIGN.md §1) and ``tiny`` for tests.
+(arXiv 2508.02124, its scaling table) and ``tiny`` for tests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dma_jax.nn import (
     NativeSparseAttention,
     SlidingWindowAttention,
 )
-from dma_jax.segments import segment_bounds
+from dma_jax.selection.segments import segment_bounds
 
 ATTENTION_KINDS = ("dma", "mha", "swa", "mla", "nsa")
 DENSE_IMPLEMENTATIONS = (None, "xla", "cudnn")
@@ -89,7 +89,7 @@ class ModelConfig:
 
     @staticmethod
     def preset(name: str, **overrides) -> "ModelConfig":
-        """Paper shapes (DESIGN.md §1): "80m", "200m", "680m", "1.7b"; and "tiny" for tests."""
+        """The paper's shapes: "80m", "200m", "680m", "1.7b"; and "tiny" for tests."""
         presets = {
             "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, window=16, latent_dim=24,
                          nsa_block_size=4, nsa_block_stride=2, nsa_select_block=4, nsa_num_selected=3),

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from dma_jax.reference import selection_mask, visible_mask
+from dma_jax.ops.reference import selection_mask, visible_mask
 from dma_jax.selection import live_ranges
 
 _KEPT = "#1f4e9c"  # kept by the query

@@ -93,6 +93,20 @@ def check_selection_args(bias, window, q_len: int, causal: bool, segment_ids, ke
     check_bias_values(bias)
 
 
+def check_contiguous_segments(segment_ids) -> None:
+    """Raise if a concrete segment id occurs in more than one run of a row."""
+    if segment_ids is None or not _is_concrete(segment_ids):
+        return
+    ids = np.asarray(segment_ids)
+    for row, row_ids in enumerate(ids):
+        starts = np.concatenate([[True], row_ids[1:] != row_ids[:-1]])
+        if np.unique(row_ids).size != int(starts.sum()):
+            raise ValueError(
+                f"segment_ids row {row} reuses an id after another segment; the sparse paths need "
+                "each segment to be one contiguous run (packed documents): relabel the runs"
+            )
+
+
 def check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale) -> AttentionDims:
     """Validate a DMA call and return its sizes. See ``dma_attention`` for the contract."""
     _require_rank("q", q, 4, "(B, Tq, H, D)")

@@ -34,7 +34,7 @@ def worked_example_text(bias=EXAMPLE_BIAS, window: int = EXAMPLE_WINDOW, block_q
     import jax.numpy as jnp
 
     from dma_jax import live_ranges, selection_mask
-    from dma_jax.tiles import tile_key_lists
+    from dma_jax.selection.tables import tile_key_lists
 
     bias = np.asarray(bias, np.float32)
     length = bias.shape[0]

@@ -3,7 +3,7 @@
 Each job is one cell of an experiment grid: a config file, overrides and a workdir. Jobs run as
 separate processes, ``--jobs`` at a time; on a GPU they share it (each may take at most
 1/jobs of its memory). When a job ends, its final train and eval records are stored in the
-results JSON under the cell's name, so a grid cut short (or spread over several sessions) resumes
+results JSON under the cell's name, so a grid cut short (or spread over several runs) resumes
 with the cells it lacks: cells already in the JSON are skipped.
 """
 

@@ -15,7 +15,7 @@ training, on the same GPU: accuracy over queries whose pair lies inside the wind
 window could recall) and beyond it, drawn against length in ``<results>_beyond.png`` and against
 the pair's distance, one line per cell, in ``<results>_distance.png``.
 
-Cells already in --results are skipped, so a grid can be finished over several sessions. Writes
+Cells already in --results are skipped, so a grid can be finished over several runs. Writes
 --results (JSON: card, commands, per-cell final records and wall time) and a heatmap PNG beside it.
 """
 

@@ -1,11 +1,20 @@
 """Shared test setup: an ``x64`` fixture for float64 checks; GPU tests skipped without a GPU.
 
+The tests mirror the packages (``tests/ops`` for ``dma_jax.ops``, ``tests/selection`` for
+``dma_jax.selection``, ``tests/kernels`` for ``pallas_kernels``, ...); the helper modules beside this
+file (``naive.py``, ``problems.py``, ``small_runs.py``) are importable from every folder.
+
 The suite runs with JAX's default 32-bit types, like users do; tests that compare in
 float64 ask for the ``x64`` fixture.
 """
 
+import sys
+from pathlib import Path
+
 import jax
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture

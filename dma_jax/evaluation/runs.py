@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flax import nnx
 
-from dma_jax.checkpointing import Checkpointer
+from dma_jax.training.checkpointing import Checkpointer
 from dma_jax.models import DecoderLM
 from dma_jax.sharding import MeshConfig, make_mesh
 from dma_jax.training.config import TrainConfig, config_from_dict

@@ -8,7 +8,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from dma_jax.generation import generate
+from dma_jax.decoding import generate
 from dma_jax.sharding import MeshConfig, global_batch, make_mesh
 from dma_jax.timing import median_seconds
 from dma_jax.training.config import TrainConfig

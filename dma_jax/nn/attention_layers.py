@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dma_jax.attention import dma_attention
-from dma_jax.cache import cache_append, cache_extend, cache_from_prefill, cached_attention
-from dma_jax.kv_cache import kv_cache_append, kv_cache_from_prefill, kv_cached_attention
+from dma_jax.ops.attention import dma_attention
+from dma_jax.decoding.dma_cache import cache_append, cache_extend, cache_from_prefill, cached_attention
+from dma_jax.decoding.kv_cache import kv_cache_append, kv_cache_from_prefill, kv_cached_attention
 from dma_jax.nn.rope import apply_rope
 from dma_jax.sharding import per_device
 

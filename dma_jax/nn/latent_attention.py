@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from dma_jax.kv_cache import KVCache, kv_cache_append, kv_cache_from_prefill, kv_cached_attention
+from dma_jax.decoding.kv_cache import KVCache, kv_cache_append, kv_cache_from_prefill, kv_cached_attention
 from dma_jax.nn.attention_layers import dense_causal_attention
 from dma_jax.nn.rope import apply_rope
 

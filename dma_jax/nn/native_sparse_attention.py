@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dma_jax.kv_cache import KVCache, kv_cache_append, kv_cache_from_prefill
+from dma_jax.decoding.kv_cache import KVCache, kv_cache_append, kv_cache_from_prefill
 from dma_jax.nn.rope import apply_rope
-from dma_jax.reference import masked_softmax
+from dma_jax.ops.reference import masked_softmax
 
 
 def _attend(q, k, v, mask, scale):
@@ -37,7 +37,7 @@ def _attend(q, k, v, mask, scale):
 class NativeSparseAttention(nnx.Module):
     """Call: ``layer(x, *, positions=None, segment_ids=None)``, x (B, T, d_model) -> same shape.
 
-    Defaults follow the paper's setting in DESIGN.md: block_size 32, block_stride 16,
+    Defaults follow the NSA paper's setting (arXiv 2502.11089): block_size 32, block_stride 16,
     select_block 64, num_selected 16, window 512 (scale them down for short sequences).
     """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 from tqdm.auto import tqdm
 
-from dma_jax.checkpointing import Checkpointer
+from dma_jax.training.checkpointing import Checkpointer
 from dma_jax.data import make_iterator
 from dma_jax.sharding import global_batch, make_mesh
 from dma_jax.training.config import TrainConfig, config_dict

@@ -1,6 +1,6 @@
 """Pieces shared by the TPU DMA kernels: launch options, the double-buffered row gather, masking.
 
-Layout conventions (prepared by ``dma_jax/pallas_tpu_attention.py``; one program works on one
+Layout conventions (prepared by ``dma_jax/ops/pallas_tpu.py``; one program works on one
 (batch, bias head) and one query tile):
 
 - q tiles (B, Hb, tiles, rows, Dp): ``rows = block_q * R`` rows, position-major (row r is query
@@ -15,7 +15,7 @@ Layout conventions (prepared by ``dma_jax/pallas_tpu_attention.py``; one program
   columns (rows, 1) inside the kernel.
 
 Key j is kept by sequence positions ``start_j <= t < end_j`` (segments, key masks and -inf bias
-included), exactly as on the GPU path (``pallas_kernels.common``).
+included), exactly as on the GPU path (``pallas_kernels.gpu.common``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from pallas_kernels.common import MASKED, _varying_like
+from pallas_kernels.shared import MASKED, varying_like
 
 NT_DIMS = (((1,), (1,)), ((), ()))  # a @ b.T
 LANES = 128
@@ -85,7 +85,7 @@ def tpu_call(
     return pl.pallas_call(
         kernel,
         grid_spec=grid_spec,
-        out_shape=_varying_like(out_shape, args),
+        out_shape=varying_like(out_shape, args),
         input_output_aliases=input_output_aliases or {},
         **options.call_kwargs(dimension_semantics),
     )(*args)

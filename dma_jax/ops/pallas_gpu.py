@@ -1,0 +1,230 @@
+"""DMA through the Pallas GPU kernels, with a custom VJP; layouts prepared here.
+
+The selection stage (``dma_jax.selection.key_tables``: live ranges, slots and tables, in XLA)
+gives the kernels (``pallas_kernels.gpu``) index tables only. Layout: the R = H / Hb query heads
+of a bias head are packed with ``block_q`` consecutive positions into one tile of
+``rows = block_q * R`` rows. Head dims and R are padded to powers of two (Triton needs
+power-of-two blocks); padded rows and columns are zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from dma_jax.selection.tables import KeyTables, key_tables, num_tiles, table_width
+from pallas_kernels.gpu.backward import dma_backward_queries, dma_backward_slots
+from pallas_kernels.gpu.common import KernelOptions
+from pallas_kernels.gpu.forward import dma_forward
+
+
+@dataclasses.dataclass(frozen=True)
+class PallasConfig:
+    """Tiles and launch options of the Pallas GPU kernels (static, hashable).
+
+    ``dma_attention(..., implementation=PallasConfig(...))`` uses them. Fields left None are
+    filled per call by ``resolve`` (from D, R = H / Hb and the dtype); the backward runs on its
+    own (smaller or equal) query tiles: ``block_q_bwd`` must divide ``block_q``.
+
+    block_q: forward query positions per tile (default 128 rows, 64 if D > 128, divided by R).
+    block_k: keys gathered per forward step (capped at ``block_q``).
+    block_q_bwd, block_k_bwd: the same for both backward passes (default: ``block_q``, 64).
+    block_slots: slots per program of the key-major backward.
+    options, options_bwd, options_slots: launch options of the forward, of the query-major
+      backward and of the key-major backward (None: ``options_bwd``).
+    sequence_layout: the forward reads q and writes its output in their (B, T, H, D) layout
+      instead of transposing them into tiles; used where R and D are powers of two (measured on
+      an H200 at 4K: 0.79 against 0.92 ms, docs/kernels.md).
+    slot_sums_transposed: the key-major backward accumulates dK^T and dV^T (D x slots), so its
+      per-tile products run on wgmma instead of mma.sync; used for 16-bit inputs with D <= 128,
+      where it fits in shared memory (measured on an H200 at 32K: forward+backward 17.8 against
+      18.8 ms).
+    """
+
+    block_q: int | None = None
+    block_k: int = 64
+    block_q_bwd: int | None = None
+    block_k_bwd: int = 64
+    block_slots: int = 32
+    options: KernelOptions = KernelOptions(num_warps=4, num_stages=2)
+    options_bwd: KernelOptions = KernelOptions(num_warps=4, num_stages=2)
+    options_slots: KernelOptions | None = None
+    sequence_layout: bool = True
+    slot_sums_transposed: bool = True
+
+    def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
+        """Small tiles and interpret mode, for CPU tests (the layout flags are kept)."""
+        options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
+        return PallasConfig(block_q=16, block_k=16, block_q_bwd=8, block_k_bwd=8, block_slots=16, options=options,
+                            options_bwd=options, sequence_layout=self.sequence_layout,
+                            slot_sums_transposed=self.slot_sums_transposed)
+
+    def resolve(self, *, head_dim: int, per_bias: int, dtype) -> "PallasConfig":
+        """This config with every field set for a call with head dim D, R = ``per_bias`` query heads
+        per bias head and input ``dtype``; the layout flags are turned off where they do not apply."""
+        rows_per_pos = _next_pow2(per_bias)
+        block_q = self.block_q or max(16, (128 if head_dim <= 128 else 64) // rows_per_pos)
+        block_q_bwd = self.block_q_bwd or block_q
+        if block_q % block_q_bwd:
+            raise ValueError(f"block_q_bwd={block_q_bwd} must divide block_q={block_q}")
+        options_slots = self.options_slots or self.options_bwd
+        dim = padded_head_dim(head_dim)
+        return dataclasses.replace(
+            self, block_q=block_q, block_k=min(self.block_k, block_q), block_q_bwd=block_q_bwd,
+            block_k_bwd=min(self.block_k_bwd, block_q_bwd), options_slots=options_slots,
+            sequence_layout=self.sequence_layout and rows_per_pos == per_bias and dim == head_dim,
+            slot_sums_transposed=self.slot_sums_transposed and _transposed_sums_fit(dtype, dim, options_slots),
+        )
+
+    @property
+    def table_multiple(self) -> int:
+        """Every key table's width is a multiple of this: the key blocks that read it (resolved)."""
+        return max(self.block_k, self.block_k_bwd, self.block_slots)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def padded_head_dim(head_dim: int) -> int:
+    """D zero-padded to a power of two, at least 16."""
+    return max(16, _next_pow2(head_dim))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """The static part of one kernel call: the resolved config and what the call adds to it."""
+
+    config: PallasConfig
+    scale: float
+    q_offset: int  # sequence position of query 0
+    causal: bool  # causal tables list carried keys; the tile's own keys are visited too
+    bias_heads: int
+
+    @property
+    def sequence_bias_heads(self) -> int | None:
+        """Hb when q and the output stay in the (B, T, H, D) layout, else None."""
+        return self.bias_heads if self.config.sequence_layout else None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _kernels(call, q_tiles, k, v, bias, start, end, table, table_bwd):
+    return _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd)[0]
+
+
+def _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd):
+    config = call.config
+    out, lse = dma_forward(
+        q_tiles, k, v, bias, start, end, table, scale=call.scale, block_q=config.block_q, block_k=config.block_k,
+        q_offset=call.q_offset, own_keys=call.causal, options=config.options, bias_heads=call.sequence_bias_heads,
+    )
+    return out, (q_tiles, k, v, bias, start, end, table_bwd, out, lse)
+
+
+def _sequence_to_tiles(x, bias_heads, block_q, rows_per_pos=None):
+    """(B, tiles * block_q, Hb * R, ...) -> (B, Hb, tiles, block_q * R', ...): the tile layout of
+    ``pallas_kernels.gpu.common``, each position's R heads zero-padded to ``rows_per_pos`` = R' rows
+    (default R)."""
+    batch, length, heads = x.shape[:3]
+    per_bias, rest = heads // bias_heads, x.shape[3:]
+    rows_per_pos = rows_per_pos or per_bias
+    x = x.reshape((batch, length // block_q, block_q, bias_heads, per_bias) + rest)
+    x = jnp.pad(x, ((0, 0),) * 4 + ((0, rows_per_pos - per_bias),) + ((0, 0),) * len(rest))
+    x = jnp.moveaxis(x, 3, 1)
+    return x.reshape((batch, bias_heads, length // block_q, block_q * rows_per_pos) + rest)
+
+
+def _tiles_to_sequence(x, per_bias, rows_per_pos=None):
+    """Inverse of ``_sequence_to_tiles`` for (B, Hb, tiles, rows, D): drops the padded head rows."""
+    batch, bias_heads, tiles, rows, dim = x.shape
+    rows_per_pos = rows_per_pos or per_bias
+    x = x.reshape(batch, bias_heads, tiles, rows // rows_per_pos, rows_per_pos, dim)[:, :, :, :, :per_bias]
+    return jnp.moveaxis(x, 1, 3).reshape(batch, tiles * (rows // rows_per_pos), bias_heads * per_bias, dim)
+
+
+def _transposed_sums_fit(dtype, padded_head_dim: int, options: KernelOptions) -> bool:
+    """Whether the transposed key-major pass runs (``PallasConfig.slot_sums_transposed``): 16-bit
+    inputs and padded head dims up to 128, the case measured to fit in shared memory and to be
+    faster; always in interpret mode, where shared memory does not limit it (so CPU tests check it)."""
+    return options.interpret or (jnp.dtype(dtype).itemsize == 2 and padded_head_dim <= 128)
+
+
+def _kernels_bwd(call, residuals, d_out):
+    config = call.config
+    q_tiles, k, v, bias, start, end, table, out, lse = residuals
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+    if call.sequence_bias_heads is not None:  # the backward kernels read the tile layout
+        q_tiles, d_out, delta = (_sequence_to_tiles(x, call.sequence_bias_heads, config.block_q) for x in (q_tiles, d_out, delta))
+    batch, bias_heads, tiles_fwd, rows_fwd, head_dim = q_tiles.shape
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    # Re-tile to the backward's smaller tiles: rows are position-major, so this is a reshape.
+    tiles = table.shape[2]
+    retile = lambda x: x.reshape((batch, bias_heads, tiles, -1) + x.shape[4:])
+    q_tiles, d_out, delta, lse = retile(q_tiles), retile(d_out), retile(delta), retile(lse)
+    common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset)
+    args = (q_tiles, d_out.astype(q_tiles.dtype), lse, delta, k, v, bias, start, end, table)
+    dq, dk_own, dv_own, db_own = dma_backward_queries(
+        *args, block_k=config.block_k_bwd, own_keys=call.causal, options=config.options_bwd, **common
+    )
+    dk, dv, dbias = dma_backward_slots(*args, block_slots=config.block_slots, transposed=config.slot_sums_transposed,
+                                       options=config.options_slots, **common)
+    dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
+    if call.sequence_bias_heads is not None:
+        dq = _tiles_to_sequence(dq, rows_fwd // config.block_q)
+    dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
+    if call.causal:  # own keys of tile n sit at positions q_offset + n * block_q + i
+        own = kv_len - call.q_offset
+        flat = lambda x: x.reshape((batch, bias_heads, tiles * config.block_q_bwd) + x.shape[4:])[:, :, :own]
+        dk = dk.at[:, :, call.q_offset :].add(flat(dk_own))
+        dv = dv.at[:, :, call.q_offset :].add(flat(dv_own))
+        dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
+    per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
+    return dq, per_kv(dk).astype(k.dtype), per_kv(dv).astype(v.dtype), dbias.astype(bias.dtype), None, None, None, None
+
+
+_kernels.defvjp(_kernels_fwd, _kernels_bwd)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def selection_stage(bias, window, q_len, *, causal, segment_ids, key_mask, config: PallasConfig) -> KeyTables:
+    """Live ranges and the key tables of the forward's and the backward's query tiles.
+
+    ``config``: resolved (``PallasConfig.resolve``). Tables are int32 (B, Hb, tiles, W), W padded
+    with -1 to a multiple of every key block that reads it.
+    """
+    width = table_width(window, bias.shape[-1], config.block_q, causal=causal, segments=segment_ids is not None)
+    return key_tables(bias, window, q_len, (config.block_q, config.block_q_bwd), _round_up(width, config.table_multiple),
+                      causal=causal, segment_ids=segment_ids, key_mask=key_mask)
+
+
+def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasConfig()):
+    """DMA with the Pallas GPU kernels; arguments as ``dma_attention`` (already checked)."""
+    batch, q_len, heads, head_dim = q.shape
+    kv_len = k.shape[1]
+    bias_heads = bias.shape[1]
+    per_bias = heads // bias_heads
+    config = config.resolve(head_dim=head_dim, per_bias=per_bias, dtype=q.dtype)
+    call = _Call(config, head_dim**-0.5 if scale is None else float(scale), kv_len - q_len if causal else 0, causal,
+                 bias_heads)
+    start, end, (table, table_bwd) = selection_stage(bias, window, q_len, causal=causal, segment_ids=segment_ids,
+                                                     key_mask=key_mask, config=config)
+
+    # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D'), or in place.
+    rows_per_pos, dim = _next_pow2(per_bias), padded_head_dim(head_dim)
+    tiles = num_tiles(q_len, config.block_q)
+    pad_d = ((0, 0),) * 3 + ((0, dim - head_dim),)
+    qp = jnp.pad(q, ((0, 0), (0, tiles * config.block_q - q_len), (0, 0), (0, dim - head_dim)))
+    if not config.sequence_layout:
+        qp = _sequence_to_tiles(qp, bias_heads, config.block_q, rows_per_pos)
+    kt = jnp.transpose(jnp.pad(k, pad_d), (0, 2, 1, 3))
+    vt = jnp.transpose(jnp.pad(v, pad_d), (0, 2, 1, 3))
+    out = _kernels(call, qp, kt, vt, bias, start, end, table, table_bwd)
+    if not config.sequence_layout:
+        out = _tiles_to_sequence(out, per_bias, rows_per_pos)[..., :head_dim]
+    return out[:, :q_len]

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The tests marked `gpu` (the Pallas kernels compiled for the GPU: accuracy against a float32
+# reference at D 64/80/128/256, fp16/bf16/fp32, segments, key mask, Tq < Tk, window None,
+# non-causal, bitwise-reproducible gradients, the layouts, inside shard_map). About 4 minutes on
+# an H200, mostly compilation.
+#   bash scripts/gpu/gpu_tests.sh [pytest options]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ -d gpu_wheels ] && bash scripts/install_gpu_wheels.sh
+export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+python3 -m pytest -q -m gpu tests/ "$@"

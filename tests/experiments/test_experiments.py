@@ -1,0 +1,245 @@
+"""experiments/launch.py: a grid runs its cells, stores their final records, and skips done cells."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.launch import Job, run_grid
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs" / "smoke.py")
+QUICK = ("steps=4", "optim.warmup_steps=1", "eval_every=4", "checkpoint_every=-1", "log_every=2")
+
+
+def test_grid_runs_missing_cells_and_records_errors(tmp_path):
+    results = tmp_path / "grid.json"
+    jobs = [Job("dma", SMOKE, QUICK, {"attention": "dma"}),
+            Job("broken", SMOKE, (*QUICK, "model.attention=nsa", "model.nsa_num_selected=1"), {"attention": "nsa"})]
+    first = run_grid(jobs, results, tmp_path / "runs")
+    assert first["cells"]["dma"]["eval"]["eval_accuracy"] >= 0 and first["cells"]["dma"]["train"]["step"] == 4
+    assert first["cells"]["dma"]["params"] > 0 and first["card"]["device_kind"]
+    assert "num_selected" in first["cells"]["broken"]["error"]
+    stored = json.loads(results.read_text())
+    assert set(stored["cells"]) == {"dma", "broken"}
+    wall = stored["cells"]["dma"]["wall_s"]
+    again = run_grid(jobs + [Job("swa", SMOKE, (*QUICK, "model.attention=swa"), {"attention": "swa"})], results,
+                     tmp_path / "runs")
+    assert again["cells"]["dma"]["wall_s"] == wall  # not run again
+    assert again["cells"]["swa"]["train"]["step"] == 4
+    assert [r["step"] for r in again["cells"]["swa"]["eval_curve"]] == [4]
+    assert [call["cells"] for call in again["calls"]] == [["dma", "broken"], ["swa"]]
+    assert all(call["wall_s"] > 0 for call in again["calls"])
+
+
+def test_a_cell_cut_off_by_its_timeout_keeps_what_it_logged(tmp_path, monkeypatch):
+    import subprocess
+
+    from experiments import launch
+
+    def fake_run(command, timeout, **kwargs):  # a run that logged one evaluation, then ran out of time
+        workdir = Path(command[command.index("--workdir") + 1])
+        records = [{"event": "start", "params": 10, "flops_per_token": 60.0, "device_kind": "cpu"},
+                   {"event": "eval", "step": 500, "eval_loss": 2.5, "eval_accuracy": 0.25}]
+        (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+        raise subprocess.TimeoutExpired(command, timeout)
+
+    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    result = launch.run_job(Job("slow", SMOKE, QUICK, {"attention": "dma"}), tmp_path, 1, timeout_s=1.0)
+    assert result["error"].startswith("exit timeout") and "eval" not in result
+    assert result["partial"]["eval_curve"] == [{"step": 500, "eval_loss": 2.5, "eval_accuracy": 0.25}]
+
+
+def test_grid_leaves_cells_it_may_not_start_for_a_later_call(tmp_path):
+    results = tmp_path / "grid.json"
+    jobs = [Job("dma", SMOKE, QUICK, {"attention": "dma"})]
+    late = run_grid(jobs, results, tmp_path / "runs", start_before_s=-1.0)
+    assert late["cells"] == {} and late["calls"][0]["cells"] == []
+
+
+def test_grid_spreads_jobs_over_the_listed_gpus(tmp_path, monkeypatch):
+    import threading
+
+    import experiments.launch as launch
+
+    seen, barrier = [], threading.Barrier(4)
+
+    def fake_run_job(job, workroot, jobs, timeout_s, gpu=None):
+        seen.append((job.name, jobs, gpu))
+        barrier.wait(timeout=10)  # all four run at once, so each GPU must get two
+        return {"cell": job.cell, "wall_s": 0.0, "eval": None}
+
+    def after(workdir, env):  # runs where its cell trained, with the same memory share
+        return {"after": (workdir.name, env["CUDA_VISIBLE_DEVICES"], env["XLA_PYTHON_CLIENT_PREALLOCATE"])}
+
+    monkeypatch.setattr(launch, "run_job", fake_run_job)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    jobs = [Job(f"cell{i}", SMOKE, QUICK, {}) for i in range(4)]
+    results = run_grid(jobs, tmp_path / "grid.json", tmp_path / "runs", parallel=4, gpus=["3", "7"], after=after)
+    assert sorted(gpu for _, _, gpu in seen) == ["3", "3", "7", "7"]
+    assert all(cell["after"] == (name, cell["gpu"], "false") for name, cell in results["cells"].items())
+    assert {jobs_per_gpu for _, jobs_per_gpu, _ in seen} == {2}
+    assert sorted(cell["gpu"] for cell in results["cells"].values()) == ["3", "3", "7", "7"]
+    assert results["calls"][0]["gpus"] == ["3", "7"]
+
+
+def test_compare_prints_a_table_and_draws_the_curves(tmp_path, capsys):
+    from experiments.compare import main
+
+    out = tmp_path / "compare"
+    code = main(["--attentions", "dma", "swa", "--out", str(out), "steps=4", "optim.warmup_steps=1", "eval_every=2",
+                 "log_every=2", "data.global_batch_size=8"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| attention | query accuracy | beyond w = 16 |" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| dma") or line.startswith("| swa")]
+    assert len(rows) == 2 and all(row.count("%") == 2 for row in rows)  # overall and beyond the window
+    stored = json.loads((out / "results.json").read_text())
+    assert [r["step"] for r in stored["cells"]["dma"]["eval_curve"]] == [2, 4]
+    assert stored["cells"]["swa"]["mqar"][0]["queries"] == 512 * 8  # eval.py's 512 examples of 8 pairs
+    assert (out / "compare.png").stat().st_size > 0 and (out / "distance.png").stat().st_size > 0
+
+
+def test_cells_are_evaluated_one_at_a_time_after_training(tmp_path):
+    from experiments.launch import evaluate_cells
+
+    results_path = tmp_path / "grid.json"
+    quick = (*QUICK[:-2], "checkpoint_every=0", "log_every=2")
+    results = run_grid([Job("dma", SMOKE, quick, {"attention": "dma"})], results_path, tmp_path / "runs")
+    evaluate_cells(results, tmp_path / "runs", ["--throughput", "--throughput-batch", "2", "--decode-tokens", "2"],
+                   "throughput", results_path)
+    stored = json.loads(results_path.read_text())["cells"]["dma"]
+    assert stored["throughput"]["training"]["tokens_per_s"] > 0
+    assert stored["throughput"]["inference"]["batch"] == 2
+    evaluate_cells(results, tmp_path / "runs", ["--no-such-flag"], "other", results_path)  # a failing eval is kept
+    assert "no-such-flag" in json.loads(results_path.read_text())["cells"]["dma"]["other_error"]
+
+
+def test_throughput_plot_groups_models_by_size(tmp_path):
+    from experiments.perplexity_scaling import plot_throughput
+
+    def cell(attention, size, params, tokens_per_s):
+        return {"cell": {"attention": attention, "size": size, "params": params},
+                "throughput": {"training": {"tokens_per_s": tokens_per_s}}}
+
+    results = {"card": {"device_kind": "cpu"}, "cells": {
+        "dma_s3m": cell("dma", "s3m", 3, 3e6), "mha_s3m": cell("mha", "s3m", 3, 2e6),
+        "mha_s10m": cell("mha", "s10m", 10, 1e6), "nsa_s10m": {"cell": {"attention": "nsa", "size": "s10m"},
+                                                              "error": "timeout"}}}
+    drawn = plot_throughput(results, tmp_path / "throughput.png")
+    assert drawn == {"s3m": {"dma": 3.0, "mha": 2.0}, "s10m": {"mha": 1.0}}
+    assert list(drawn) == ["s3m", "s10m"] and (tmp_path / "throughput.png").stat().st_size > 1000
+
+
+def test_merge_keeps_finished_cells_and_every_call_once():
+    from experiments.merge_results import merge
+
+    call = {"started": "t0", "command": "first"}
+    target = {"cells": {"a": {"eval": 1}, "b": {"error": "timeout"}}, "calls": [call]}
+    other = {"cells": {"a": {"error": "late"}, "b": {"eval": 2}, "c": {"error": "oom"}},
+             "calls": [call, {"started": "t1", "command": "second"}]}
+    merge(target, other)
+    assert target["cells"] == {"a": {"eval": 1}, "b": {"eval": 2}, "c": {"error": "oom"}}
+    assert [c["command"] for c in target["calls"]] == ["first", "second"]
+
+
+def test_plot_only_redraws_without_running_or_rewriting(tmp_path, monkeypatch):
+    import sys
+
+    from experiments import niah
+
+    rows = [{"length": n, "depth": d, "accuracy": 0.0, "token_accuracy": 0.5, "examples": 2}
+            for n in (64, 128) for d in (0.0, 1.0)]
+    results = tmp_path / "niah.json"
+    results.write_text(json.dumps({"card": {"device_kind": "cpu"}, "train_len": 64, "cells": {
+        "dma": {"niah": rows}, "mha": {"niah": rows}}}))
+    before = results.read_text()
+    monkeypatch.setattr(sys, "argv", ["niah.py", "--plot-only", "--results", str(results), "--workroot",
+                                      str(tmp_path / "none")])
+    niah.main()
+    assert results.read_text() == before
+    assert (tmp_path / "niah.png").stat().st_size > 1000 and (tmp_path / "niah_tokens.png").stat().st_size > 1000
+    assert not (tmp_path / "none").exists()
+    monkeypatch.setattr(sys, "argv", ["niah.py", "--plot-only", "--results", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        niah.main()
+
+
+def test_tagged_cells_are_their_own_line(tmp_path, monkeypatch):
+    import argparse
+
+    import dma_jax.evaluation.plots as plots
+    from experiments.perplexity_scaling import jobs, plot
+
+    args = argparse.Namespace(batch=2, seq_len=64, seeds=[0, 1], sizes=["s1m"], tokens_per_param=0.001,
+                              attentions=["dma"], window=16, tag="recency", overrides=["model.dma_recency=0.05"],
+                              config="configs/lm_scaling.py")
+    made = jobs(args, {"s1m": (32, 1, 2, 1)})
+    assert [job.name for job in made] == ["dma+recency_s1m", "dma+recency_s1m_s1"]
+    assert made[0].cell["variant"] == "recency" and made[0].overrides[-1] == "model.dma_recency=0.05"
+
+    def cell(variant, loss):
+        return {"cell": {"attention": "dma", "size": "s1m", "tokens": 10, **({"variant": variant} if variant else {})},
+                "flops_per_token": 1.0, "eval": {"eval_loss": loss}}
+
+    drawn, original = {}, plots.lines
+    monkeypatch.setattr(plots, "lines", lambda series, *a, **k: drawn.update(series) or original(series, *a, **k))
+    plot({"cells": {"a": cell(None, 5.0), "b": cell("recency", 4.0)}}, tmp_path / "p.png")
+    assert set(drawn) == {"dma", "dma+recency"}
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_mqar_fixed_pairs_and_the_plot_of_accuracy_against_length(tmp_path, monkeypatch):
+    import argparse
+
+    import dma_jax.evaluation.plots as plots
+    from experiments.mqar_grid import jobs, plot
+
+    args = argparse.Namespace(seeds=[0], seq_lens=[512, 2048], d_models=[128], attentions=["dma"], window_ratio=8,
+                              pairs_ratio=64, pairs=16, batch=64, max_batch_tokens=65536, steps=10, lr=1e-3, evals=2,
+                              head_dim=64, overrides=[], config="configs/mqar.py", by_distance=False)
+    made = jobs(args)
+    assert [job.cell["num_kv_pairs"] for job in made] == [16, 16]  # --pairs wins over the ratio
+    assert [job.cell["batch"] for job in made] == [64, 32]
+
+    def cell(seq_len, seed, accuracy):
+        return {"cell": {"attention": "dma", "seq_len": seq_len, "d_model": 128, "seed": seed},
+                "eval": {"eval_accuracy": accuracy}}
+
+    results = {"card": {"device_kind": "cpu"}, "window_ratio": 8, "pairs": 16, "cells": {
+        "a": cell(512, 0, 0.2), "b": cell(512, 1, 0.6), "c": cell(2048, 0, 0.5),
+        "d": {**cell(2048, 1, 0.0), "eval": None, "error": "exit timeout"}}}
+    drawn, original = {}, plots.lines
+    monkeypatch.setattr(plots, "lines", lambda series, *a, **k: drawn.update(series) or original(series, *a, **k))
+    plot(results, tmp_path / "g.png", ["dma"], [512, 2048], [128])
+    assert drawn["DMA"] == [(512, pytest.approx(0.4), 0.2, 0.6), (2048, 0.5, 0.5, 0.5)]  # the timed-out seed is left out
+    assert (tmp_path / "g.png").stat().st_size > 1000 and (tmp_path / "g_lines.png").stat().st_size > 1000
+
+
+def test_mqar_plot_draws_every_cell_of_the_file_not_only_this_calls():
+    from experiments.mqar_grid import plotted_axes
+
+    def cell(attention, seq_len, d_model):
+        return {"cell": {"attention": attention, "seq_len": seq_len, "d_model": d_model, "seed": 0}}
+
+    results = {"cells": {"a": cell("dma", 2048, 128), "b": cell("mha", 1024, 64), "c": {"error": "no cell record"}}}
+    assert plotted_axes(results, ["swa"], [2048], [128]) == (["mha", "swa", "dma"], [1024, 2048], [64, 128])
+
+
+def test_mqar_by_distance_scores_each_cell_after_training(tmp_path):
+    import subprocess
+    import sys
+
+    results = tmp_path / "m.json"
+    command = [sys.executable, str(ROOT / "experiments" / "mqar_grid.py"), "--attentions", "swa", "--seq-lens", "64",
+               "--d-models", "32", "--head-dim", "0", "--steps", "2", "--batch", "4", "--evals", "1", "--pairs", "4",
+               "--by-distance", "--distance-examples", "8", "--results", str(results), "--workroot", str(tmp_path / "runs"),
+               "model.vocab_size=128", "data.vocab_size=128", "model.num_heads=2", "eval_batches=1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [cell] = json.loads(results.read_text())["cells"].values()
+    assert "error" not in cell, cell["error"]
+    [row] = cell["mqar"]
+    assert row["window"] == 8 and row["queries_inside"] + row["queries_beyond"] == row["queries"] == 32
+    assert (tmp_path / "m_beyond.png").stat().st_size > 1000 and (tmp_path / "m_lines.png").stat().st_size > 1000
+    assert (tmp_path / "m_distance.png").stat().st_size > 1000

@@ -1,0 +1,60 @@
+"""The Pallas GPU kernels lower to Triton IR for CUDA, checked on the CPU (no GPU needed).
+
+``jax.export`` with ``platforms=["cuda"]`` runs every Pallas Triton lowering rule, so a primitive
+the Triton lowering lacks (``slice``, for one, in JAX 0.10-0.11), or a type mix-up in a loop,
+fails here instead of on the GPU machine. Triton's own compilation to PTX happens later, on the
+GPU, and is what ``tests/ops/test_pallas_gpu.py`` covers.
+"""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax import export
+
+from dma_jax import PallasConfig, dma_attention
+
+TRITON = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+
+
+def _lowers_for_cuda(fn, *shapes):
+    exported = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[TRITON])(*shapes)
+    text = exported.mlir_module()
+    assert "__gpu$xla.gpu.triton" in text  # the kernels really are Triton calls
+    return text
+
+
+@pytest.mark.parametrize("head_dim,dtype,causal,new_paths",
+                         [(128, jnp.bfloat16, True, False), (64, jnp.float16, True, False),
+                          (256, jnp.bfloat16, False, False), (128, jnp.bfloat16, True, True),
+                          (64, jnp.float16, True, True), (80, jnp.bfloat16, True, True)])
+def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal, new_paths):
+    """``new_paths``: the sequence layout and the transposed slot sums (the defaults), else the tile
+    layout and the plain slot sums."""
+    q = jax.ShapeDtypeStruct((1, 1000, 8, head_dim), dtype)
+    kv = jax.ShapeDtypeStruct((1, 1000, 2, head_dim), dtype)
+    bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
+
+    def loss(q, k, v, b):
+        config = PallasConfig(sequence_layout=new_paths, slot_sums_transposed=new_paths)
+        out = dma_attention(q, k, v, b, 256, causal=causal, implementation=config)
+        return jnp.sum(out.astype(jnp.float32))
+
+    text = _lowers_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), q, kv, kv, bias)
+    # the forward and both backward passes (the default selection runs in XLA)
+    assert text.count("__gpu$xla.gpu.triton") >= 3
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_default_pallas_forward_has_no_host_synchronised_loop(segments):
+    # On the GPU an XLA while loop reads its condition on the host every turn, which stalls the
+    # launch queue: the selection (binary search, pointer jumping) once had two of them.
+    q = jax.ShapeDtypeStruct((1, 1000, 8, 64), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((1, 1000, 2, 64), jnp.bfloat16)
+    bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
+    segment_ids = jax.ShapeDtypeStruct((1, 1000), jnp.int32) if segments else None
+
+    def forward(q, k, v, b, s=None):
+        return dma_attention(q, k, v, b, 256, segment_ids=s, implementation=PallasConfig())
+
+    args = (q, kv, kv, bias) + ((segment_ids,) if segments else ())
+    assert "stablehlo.while" not in _lowers_for_cuda(forward, *args)

@@ -1,0 +1,79 @@
+"""dma_jax.ops.pallas_gpu: the sequence layout of the forward (``PallasConfig.sequence_layout``)
+and the transposed sums of the key-major backward (``slot_sums_transposed``), both defaults, give
+bitwise the results of the tile layout and the plain sums, in Pallas interpret mode with poisoned
+outputs; the transposed sums run only where they fit on the GPU."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dma_jax.ops.pallas_gpu as pallas_gpu
+from dma_jax.ops.pallas_gpu import PallasConfig, dma_attention_pallas
+from pallas_kernels.gpu.common import KernelOptions
+
+CASES = {  # q_len, kv_len, heads, bias_heads, head_dim, causal, masks
+    "gqa-r2": (63, 63, 4, 2, 32, True, False),
+    "tq<tk-r4": (50, 77, 8, 2, 16, True, False),
+    "non-causal": (40, 40, 2, 2, 64, False, False),
+    "segments-and-mask": (45, 45, 4, 1, 16, True, True),
+    "r3-falls-back": (33, 33, 6, 2, 32, True, False),
+    "d80-falls-back": (20, 20, 2, 1, 80, True, False),
+}
+
+
+def _outputs_and_grads(config, case, seed=0):
+    q_len, kv_len, heads, bias_heads, dim, causal, masks = case
+    keys = jax.random.split(jax.random.key(seed), 4)
+    q = jax.random.normal(keys[0], (2, q_len, heads, dim))
+    k = jax.random.normal(keys[1], (2, kv_len, bias_heads, dim))
+    v = jax.random.normal(keys[2], (2, kv_len, bias_heads, dim))
+    bias = jax.random.normal(keys[3], (2, bias_heads, kv_len))
+    segment_ids = jnp.asarray(np.repeat([[0, 1, 2]], 2, 0).repeat(15, 1)) if masks else None
+    key_mask = jnp.asarray(np.random.default_rng(seed).random((2, kv_len)) < 0.8) if masks else None
+
+    def loss(q, k, v, bias):
+        out = dma_attention_pallas(q, k, v, bias, 7, causal=causal, scale=None, segment_ids=segment_ids,
+                                   key_mask=key_mask, config=config)
+        return jnp.sum(out * jnp.cos(out)), out
+
+    (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(q, k, v, bias)
+    return out, grads
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_sequence_layout_equals_tile_layout(case, monkeypatch):
+    tiles = _outputs_and_grads(PallasConfig(sequence_layout=False).interpreted(poison_outputs=True), case)
+    layouts = []
+    forward = pallas_gpu.dma_forward
+    monkeypatch.setattr(pallas_gpu, "dma_forward",
+                        lambda q, *a, **k: layouts.append(q.ndim) or forward(q, *a, **k))
+    sequence = _outputs_and_grads(PallasConfig(sequence_layout=True).interpreted(poison_outputs=True), case)
+    _, _, heads, bias_heads, dim, _, _ = case
+    powers_of_two = (heads // bias_heads) & (heads // bias_heads - 1) == 0 and dim & (dim - 1) == 0
+    assert layouts == [4 if powers_of_two else 5]  # (B, T, H, D) in place, or the tiles it falls back to
+    for name, got, want in zip(["out", "dq", "dk", "dv", "dbias"], jax.tree.leaves(sequence), jax.tree.leaves(tiles)):
+        assert not np.isnan(np.asarray(got)).any(), name
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+@pytest.mark.parametrize("case", [CASES["gqa-r2"], CASES["segments-and-mask"]], ids=["gqa-r2", "segments-and-mask"])
+def test_transposed_slot_sums_equal_the_plain_sums(case, monkeypatch):
+    plain = _outputs_and_grads(PallasConfig(slot_sums_transposed=False).interpreted(poison_outputs=True), case)
+    seen = []
+    slots = pallas_gpu.dma_backward_slots
+    monkeypatch.setattr(pallas_gpu, "dma_backward_slots",
+                        lambda *a, **k: seen.append(k["transposed"]) or slots(*a, **k))
+    config = PallasConfig().interpreted(poison_outputs=True)
+    transposed = _outputs_and_grads(config, case)
+    assert seen == [True]
+    for name, got, want in zip(["out", "dq", "dk", "dv", "dbias"], jax.tree.leaves(transposed), jax.tree.leaves(plain)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype,head_dim,interpret,expected", [
+    (jnp.bfloat16, 128, False, True), (jnp.float16, 64, False, True), (jnp.bfloat16, 256, False, False),
+    (jnp.float32, 64, False, False), (jnp.float32, 256, True, True)])
+def test_transposed_slot_sums_run_where_they_fit(dtype, head_dim, interpret, expected):
+    options = KernelOptions(interpret=interpret)
+    assert pallas_gpu._transposed_sums_fit(dtype, head_dim, options) is expected

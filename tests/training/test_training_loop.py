@@ -1,0 +1,87 @@
+"""train(): exact resumption, gradient accumulation, metrics files, and config errors from train.py."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dma_jax.training.loop import train
+from small_runs import small_config, train_losses
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_resume_continues_exactly(tmp_path):
+    config = small_config()
+    whole = train(config, tmp_path / "whole", progress=False)
+    first = train(config, tmp_path / "split", stop_after=4, progress=False)
+    assert max(train_losses(first)) == 4
+    second = train(config, tmp_path / "split", progress=False)
+    assert min(train_losses(second)) == 5
+    expected = train_losses(whole)
+    got = {**train_losses(first), **train_losses(second)}
+    assert got.keys() == expected.keys() == set(range(1, 9))
+    np.testing.assert_array_equal([got[s] for s in range(1, 9)], [expected[s] for s in range(1, 9)])
+    evals = lambda records: [r["eval_loss"] for r in records if r["event"] == "eval"]
+    np.testing.assert_array_equal(evals(first) + evals(second), evals(whole))
+    # the log of the resumed run reads like one run: every step once
+    logged = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["event"] == "train"] == list(range(1, 9))
+
+
+def test_training_reduces_the_loss(tmp_path):
+    records = train(small_config(steps=30, eval_every=0, checkpoint_every=0, log_every=10), tmp_path, progress=False)
+    losses = train_losses(records)
+    assert losses[30] < losses[10] - 0.5
+    assert (tmp_path / "config.json").exists() and (tmp_path / "checkpoints").is_dir()
+    assert records[0]["event"] == "start" and records[0]["params"] > 0
+
+
+def test_gradient_accumulation_matches_one_batch(tmp_path):
+    one = train(small_config(steps=3, eval_every=0), tmp_path / "one", progress=False)
+    four = train(small_config(steps=3, eval_every=0, grad_accum=4), tmp_path / "four", progress=False)
+    np.testing.assert_allclose(list(train_losses(four).values()), list(train_losses(one).values()), rtol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("model.d_model=oops", "model.d_model"), ("nonsense=1", "unknown config key 'nonsense'"),
+     ("data.seq_len=0", "data.seq_len"), ("optim.warmup_steps=500", "optim.warmup_steps"),
+     ("model.vocab_size=100", "model.vocab_size"), ("model.attention=rnn", "model.attention"),
+     ("model.attention=nsa model.nsa_num_selected=1", "num_selected must be >= 3")],
+    ids=["type", "unknown", "data", "schedule", "vocab", "attention-kind", "layer-check"],
+)
+def test_bad_config_fails_before_compute_naming_the_key(tmp_path, override, message):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
+         str(tmp_path), *override.split()], capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_readme_main_job_runs_from_the_command_line(tmp_path):
+    """train.py on configs/smoke.py (the README's one-model example), shortened: trains, evaluates and saves."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
+         str(tmp_path), "steps=10", "optim.warmup_steps=2", "eval_every=5", "checkpoint_every=5"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line)["event"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert events == ["start", "eval", "train", "eval"]  # eval at 5 and 10; log_every=10 logs step 10
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["10", "5"]
+    assert "step 10: eval loss" in result.stderr + result.stdout
+
+
+def test_one_step_invocations_log_their_step(tmp_path):
+    """A resumed run of a single step (not a log step) still logs it with a finite throughput."""
+    config = small_config(steps=8, log_every=5, eval_every=0, checkpoint_every=1)
+    for expected in (1, 2, 3):
+        records = train(config, tmp_path, stop_after=1, progress=False)
+        step = [r for r in records if r["event"] == "train"]
+        assert [r["step"] for r in step] == [expected] and step[0]["tokens_per_s"] > 0

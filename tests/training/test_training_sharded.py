@@ -1,0 +1,41 @@
+"""train() on 4 CPU devices (data, fsdp and tensor axes) follows the one-device run step for step."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import json, sys
+from small_runs import small_config
+from dma_jax.sharding import MeshConfig
+from dma_jax.training.loop import train
+mesh = MeshConfig(*json.loads(sys.argv[2]))
+records = train(small_config(steps=4, eval_every=2, mesh=mesh), sys.argv[1], progress=False)
+print("RESULT" + json.dumps([[r["step"], r.get("loss", r.get("eval_loss"))] for r in records if r["event"] != "start"]))
+"""
+
+
+def run(tmp_path, devices, mesh):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    workdir = tmp_path / f"{devices}-{'-'.join(map(str, mesh))}"
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(workdir), json.dumps(mesh)], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT"))
+    return np.array(json.loads(line[len("RESULT"):]))
+
+
+@pytest.mark.parametrize("mesh", [(2, 2, 1), (1, 2, 2)], ids=["data2-fsdp2", "fsdp2-tensor2"])
+def test_sharded_training_matches_one_device(tmp_path, mesh):
+    expected = run(tmp_path, 1, (1, 1, 1))
+    got = run(tmp_path, 4, mesh)
+    np.testing.assert_array_equal(got[:, 0], expected[:, 0])
+    np.testing.assert_allclose(got[:, 1], expected[:, 1], rtol=1e-5)
