@@ -150,8 +150,14 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"card": device_card(),
               "command": " ".join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)]), "runs": []}
+    from dma_jax.training.checkpointing import CheckpointMismatch
+
     for workdir in args.workdir:
-        result["runs"].append(evaluate_run(workdir, args))
+        try:
+            result["runs"].append(evaluate_run(workdir, args))
+        except CheckpointMismatch as error:
+            print(f"eval.py: {error}", file=sys.stderr)
+            return 2
         out.write_text(json.dumps(result, indent=2))
     result["plots"] = make_plots(result["runs"], Path(args.plots_dir) if args.plots_dir else out.parent)
     out.write_text(json.dumps(result, indent=2))

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dma_jax.ops import IMPLEMENTATIONS
 from dma_jax.nn import (
     DynamicMaskAttention,
     MultiHeadAttention,
@@ -26,6 +27,7 @@ from dma_jax.selection.segments import segment_bounds
 
 ATTENTION_KINDS = ("dma", "mha", "swa", "mla", "nsa")
 DENSE_IMPLEMENTATIONS = (None, "xla", "cudnn")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,12 @@ class ModelConfig:
                              f"got {self.dense_implementation!r}")
         if self.attention in ("swa", "nsa") and self.window is None:
             raise ValueError(f"attention={self.attention!r} needs a window")
+        if isinstance(self.implementation, str) or self.implementation is None:
+            if self.implementation not in IMPLEMENTATIONS:
+                raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
+        if _dtype_name(self.dtype) not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {COMPUTE_DTYPES} (the compute dtype; parameters stay float32), "
+                             f"got {self.dtype!r}")
 
     @property
     def resolved_head_dim(self) -> int:
@@ -103,6 +111,13 @@ class ModelConfig:
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
         return ModelConfig(**{**presets[name], **overrides})
+
+
+def _dtype_name(dtype) -> str | None:
+    try:
+        return jnp.dtype(dtype).name
+    except TypeError:
+        return None
 
 
 def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:

@@ -78,9 +78,28 @@ def check_masks(segment_ids, key_mask, batch: int, q_len: int, kv_len: int) -> N
             raise TypeError(f"key_mask must be bool, got dtype {jnp.result_type(key_mask)}")
 
 
+def check_causal(causal) -> None:
+    """causal must be a bool: None or 0 must not quietly mean non-causal (queries seeing the future)."""
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be True or False, got {causal!r} of type {type(causal).__name__}")
+
+
+def check_scale(scale) -> None:
+    """scale: None (D ** -0.5) or a finite number > 0."""
+    if scale is None:
+        return
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a float or None, got {scale!r}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be finite and > 0 (or None for D ** -0.5), got {scale!r}")
+
+
 def check_selection_args(bias, window, q_len: int, causal: bool, segment_ids, key_mask) -> None:
     """Checks for ``selection_mask``: bias (B, Hb, Tk) float, Tq <= Tk when causal."""
+    check_causal(causal)
     _require_rank("bias", bias, 3, "(B, Hb, Tk)")
+    if _shape(bias)[1] < 1:
+        raise ValueError(f"bias must have at least one head, got shape {_shape(bias)}")
     if not jnp.issubdtype(jnp.result_type(bias), jnp.floating):
         raise TypeError(f"bias must be a float array, got dtype {jnp.result_type(bias)}")
     check_window(window)
@@ -113,6 +132,10 @@ def check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, s
     _require_rank("k", k, 4, "(B, Tk, Hkv, D)")
     _require_rank("v", v, 4, "(B, Tk, Hkv, D)")
     _require_rank("bias", bias, 3, "(B, Hb, Tk)")
+    for name, x, axes in (("q", q, ((2, "H"), (3, "D"))), ("k", k, ((2, "Hkv"), (3, "D"))), ("bias", bias, ((1, "Hb"),))):
+        for axis, label in axes:
+            if _shape(x)[axis] < 1:
+                raise ValueError(f"{name} has {label} = 0 (shape {_shape(x)}): {label} must be >= 1")
     batch, q_len, heads, head_dim = _shape(q)
     if _shape(k) != _shape(v):
         raise ValueError(f"k and v must have the same shape (B, Tk, Hkv, D), got k {_shape(k)} and v {_shape(v)}")
@@ -136,7 +159,6 @@ def check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, s
         raise TypeError(f"q, k and v must share one dtype, got {dtypes}")
     if not jnp.issubdtype(dtypes["q"], jnp.floating):
         raise TypeError(f"q, k and v must be floating point, got {dtypes['q']}")
-    if scale is not None and not isinstance(scale, numbers.Real):
-        raise TypeError(f"scale must be a float or None, got {scale!r}")
+    check_scale(scale)
     check_selection_args(bias, window, q_len, causal, segment_ids, key_mask)
     return AttentionDims(batch, q_len, kv_len, heads, kv_heads, bias_heads, head_dim)

@@ -25,9 +25,11 @@ class LoadedRun:
 
 
 def load_run(workdir: str | Path, step: int | None = None) -> LoadedRun:
-    """The model of ``workdir`` at checkpoint ``step`` (default: the latest).
+    """The model of ``workdir`` at checkpoint ``step`` (default: the newest that restores).
 
-    Raises FileNotFoundError when the workdir has no config.json or no checkpoint.
+    Raises FileNotFoundError when the workdir has no config.json or no checkpoint, and
+    ``CheckpointMismatch`` (naming the first differing parameter) when the checkpoint's parameters
+    are not those of the model config.json describes.
     """
     workdir = Path(workdir)
     config_path = workdir / "config.json"
@@ -38,11 +40,11 @@ def load_run(workdir: str | Path, step: int | None = None) -> LoadedRun:
     steps = checkpointer.all_steps()
     if not steps:
         raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
-    step = max(steps) if step is None else step
-    if step not in steps:
+    if step is not None and step not in steps:
         raise FileNotFoundError(f"no checkpoint at step {step} in {workdir}; have {sorted(steps)}")
     mesh = make_mesh(MeshConfig())
     graphdef, shapes, shardings = state_shapes(config, make_optimizer(config.optim, config.steps), mesh)
-    params = checkpointer.restore_params(step, abstract_state(shapes["params"], shardings["params"]))
+    what = f"{config_path}'s model (attention={config.model.attention})"
+    step, params = checkpointer.restore_params(step, abstract_state(shapes["params"], shardings["params"]), what)
     checkpointer.close()
     return LoadedRun(workdir, config, step, nnx.merge(graphdef, params))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from dma_jax.ops.pallas_gpu import PallasConfig, dma_attention_pallas
 from dma_jax.ops.pallas_tpu import PallasTpuConfig, dma_attention_pallas_tpu
@@ -65,10 +66,10 @@ def dma_attention(
         head, shared by its query heads) or Hb = H. Query head h uses kv head
         ``h // (H // Hkv)`` and bias head ``h // (H // Hb)``. -inf keys are never kept.
       window: keys kept per query (int >= 1), or None for every visible key.
-      causal: key j is visible to query t iff ``j <= t + Tk - Tq`` (bottom-right, as in
-        decoding; needs Tq <= Tk). Not causal: every query of a segment keeps the same
+      causal: a bool. True: key j is visible to query t iff ``j <= t + Tk - Tq`` (bottom-right,
+        as in decoding; needs Tq <= Tk). False: every query of a segment keeps the same
         top-``window`` keys.
-      scale: multiplies q.k; default ``D ** -0.5``.
+      scale: multiplies q.k; a finite number > 0, default ``D ** -0.5``.
       segment_ids: optional int (B, T) for packed documents (Tq == Tk): a query sees only
         keys of its segment. Each segment must be one contiguous run (checked outside jit).
       key_mask: optional bool (B, Tk): False keys (padding) are never kept.
@@ -78,6 +79,10 @@ def dma_attention(
         and meant for tests), "pallas_tpu" (the TPU kernels of ``pallas_kernels.tpu``; in TPU
         interpret mode off the TPU), or a config object that picks the path and sets its tiles:
         ``XlaConfig(block_q=...)``, ``PallasConfig(block_q=..., ...)``, ``PallasTpuConfig(...)``.
+        The Pallas kernels compute in float32 at most: float64 inputs raise there (use "xla").
+
+    Empty inputs: B = 0, Tq = 0, or (not causal) Tk = 0 give an all-zero (B, Tq, H, D) output;
+    H, Hkv, Hb or D = 0 raise ValueError. Every bad argument raises an error that names it.
 
     Returns:
       (B, Tq, H, D) in q's dtype: softmax over the kept keys of ``scale * q.k + bias``,
@@ -89,8 +94,13 @@ def dma_attention(
       >>> out = dma_attention(q, k, v, bias, window=1024)            # doctest: +SKIP
       >>> out = dma_attention(q, k, v, bias, 1024, implementation=PallasConfig(block_q=64))  # doctest: +SKIP
     """
-    check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale)
+    dims = check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale)
     config = resolve_implementation(implementation)
+    if isinstance(config, (PallasConfig, PallasTpuConfig)) and jnp.dtype(q.dtype) == jnp.float64:
+        raise TypeError(f"the Pallas kernels ({type(config).__name__}) compute in float32 at most; "
+                        "for float64 inputs use implementation='xla'")
+    if 0 in (dims.batch, dims.q_len, dims.kv_len):  # nothing to attend from, or to: zeros
+        return jnp.zeros(q.shape, q.dtype)
     check_contiguous_segments(segment_ids)
     return _RUNNERS[type(config)](
         q, k, v, bias, window, causal=causal, scale=scale, segment_ids=segment_ids, key_mask=key_mask, config=config

@@ -1,44 +1,57 @@
 """The training loop: resume, step, log (progress bar and JSONL), evaluate, checkpoint.
 
-``train(config, workdir)`` trains ``config.steps`` steps in ``workdir``: it resumes from the last
-checkpoint there if there is one (parameters, optimizer state, step, RNG and the data iterator),
-so a run that is stopped and started again continues exactly. Files in ``workdir``:
-``config.json``, ``metrics.jsonl`` (one JSON object per log or eval event) and ``checkpoints/``.
+``train(config, workdir)`` trains ``config.steps`` steps in ``workdir``: it resumes from the newest
+checkpoint there that restores cleanly (parameters, optimizer state, step, RNG and the data
+iterator), so a run that is stopped and started again continues exactly. Files in ``workdir``
+(local or ``gs://...``): ``config.json``, ``metrics.jsonl`` (one JSON object per log or eval
+event), ``checkpoints/`` and, while a trainer runs, ``train.lock`` (``workdir.py``).
+
+A SIGTERM (a scheduler's preemption notice), or in multi-process runs JAX's preemption sync,
+ends the run after the current step with a checkpoint at that step; running again resumes there.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
-from pathlib import Path
 
 import jax
+from etils import epath
 from tqdm.auto import tqdm
 
-from dma_jax.training.checkpointing import Checkpointer
 from dma_jax.data import make_iterator
 from dma_jax.sharding import global_batch, make_mesh
+from dma_jax.training.checkpointing import Checkpointer, as_directory
 from dma_jax.training.config import TrainConfig, config_dict
 from dma_jax.training.flops import count_matmul_params, count_params, peak_flops, training_flops_per_token
 from dma_jax.training.optimizer import make_optimizer, wsd_schedule
 from dma_jax.training.step import abstract_state, init_state, make_eval_step, make_train_step, state_shapes
+from dma_jax.training.workdir import MetricsLog, WorkdirLock
 
 
-class MetricsLog:
-    """Append-only JSONL; on resume, events after the restored step are dropped (they will be
-    logged again by the resumed run)."""
+class StopRequest:
+    """Whether the process was asked to stop (SIGTERM) since ``install``; the previous handler is
+    put back by ``uninstall``. Only the main thread can take signals: elsewhere it never fires."""
 
-    def __init__(self, path: Path, resume_step: int, write: bool):
-        self.path, self.write = path, write
-        if write and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = None
 
-    def __call__(self, record: dict):
-        if self.write:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 def peak_memory_gib() -> float | None:
@@ -66,41 +79,59 @@ def evaluate(eval_step, params, config: TrainConfig, mesh, max_batches: int) -> 
             "eval_tokens": totals["tokens"], "eval_batches": batches}
 
 
-def train(config: TrainConfig, workdir: str | Path, *, stop_after: int | None = None, progress: bool = True) -> list[dict]:
+def train(config: TrainConfig, workdir, *, stop_after: int | None = None, progress: bool = True) -> list[dict]:
     """Train (or resume) in ``workdir``; returns the metric records of this invocation.
 
     ``stop_after``: leave after this many steps of this invocation (as if preempted), having saved
-    a checkpoint; the schedule still follows ``config.steps``.
+    a checkpoint; the schedule still follows ``config.steps``. Raises ``WorkdirBusy`` when another
+    trainer holds the workdir.
     """
     config.validate()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = as_directory(workdir)
     lead = jax.process_index() == 0
+    lock = WorkdirLock(workdir)
+    if lead:  # before anything is written
+        lock.acquire()
+    try:
+        return _train(config, workdir, stop_after, progress, lead)
+    finally:
+        if lead:
+            lock.release()
+
+
+def _train(config: TrainConfig, workdir: epath.Path, stop_after, progress, lead) -> list[dict]:
     mesh = make_mesh(config.mesh)
     optimizer = make_optimizer(config.optim, config.steps)
     schedule = wsd_schedule(config.optim, config.steps)
     data = make_iterator(config.data, "train", jax.process_index(), jax.process_count())
     checkpointer = Checkpointer(workdir / "checkpoints", every=config.checkpoint_every, keep=config.keep_checkpoints,
                                 async_save=config.async_checkpoints)
-    start = checkpointer.latest_step() or 0
-    if start:  # restore straight into the shardings; no initialisation to throw away
-        graphdef, shapes, shardings = state_shapes(config, optimizer, mesh)
-        state = checkpointer.restore(start, abstract_state(shapes, shardings), data)
+    graphdef, shapes, shardings = state_shapes(config, optimizer, mesh)
+    what = f"the config's model ({config.model.attention})"
+    start, state = checkpointer.restore_newest(abstract_state(shapes, shardings), data, what)
+    if start:
+        print(f"resumed from step {start}" + (f"; already at step {start}, nothing to do" if start >= config.steps else ""),
+              flush=True)
     else:
         graphdef, state, shardings = init_state(config, optimizer, mesh)
     if lead:
         (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, default=str))
     log = MetricsLog(workdir / "metrics.jsonl", start, lead)
 
-    with jax.set_mesh(mesh):
-        train_step = make_train_step(config, graphdef, optimizer, schedule, mesh, shardings)
-        eval_step = make_eval_step(graphdef, mesh, shardings["params"])
-        records = _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, start, stop_after, progress and lead)
+    stop = StopRequest().install()
+    try:
+        with jax.set_mesh(mesh):
+            train_step = make_train_step(config, graphdef, optimizer, schedule, mesh, shardings)
+            eval_step = make_eval_step(graphdef, mesh, shardings["params"])
+            records = _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, start, stop_after,
+                           progress and lead, stop)
+    finally:
+        stop.uninstall()
     checkpointer.close()
     return records
 
 
-def _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, start, stop_after, progress):
+def _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, start, stop_after, progress, stop):
     seq_len = config.data.seq_len
     flops_per_token = training_flops_per_token(config.model, count_matmul_params(state["params"]), seq_len)
     peak = peak_flops(jax.devices()[0].device_kind)
@@ -121,10 +152,11 @@ def _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, st
         window_steps += 1
         bar.update(1)
         last = step == end
-        if step == start + 1 and step % config.log_every and not last:  # keep compilation out of the throughput
+        final = step == config.steps
+        if step == start + 1 and step % config.log_every and not final:  # keep compilation out of the throughput
             jax.block_until_ready(metrics)
             window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-        if step % config.log_every == 0 or last:
+        if step % config.log_every == 0 or final:  # the same records whether or not the run is interrupted
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             elapsed = time.perf_counter() - window_start
             tokens_per_s = window_tokens / elapsed
@@ -143,8 +175,20 @@ def _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, st
             bar.write(f"step {step}: eval loss {record['eval_loss']:.4f}, accuracy {record['eval_accuracy']:.3f}")
             window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
         metadata = {"step": step, "tokens_seen": step * config.data.global_batch_size * seq_len}
-        if config.checkpoint_every >= 0:
-            checkpointer.save(step, state, data, metadata=metadata, force=last)
+        preempted = _preempted(stop, checkpointer, step)
+        if config.checkpoint_every >= 0 or preempted:
+            checkpointer.save(step, state, data, metadata=metadata, force=last or preempted)
+        if preempted:
+            checkpointer.wait()
+            bar.write(f"stopped at step {step} ({preempted}); checkpoint {step} saved, run again to resume")
+            break
     bar.close()
     checkpointer.wait()
     return records
+
+
+def _preempted(stop: StopRequest, checkpointer: Checkpointer, step: int) -> str | None:
+    """Why the run must stop after ``step`` (a signal, or every process's preemption notice), or None."""
+    if jax.process_count() > 1:  # every process must stop at the same step: JAX's preemption sync decides
+        return "preemption notice" if checkpointer.reached_preemption(step) else None
+    return stop.signal_name

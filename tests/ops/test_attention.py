@@ -307,6 +307,11 @@ def _f32(*shape):
     return jnp.zeros(shape, jnp.float32)
 
 
+def _f64(*shape):
+    """A float64 zeros array, made when called (under ``jax.enable_x64``)."""
+    return lambda: jnp.zeros(shape, jnp.float64)
+
+
 def _bias_with(value):
     """A valid-shaped bias (1, 2, 8) of zeros with ``value`` at key 3 of head 1."""
     bias = np.zeros((1, 2, 8), np.float32)
@@ -359,6 +364,20 @@ ERROR_CASES = {
     "key_mask_batch": (dict(key_mask=jnp.ones((2, 8), bool)), ValueError, r"key_mask"),
     "key_mask_dtype": (dict(key_mask=jnp.ones((1, 8), jnp.int32)), TypeError, r"key_mask"),
     "implementation_unknown": (dict(implementation="triton"), ValueError, r"implementation"),
+    "causal_none": (dict(causal=None), TypeError, r"causal must be True or False"),
+    "causal_zero": (dict(causal=0), TypeError, r"causal must be True or False"),
+    "causal_str": (dict(causal="yes"), TypeError, r"causal must be True or False"),
+    "scale_nan": (dict(scale=float("nan")), ValueError, r"scale must be finite and > 0"),
+    "scale_inf": (dict(scale=float("inf")), ValueError, r"scale must be finite and > 0"),
+    "scale_zero": (dict(scale=0.0), ValueError, r"scale must be finite and > 0"),
+    "scale_negative": (dict(scale=-0.5), ValueError, r"scale must be finite and > 0"),
+    "scale_bool": (dict(scale=True), TypeError, r"scale"),
+    "head_dim_zero": (dict(q=_f32(1, 8, 4, 0), k=_f32(1, 8, 2, 0), v=_f32(1, 8, 2, 0)), ValueError, r"D must be >= 1"),
+    "heads_zero": (dict(q=_f32(1, 8, 0, 8)), ValueError, r"H must be >= 1"),
+    "kv_heads_zero": (dict(k=_f32(1, 8, 0, 8), v=_f32(1, 8, 0, 8)), ValueError, r"Hkv must be >= 1"),
+    "bias_heads_zero": (dict(bias=_f32(1, 0, 8)), ValueError, r"Hb must be >= 1"),
+    "float64_on_pallas": (dict(implementation="pallas", q=_f64(1, 8, 4, 8), k=_f64(1, 8, 2, 8), v=_f64(1, 8, 2, 8)),
+                          TypeError, r"float32 at most"),
     "nan_bias": (dict(bias=_bias_with(np.nan)), ValueError, r"\bbias contains NaN"),
     "pos_inf_bias": (dict(bias=_bias_with(np.inf)), ValueError, r"\bbias contains \+inf"),
 }
@@ -367,10 +386,26 @@ ERROR_CASES = {
 @pytest.mark.parametrize("overrides,error,match", list(ERROR_CASES.values()), ids=list(ERROR_CASES))
 def test_argument_errors(overrides, error, match):
     args = _valid_args()
-    args.update(overrides)
-    q, k, v, bias, window = (args.pop(name) for name in ("q", "k", "v", "bias", "window"))
-    with pytest.raises(error, match=match):
-        dma_jax.dma_attention(q, k, v, bias, window, **args)
+    with jax.enable_x64(True):  # float64 inputs stay float64
+        args.update({name: value() if callable(value) else value for name, value in overrides.items()})
+        q, k, v, bias, window = (args.pop(name) for name in ("q", "k", "v", "bias", "window"))
+        with pytest.raises(error, match=match):
+            dma_jax.dma_attention(q, k, v, bias, window, **args)
+
+
+@pytest.mark.parametrize("shapes", [((0, 8, 4, 8), (0, 8, 2, 8), (0, 2, 8)), ((1, 0, 4, 8), (1, 8, 2, 8), (1, 2, 8)),
+                                    ((1, 5, 4, 8), (1, 0, 2, 8), (1, 2, 0))], ids=["B=0", "Tq=0", "Tk=0-non-causal"])
+@pytest.mark.parametrize("implementation", ["xla", "pallas", "pallas_tpu"])
+def test_empty_inputs_give_an_empty_or_zero_output(shapes, implementation):
+    """B = 0, Tq = 0 or (not causal) Tk = 0: nothing to attend from or to, so zeros of q's shape,
+    with zero gradients (these used to crash with a ZeroDivisionError deep inside)."""
+    q, k, bias = _f32(*shapes[0]), _f32(*shapes[1]), _f32(*shapes[2])
+    causal = shapes[1][1] > 0
+    out = dma_jax.dma_attention(q, k, k, bias, 4, causal=causal, implementation=implementation)
+    assert out.shape == q.shape and not np.asarray(out).any()
+    grads = jax.grad(lambda *a: dma_jax.dma_attention(*a, 4, causal=causal, implementation=implementation).sum(),
+                     argnums=(0, 1, 2, 3))(q, k, k, bias)
+    assert [g.shape for g in grads] == [q.shape, k.shape, k.shape, bias.shape]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,261 @@
+"""Failures a long run meets, each reproduced: kills at the worst moments, a second trainer, damaged
+checkpoints, a torn metrics line, a config that does not match the checkpoint, preemption.
+
+Runs that must die go through ``train.py`` in a subprocess (``DMA_FAULT`` picks where it is
+killed); the rest call ``train`` in-process. Every case ends by comparing the metrics log with an
+uninterrupted run's, record for record (timings aside).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dma_jax.models import ModelConfig
+from dma_jax.training.checkpointing import Checkpointer, CheckpointMismatch
+from dma_jax.training.loop import train
+from dma_jax.training.workdir import WorkdirBusy, WorkdirLock, read_records
+from small_runs import small_config
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDES = ["steps=6", "log_every=1", "eval_every=3", "eval_batches=1", "checkpoint_every=2", "keep_checkpoints=10",
+             "optim.warmup_steps=1", "data.global_batch_size=8", "data.mqar_num_eval_examples=16"]
+TIMINGS = ("tokens_per_s", "step_time_s", "mfu", "peak_memory_gib")
+
+
+def run_train(workdir, *extra, fault=None, timeout=300, wait=True):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("DMA_FAULT", None)
+    if fault:
+        env["DMA_FAULT"] = fault
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
+               str(workdir), "--no-progress", *OVERRIDES, *extra]
+    if not wait:
+        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def comparable(records):
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
+
+
+def logged(workdir):
+    return comparable(read_records(Path(workdir) / "metrics.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The metrics log of one uninterrupted subprocess run (the reference of every case below)."""
+    workdir = tmp_path_factory.mktemp("whole")
+    result = run_train(workdir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return logged(workdir)
+
+
+def test_a_kill_while_the_metrics_log_is_rewritten_loses_no_history(tmp_path, uninterrupted):
+    """Case 1: on resume the log drops records past the checkpoint; a kill in that window must
+    leave the old file whole (it used to be truncated in place: a 0-byte log)."""
+    assert run_train(tmp_path).returncode == 0
+    before = (tmp_path / "metrics.jsonl").read_text()
+    for step in (6, 4):  # back to checkpoint 2: records of steps 3-6 must go on resume
+        Checkpointer(tmp_path / "checkpoints", every=0, keep=10).manager.delete(step)
+    killed = run_train(tmp_path, fault="metrics_rewrite")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert run_train(tmp_path).returncode == 0
+    assert logged(tmp_path) == uninterrupted
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, uninterrupted):
+    """Case 5: a kill mid-write leaves half a line; every later resume used to crash on it."""
+    killed = run_train(tmp_path, "--stop-after", "3", fault="metrics_append")
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "metrics.jsonl").read_text().endswith("\n")
+    resumed = run_train(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "torn last line" in resumed.stderr
+    assert logged(tmp_path) == uninterrupted
+
+
+def test_a_second_trainer_on_a_busy_workdir_is_refused(tmp_path):
+    """Case 2: a lock held by a live process refuses a second trainer, naming the holder; the lock
+    of a dead process on this host is taken over."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (tmp_path / "train.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
+                                                         "started": "now"}))
+        with pytest.raises(WorkdirBusy, match=f"process {holder.pid} on {os.uname().nodename}"):
+            train(small_config(steps=2), tmp_path, progress=False)
+        refused = run_train(tmp_path)
+        assert refused.returncode == 3 and f"process {holder.pid}" in refused.stderr
+        assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    records = train(small_config(steps=2, eval_every=0), tmp_path, progress=False)  # the holder is gone
+    assert [r["step"] for r in records if r["event"] == "train"] == [1, 2]
+    assert not (tmp_path / "train.lock").exists()
+
+
+def test_two_trainers_started_together_one_runs(tmp_path):
+    first, second = run_train(tmp_path, wait=False), run_train(tmp_path, wait=False)
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    codes = sorted(p.returncode for p in (first, second))
+    assert codes == [0, 3], outputs
+    assert "one trainer per workdir" in "".join(outputs)
+    assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl") if r["event"] == "train"] == list(range(1, 7))
+
+
+def test_lock_is_released_and_a_stale_one_taken_over(tmp_path, capsys):
+    lock = WorkdirLock(tmp_path)
+    with lock:
+        assert json.loads((tmp_path / "train.lock").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / "train.lock").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "train.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started": "x"}))
+    with WorkdirLock(tmp_path):
+        assert "taking over" in capsys.readouterr().out
+
+
+def _damage_latest(workdir, how):
+    step_dir = Path(workdir) / "checkpoints" / "6"
+    if how == "truncated-array":
+        biggest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
+    elif how == "state-metadata-deleted":
+        (step_dir / "state" / "_METADATA").unlink()
+    elif how == "checkpoint-metadata-deleted":
+        (step_dir / "_CHECKPOINT_METADATA").unlink()
+    elif how == "empty-iterator-state":
+        next((step_dir / "data").glob("process_*.json")).write_text("")
+
+
+@pytest.mark.parametrize("how,resumed", [("truncated-array", 4), ("state-metadata-deleted", 4),
+                                         ("empty-iterator-state", 4), ("checkpoint-metadata-deleted", 6)])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, how, resumed, uninterrupted):
+    """Case 6: restore tries the newest checkpoint that restores, says which it skipped and why,
+    sets it aside, and the resumed run ends as the uninterrupted one. (Without its top-level
+    _CHECKPOINT_METADATA, descriptive only, a checkpoint still restores whole: Orbax warns.)"""
+    assert run_train(tmp_path).returncode == 0
+    _damage_latest(tmp_path, how)
+    more = run_train(tmp_path)
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    assert f"resumed from step {resumed}" in more.stdout, more.stdout[-3000:]
+    if resumed == 4:
+        assert "skipped checkpoint 6" in more.stdout and (tmp_path / "damaged_checkpoints" / "6").is_dir()
+    assert 6 in [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert logged(tmp_path) == uninterrupted
+
+
+def test_no_checkpoint_restoring_is_a_clear_error(tmp_path):
+    assert run_train(tmp_path, "--stop-after", "2").returncode == 0
+    for metadata in (tmp_path / "checkpoints").glob("*/state/_METADATA"):
+        metadata.unlink()
+    failed = run_train(tmp_path)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert f"no checkpoint in {tmp_path / 'checkpoints'} restores" in failed.stderr
+
+
+def _set_attention(workdir, attention):
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["attention"] = attention
+    (workdir / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("trained,claimed", [("dma", "mha"), ("mha", "dma")])
+def test_eval_refuses_a_checkpoint_of_another_model(tmp_path, trained, claimed):
+    """Case 3: config.json saying mha over a DMA run's checkpoints used to score an MHA model whose
+    DMA parameters were dropped; the reverse crashed unclearly. Both now name the first mismatch."""
+    train(small_config(steps=2, eval_every=0, model=ModelConfig.preset("tiny", attention=trained, window=8,
+                                                                        implementation="xla")), tmp_path, progress=False)
+    _set_attention(tmp_path, claimed)
+    from dma_jax.evaluation import load_run
+
+    with pytest.raises(CheckpointMismatch, match=r"blocks/0/attn/(A|dt_proj)"):
+        load_run(tmp_path)
+    result = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--workdir", str(tmp_path), "--out",
+                             str(tmp_path / "eval.json"), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert result.returncode == 2 and "does not match" in result.stderr, result.stderr[-2000:]
+    with pytest.raises(CheckpointMismatch):  # and training on refuses too
+        train(small_config(steps=4, eval_every=0, model=ModelConfig.preset("tiny", attention=claimed, window=8,
+                                                                            implementation="xla")), tmp_path, progress=False)
+
+
+def test_a_kill_before_the_first_checkpoint_logs_start_once(tmp_path, uninterrupted):
+    """Case 7: a run killed before its first checkpoint starts over; its log must not keep the
+    first attempt's start event (or its steps)."""
+    killed = run_train(tmp_path, "checkpoint_every=4", "log_every=1", fault="metrics_append")
+    assert killed.returncode == -signal.SIGKILL
+    assert run_train(tmp_path).returncode == 0
+    assert logged(tmp_path) == uninterrupted
+
+
+def test_stop_after_logs_what_an_uninterrupted_run_logs(tmp_path):
+    """Case 7: --stop-after used to add a record at its last step that the uninterrupted run lacks."""
+    config = small_config(steps=8, log_every=4, eval_every=0, checkpoint_every=1)
+    whole = comparable(train(config, tmp_path / "whole", progress=False))
+    for _ in range(3):
+        train(config, tmp_path / "split", stop_after=3, progress=False)
+    assert logged(tmp_path / "split") == logged(tmp_path / "whole") == whole
+    assert [r["step"] for r in whole if r["event"] == "train"] == [4, 8]
+
+
+def test_resume_says_where_it_resumed_and_when_nothing_is_left(tmp_path):
+    first = run_train(tmp_path, "--stop-after", "4")
+    assert first.returncode == 0 and "resumed" not in first.stdout
+    second = run_train(tmp_path)
+    assert "resumed from step 4" in second.stdout
+    third = run_train(tmp_path)
+    assert third.returncode == 0 and "already at step 6, nothing to do" in third.stdout
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(tmp_path, uninterrupted):
+    process = run_train(tmp_path, "steps=400", "optim.decay_fraction=0.01", "checkpoint_every=1000", wait=False)
+    deadline = time.time() + 240
+    metrics = tmp_path / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('"train"') >= 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output[-3000:]
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    last_logged = max(r["step"] for r in read_records(metrics) if r["event"] == "train")
+    assert steps[-1] == last_logged and 3 <= last_logged < 400
+    assert f"stopped at step {last_logged} (SIGTERM)" in output
+
+
+def test_remote_style_workdirs_are_kept_as_uris(tmp_path, monkeypatch):
+    """Workdirs on gs:// are etils.epath paths end to end: the lock, the metrics log and the
+    checkpoint folder (Path('gs://b').absolute() used to turn it into '<cwd>/gs:/b'). The gs://
+    backend is redirected to a local folder."""
+    from etils import epath
+    from etils.epath import testing
+
+    from dma_jax.training import checkpointing
+    from dma_jax.training.workdir import MetricsLog
+
+    local = lambda x: str(x).replace("gs://bucket", str(tmp_path)) if str(x).startswith("gs://") else x  # noqa: E731
+    redirect = lambda fn, path, *a, **k: fn(local(path), *(local(x) for x in a), **k)  # noqa: E731
+    mocks = {name: redirect for name in ("open", "exists", "isdir", "listdir", "glob", "makedirs", "mkdir", "remove",
+                                         "rename", "replace", "rmtree", "stat")}
+    with testing.mock_epath(**mocks):
+        workdir = epath.Path("gs://bucket/run")
+        with WorkdirLock(workdir):
+            assert (tmp_path / "run" / "train.lock").exists()
+            log = MetricsLog(workdir / "metrics.jsonl", 0, True)
+            log({"step": 1, "event": "train", "loss": 1.0})
+            log({"step": 2, "event": "train", "loss": 0.5})
+            MetricsLog(workdir / "metrics.jsonl", 1, True)  # resume at 1: step 2 goes by rename
+        assert read_records(workdir / "metrics.jsonl") == [{"step": 1, "event": "train", "loss": 1.0}]
+    assert not (tmp_path / "run" / "train.lock").exists()
+    seen = []
+    monkeypatch.setattr(checkpointing.ocp, "CheckpointManager", lambda directory, options: seen.append(directory))
+    Checkpointer("gs://bucket/run/checkpoints", every=1, keep=1)
+    assert isinstance(seen[0], epath.Path) and str(seen[0]) == "gs://bucket/run/checkpoints"
