@@ -2,7 +2,7 @@
 
 Public entry points:
   dma_attention            the op; ``implementation`` picks a path by name or config object
-  XlaConfig, PallasConfig, PallasTpuConfig   one config object per path (tiles, launch options)
+  XlaConfig, PallasConfig, PallasTpuConfig, DenseConfig   one config object per path
   dma_attention_reference  dense spec, for tests
   selection_mask           dense kept-key mask (B, Hb, Tq, Tk), for tests and pictures
   live_ranges              every key's live range [j, end_j), O(T log T), no T x T array
@@ -17,6 +17,7 @@ slots, key tables), ``dma_jax.decoding`` (caches, generation), ``dma_jax.nn`` (F
 
 from dma_jax.decoding import generate
 from dma_jax.ops import (
+    DenseConfig,
     PallasConfig,
     PallasTpuConfig,
     XlaConfig,
@@ -29,6 +30,7 @@ from dma_jax.selection import live_ranges, static_keep
 __version__ = "0.2.0"
 
 __all__ = [
+    "DenseConfig",
     "PallasConfig",
     "PallasTpuConfig",
     "XlaConfig",

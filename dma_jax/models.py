@@ -3,6 +3,9 @@
 ``DecoderLM(config, rngs=...)(tokens, segment_ids=None) -> logits`` (B, T, vocab). Blocks are
 pre-norm: ``x + attn(rmsnorm(x))``, then ``x + swiglu(rmsnorm(x))``. With ``segment_ids``
 (packed documents) RoPE positions restart at each document and attention stays inside it.
+``scan_layers``: the blocks' parameters are stacked along a leading layer axis (``layers/...``
+instead of ``blocks/<i>/...``) and the forward pass is one ``nnx.scan``, so compiling a deep model
+costs about what one block costs.
 Presets: ``ModelConfig.preset(name)`` for the paper's 80M, 200M, 680M and 1.7B shapes
 (arXiv 2508.02124, its scaling table) and ``tiny`` for tests.
 """
@@ -69,6 +72,7 @@ class ModelConfig:
     implementation: str | None = None  # DMA's: see dma_jax.dma_attention
     dense_implementation: str | None = None  # MHA, SWA, MLA: jax.nn.dot_product_attention's (None, "xla", "cudnn")
     remat: bool = False  # recompute each block's activations in the backward pass (saves memory)
+    scan_layers: bool = False  # blocks stacked and run by one nnx.scan: compile time stops growing with depth
 
     def __post_init__(self):
         if self.attention not in ATTENTION_KINDS:
@@ -207,7 +211,15 @@ class DecoderLM(nnx.Module):
         self.config = config
         dtype = jnp.dtype(config.dtype)
         self.embed = nnx.Embed(config.vocab_size, config.d_model, dtype=dtype, rngs=rngs)
-        self.blocks = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+        if config.scan_layers:
+            @nnx.split_rngs(splits=config.num_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def stacked_blocks(rngs):
+                return Block(config, rngs=rngs)
+
+            self.layers, self.blocks = stacked_blocks(rngs), None
+        else:
+            self.layers, self.blocks = None, nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = nnx.RMSNorm(config.d_model, epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
         self.lm_head = None if config.tie_embeddings else nnx.Linear(
             config.d_model, config.vocab_size, use_bias=False, dtype=dtype, rngs=rngs
@@ -224,9 +236,20 @@ class DecoderLM(nnx.Module):
         run_block = lambda block, x, positions, segment_ids: block(x, positions=positions, segment_ids=segment_ids)
         if self.config.remat:
             run_block = nnx.remat(run_block)
+        if self.layers is not None:
+            scanned = nnx.scan(lambda x, block, p, s: run_block(block, x, p, s), in_axes=(nnx.Carry, 0, None, None),
+                               out_axes=nnx.Carry)
+            return self._logits(scanned(x, self.layers, positions, segment_ids))
         for block in self.blocks:
             x = run_block(block, x, positions, segment_ids)
         return self._logits(x)
+
+    def block_list(self) -> list[Block]:
+        """The blocks in order, one module each (slices of the stacked parameters when scanned)."""
+        if self.layers is None:
+            return list(self.blocks)
+        graphdef, state = nnx.split(self.layers)
+        return [nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state)) for i in range(self.config.num_layers)]
 
     def _logits(self, x):
         x = self.final_norm(x)
@@ -245,7 +268,8 @@ class DecoderLM(nnx.Module):
         x = self.embed(tokens[:, :chunk])
         later_chunk = chunk if chunk < length else 1  # what the caches must take in one step
         caches = []
-        for block in self.blocks:
+        blocks = self.block_list()
+        for block in blocks:
             x, cache = block.prefill(x, lengths=jnp.minimum(lengths, chunk), max_len=max_len, chunk=later_chunk)
             caches.append(cache)
         logits = [self._logits(x)]
@@ -253,7 +277,7 @@ class DecoderLM(nnx.Module):
             piece = tokens[:, start : start + chunk]
             positions = jnp.broadcast_to(start + jnp.arange(piece.shape[1], dtype=jnp.int32), piece.shape)
             x = self.embed(piece)
-            for i, block in enumerate(self.blocks):
+            for i, block in enumerate(blocks):
                 x, caches[i] = block.extend(x, positions=positions, cache=caches[i], lengths=lengths)
             logits.append(self._logits(x))
         return jnp.concatenate(logits, axis=1), caches
@@ -262,7 +286,7 @@ class DecoderLM(nnx.Module):
         """One token per sequence, tokens and positions (B,) -> (logits (B, vocab), caches)."""
         x = self.embed(tokens[:, None])
         new_caches = []
-        for block, cache in zip(self.blocks, caches):
+        for block, cache in zip(self.block_list(), caches):
             x, cache = block.decode(x, positions=positions, cache=cache)
             new_caches.append(cache)
         return self._logits(x)[:, 0], new_caches

@@ -87,6 +87,10 @@ def path_name(path) -> str:
 
 
 def logical_axes(name: str, ndim: int) -> tuple[str | None, ...]:
+    """Logical axes of a parameter; stacked blocks (``layers/...``) lead with an unsharded layer axis."""
+    stacked = re.search(r"(?:^|/)layers/(.+)$", name)  # also optimizer moments: opt_state/.../layers/...
+    if stacked and ndim >= 1:
+        return (None,) + logical_axes(stacked.group(1), ndim - 1)
     for pattern, axes in LOGICAL_AXES:
         if re.search(pattern, name) and len(axes) == ndim:
             return axes

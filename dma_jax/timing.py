@@ -26,3 +26,16 @@ def timed_runs(fn, *args, repeats: int, warmup: int = 2) -> list[float]:
 def median_seconds(fn, *args, repeats: int, warmup: int = 2) -> float:
     """Median of ``timed_runs``: robust to the odd slow call."""
     return statistics.median(timed_runs(fn, *args, repeats=repeats, warmup=warmup))
+
+
+def amortised_seconds(fn, *args, calls: int, warmup: int = 2) -> float:
+    """Seconds per call of ``calls`` back-to-back calls ``fn(*args)`` with one wait at the end, as a
+    training loop runs them (a single waited-for call also pays dispatch and the host round trip)."""
+    if calls < 1:
+        raise ValueError(f"calls must be >= 1, got {calls}")
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    outputs = [fn(*args) for _ in range(calls)]
+    jax.block_until_ready(outputs)
+    return (time.perf_counter() - start) / calls

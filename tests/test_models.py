@@ -1,5 +1,7 @@
 """dma_jax.models: the decoder LM for every attention kind, presets, Orbax round trip."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,3 +139,58 @@ def test_parameters_round_trip_through_orbax(tmp_path):
     nnx.update(fresh, restored)
     np.testing.assert_array_equal(np.asarray(fresh(tokens)), np.asarray(expected))
     del graphdef
+
+
+def _scanned_and_unrolled(**overrides):
+    """A scanned model and an unrolled one holding the same parameters."""
+    config = ModelConfig.preset("tiny", num_layers=3, implementation="xla", **overrides)
+    scanned = DecoderLM(dataclasses.replace(config, scan_layers=True), rngs=nnx.Rngs(0))
+    unrolled = DecoderLM(config, rngs=nnx.Rngs(1))
+    for block, source in zip(unrolled.blocks, scanned.block_list()):
+        nnx.update(block, nnx.state(source))
+    for name in ("embed", "final_norm"):
+        nnx.update(getattr(unrolled, name), nnx.state(getattr(scanned, name)))
+    return scanned, unrolled
+
+
+@pytest.mark.parametrize("attention", ["dma", "mha", "swa"])
+def test_scanned_blocks_equal_unrolled_blocks(attention):
+    """scan_layers stacks the blocks' parameters (layers/...) and scans them: same logits and
+    gradients as the unrolled model holding the same parameters, with and without remat."""
+    for remat in (False, True):
+        scanned, unrolled = _scanned_and_unrolled(attention=attention, remat=remat)
+        tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 40)), jnp.int32)
+        segment_ids = jnp.asarray(np.repeat([[0, 1]], 2, 0).repeat(20, 1), jnp.int32)
+        loss = lambda model: jnp.mean(model(tokens, segment_ids) ** 2)  # noqa: E731
+        np.testing.assert_allclose(scanned(tokens, segment_ids), unrolled(tokens, segment_ids), rtol=1e-5, atol=1e-5)
+        grads_scanned, grads_unrolled = nnx.grad(loss)(scanned), nnx.grad(loss)(unrolled)
+        for i in range(3):
+            got = jax.tree.map(lambda x: x[i], nnx.state(grads_scanned.layers))
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                         got, nnx.state(grads_unrolled.blocks[i]))
+        np.testing.assert_allclose(grads_scanned.embed.embedding[...], grads_unrolled.embed.embedding[...],
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_scanned_model_generates_like_the_unrolled_one():
+    from dma_jax import generate
+
+    scanned, unrolled = _scanned_and_unrolled(attention="dma")
+    prompts = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, 12)), jnp.int32)
+    np.testing.assert_array_equal(generate(scanned, prompts, 6, prompt_lengths=[12, 7]),
+                                  generate(unrolled, prompts, 6, prompt_lengths=[12, 7]))
+
+
+def test_scanned_parameters_shard_and_count_like_unrolled_ones():
+    from jax.sharding import AbstractMesh, AxisType
+    from jax.sharding import PartitionSpec as P
+
+    from dma_jax.sharding import partition_spec
+    from dma_jax.training.flops import count_matmul_params
+
+    scanned, unrolled = _scanned_and_unrolled(attention="dma")
+    assert count_matmul_params(nnx.state(scanned, nnx.Param)) == count_matmul_params(nnx.state(unrolled, nnx.Param))
+    mesh = AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    assert partition_spec("layers/attn/q_proj/kernel", (3, 64, 64), mesh) == P(None, "fsdp", "tensor")
+    assert partition_spec("opt_state/0/mu/layers/mlp/down_proj/kernel", (3, 256, 64), mesh) == P(None, "tensor", "fsdp")
+    assert partition_spec("layers/attn_norm/scale", (3, 64), mesh) == P(None, None)

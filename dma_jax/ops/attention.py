@@ -5,35 +5,38 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from dma_jax.ops.dense import DenseConfig, dense_attention, why_not_dense
 from dma_jax.ops.pallas_gpu import PallasConfig, dma_attention_pallas
 from dma_jax.ops.pallas_tpu import PallasTpuConfig, dma_attention_pallas_tpu
 from dma_jax.ops.xla import XlaConfig, dma_attention_xla
 from dma_jax.validation import check_attention_args, check_contiguous_segments
 
 IMPLEMENTATIONS = (None, "xla", "pallas", "pallas_tpu")
-Implementation = str | None | XlaConfig | PallasConfig | PallasTpuConfig
+Implementation = str | None | XlaConfig | PallasConfig | PallasTpuConfig | DenseConfig
 
 _STATIC = ("window", "causal", "scale", "config")
 _RUNNERS = {
     XlaConfig: jax.jit(dma_attention_xla, static_argnames=_STATIC),
     PallasConfig: jax.jit(dma_attention_pallas, static_argnames=_STATIC),
     PallasTpuConfig: jax.jit(dma_attention_pallas_tpu, static_argnames=_STATIC),
+    DenseConfig: jax.jit(dense_attention, static_argnames=_STATIC),
 }
 
 
-def resolve_implementation(implementation: Implementation) -> XlaConfig | PallasConfig | PallasTpuConfig:
+def resolve_implementation(implementation: Implementation) -> XlaConfig | PallasConfig | PallasTpuConfig | DenseConfig:
     """The config object an ``implementation`` argument stands for.
 
     A config object is used as given. A name gets that path's default config: "xla"; "pallas"
     (the GPU kernels; off a GPU their interpret mode, slow and meant for tests); "pallas_tpu" (the
-    TPU kernels; off a TPU their interpret mode); None: the kernels on a GPU or TPU, XLA elsewhere.
+    TPU kernels; off a TPU their interpret mode); None: the kernels on a GPU or TPU, XLA elsewhere
+    (``dma_attention`` then also takes the dense path where it applies, ``choose_path``).
     """
     if isinstance(implementation, tuple(_RUNNERS)):
         return implementation
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"implementation must be one of {IMPLEMENTATIONS} or a config object (XlaConfig, PallasConfig, "
-            f"PallasTpuConfig), got {implementation!r}"
+            f"PallasTpuConfig, DenseConfig), got {implementation!r}"
         )
     backend = jax.default_backend()
     if implementation is None:
@@ -43,6 +46,22 @@ def resolve_implementation(implementation: Implementation) -> XlaConfig | Pallas
     if implementation == "pallas_tpu":
         return PallasTpuConfig() if backend == "tpu" else PallasTpuConfig().interpreted()
     return XlaConfig()
+
+
+def choose_path(q, k, bias, window, *, segment_ids, implementation: Implementation):
+    """The config a call runs with: ``resolve_implementation``'s, except that with ``implementation``
+    None on a GPU a call in the dense regime (every query keeps every key it sees: window None or
+    >= Tk) runs on cuDNN (``DenseConfig``) where ``ops.dense.why_not_dense`` allows it. An explicit
+    ``DenseConfig`` outside what it can do raises, with the reason."""
+    config = resolve_implementation(implementation)
+    if implementation is None and isinstance(config, PallasConfig) and jax.default_backend() == "gpu":
+        if why_not_dense(q, k, bias, window, segment_ids=segment_ids, backend="cudnn", automatic=True) is None:
+            return DenseConfig("cudnn")
+    if isinstance(config, DenseConfig):
+        reason = why_not_dense(q, k, bias, window, segment_ids=segment_ids, backend=config.backend)
+        if reason is not None:
+            raise ValueError(f"implementation={config}: not available for this call ({reason})")
+    return config
 
 
 def dma_attention(
@@ -78,7 +97,10 @@ def dma_attention(
         (the GPU kernels of ``pallas_kernels.gpu``; in interpret mode off the GPU, which is slow
         and meant for tests), "pallas_tpu" (the TPU kernels of ``pallas_kernels.tpu``; in TPU
         interpret mode off the TPU), or a config object that picks the path and sets its tiles:
-        ``XlaConfig(block_q=...)``, ``PallasConfig(block_q=..., ...)``, ``PallasTpuConfig(...)``.
+        ``XlaConfig(block_q=...)``, ``PallasConfig(block_q=..., ...)``, ``PallasTpuConfig(...)``,
+        ``DenseConfig(backend)`` (the dense regime only, window None or >= Tk: dense attention with
+        the bias folded into extra head columns, on cuDNN or XLA). None on a GPU takes that dense
+        path by itself for 16-bit calls in the dense regime without ``segment_ids``.
         The Pallas kernels compute in float32 at most: float64 inputs raise there (use "xla").
 
     Empty inputs: B = 0, Tq = 0, or (not causal) Tk = 0 give an all-zero (B, Tq, H, D) output;
@@ -95,7 +117,7 @@ def dma_attention(
       >>> out = dma_attention(q, k, v, bias, 1024, implementation=PallasConfig(block_q=64))  # doctest: +SKIP
     """
     dims = check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale)
-    config = resolve_implementation(implementation)
+    config = choose_path(q, k, bias, window, segment_ids=segment_ids, implementation=implementation)
     if isinstance(config, (PallasConfig, PallasTpuConfig)) and jnp.dtype(q.dtype) == jnp.float64:
         raise TypeError(f"the Pallas kernels ({type(config).__name__}) compute in float32 at most; "
                         "for float64 inputs use implementation='xla'")

@@ -60,7 +60,8 @@ def training_flops_per_token(config: ModelConfig, matmul_params: int, seq_len: i
 
 
 def count_matmul_params(params) -> int:
-    """Weights of rank >= 2 in a parameter pytree, excluding the embedding table and LM head."""
+    """Weights of rank >= 2 in a parameter pytree, excluding the embedding table and LM head
+    (stacked blocks, ``layers/...``, carry one more axis: their layer axis)."""
     import jax
 
     from dma_jax.sharding import path_name
@@ -68,7 +69,8 @@ def count_matmul_params(params) -> int:
     total = 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         name = path_name(path)
-        if leaf.ndim >= 2 and not name.startswith(("embed/", "lm_head/")):
+        rank = leaf.ndim - (1 if name.startswith("layers/") else 0)
+        if rank >= 2 and not name.startswith(("embed/", "lm_head/")):
             total += int(np.prod(leaf.shape))
     return total
 
