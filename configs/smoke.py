@@ -1,4 +1,8 @@
-"""A tiny DMA model learning MQAR on the CPU in under a minute (no corpus needed).
+"""A tiny DMA model learning MQAR, no corpus needed: the quickest end-to-end check of train.py.
+
+Hardware: a CPU. Time: 21 s on 2 CPU cores, start-up and compilation included (200 steps; JAX
+0.10.2, with another job on the second core). Size: 140K parameters (d_model 64, 2 layers),
+rows of 64 tokens, 32 a step.
 
     python train.py --config configs/smoke.py --workdir runs/smoke
 """

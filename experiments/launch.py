@@ -20,6 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dma_jax.card import device_card
+from dma_jax.training.workdir import read_records
+
+PROGRESS_EVERY_S = 15.0  # the most seconds between two progress lines of a running job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +36,7 @@ class Job:
 
 
 def final_records(workdir: Path) -> dict:
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    records = read_records(workdir / "metrics.jsonl")
     last = lambda event: next((r for r in reversed(records) if r["event"] == event), None)
     start = next(r for r in records if r["event"] == "start")
     curve = [{k: r[k] for k in ("step", "eval_loss", "eval_accuracy") if k in r} for r in records if r["event"] == "eval"]
@@ -60,12 +63,10 @@ def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float, gpu: str | No
                "--no-progress", *job.overrides]
     start = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
+    print(f"[{job.name}] training; live metrics: {workdir / 'metrics.jsonl'}, log: {workdir / 'train.log'}", flush=True)
     with (workdir / "train.log").open("w") as log:
-        try:
-            code = subprocess.run(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=timeout_s).returncode
-        except subprocess.TimeoutExpired:
-            code = "timeout"
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        code = follow(process, job.name, workdir, timeout_s)
     result = {"cell": job.cell, "command": " ".join(["python", "train.py", *command[2:]]),
               "wall_s": time.perf_counter() - start}
     if code != 0:
@@ -77,6 +78,71 @@ def run_job(job: Job, workroot: Path, jobs: int, timeout_s: float, gpu: str | No
             pass
         return failed
     return {**result, **final_records(workdir)}
+
+
+class _Progress:
+    """What a running job has logged so far, read from its metrics.jsonl while train.py appends to it."""
+
+    def __init__(self, name: str, workdir: Path):
+        self.name, self.workdir = name, workdir
+        self.seen = 0  # records read
+        self.first = None  # (step, time) of the first train record
+        self.printed_at = 0.0
+        self.pending = None  # the newest train record not printed yet
+
+    def steps(self) -> int | None:
+        try:
+            return json.loads((self.workdir / "config.json").read_text())["steps"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def poll(self, force: bool = False) -> None:
+        path = self.workdir / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().split("\n")[:-1]  # the part after the last newline may be half written
+        if len(lines) < self.seen:  # rewritten on resume: read it again
+            self.seen = 0
+        new = [json.loads(line) for line in lines[self.seen:] if line.strip()]
+        self.seen = len(lines)
+        now = time.perf_counter()
+        for record in new:
+            if record.get("event") == "train" and self.first is None:
+                self.first = (record["step"], now)
+            if record.get("event") == "eval":
+                print(f"[{self.name}] step {record['step']}: eval loss {record['eval_loss']:.4f}, "
+                      f"accuracy {record['eval_accuracy']:.3f}", flush=True)
+        trains = [r for r in new if r.get("event") == "train"]
+        self.pending = trains[-1] if trains else self.pending
+        if self.pending and (force or now - self.printed_at >= PROGRESS_EVERY_S):
+            self.printed_at = now
+            print(f"[{self.name}] {self.describe(self.pending, now)}", flush=True)
+            self.pending = None
+
+    def describe(self, record: dict, now: float) -> str:
+        total, step = self.steps(), record["step"]
+        text = f"step {step}" + (f"/{total}" if total else "") + f"  loss {record['loss']:.3f}"
+        text += f"  {record.get('tokens_per_s') or 0:,.0f} tok/s"
+        if total and self.first and step > self.first[0]:
+            rate = (step - self.first[0]) / max(now - self.first[1], 1e-9)
+            seconds = (total - step) / rate
+            text += f"  ETA {int(seconds // 60)}m{int(seconds % 60):02d}s"
+        return text
+
+
+def follow(process: subprocess.Popen, name: str, workdir: Path, timeout_s: float):
+    """Wait for a train.py process, printing its progress (step, loss, tokens/s, ETA) every
+    ``PROGRESS_EVERY_S`` seconds and each evaluation; returns its exit code, or "timeout"."""
+    progress, deadline = _Progress(name, workdir), time.perf_counter() + timeout_s
+    while process.poll() is None:
+        if time.perf_counter() > deadline:
+            process.kill()
+            process.wait()
+            return "timeout"
+        progress.poll()
+        time.sleep(0.5)
+    progress.poll(force=True)
+    return process.returncode
 
 
 def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,

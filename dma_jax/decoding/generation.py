@@ -4,15 +4,52 @@ scan over new tokens.
 A DMA layer's cache holds only its w live keys per (sequence, bias head) (``decoding.dma_cache``);
 MHA keeps every key and SWA a ring of w (``decoding.kv_cache``). Prompts may differ in length:
 pass them right-padded with ``prompt_lengths``.
+
+Any NNX model generates that has the two methods of ``CachedLM`` (``DecoderLM`` has them; a model
+of one's own builds them from its attention layers' ``prefill``/``extend``/``decode``, the
+``CachedAttention`` methods every layer of ``dma_jax.nn`` has: ``examples/custom_model.py``).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+
+@runtime_checkable
+class CachedLM(Protocol):
+    """What ``generate`` and ``teacher_forced_logits`` need of a model (an ``nnx.Module``).
+
+    ``prefill(tokens, lengths, max_len, chunk)``: right-padded prompts, tokens int (B, T) of
+    ``lengths`` (B,) -> (logits float (B, T, vocab), caches). ``max_len`` is the longest total
+    length decoding will reach (dense caches are sized by it); ``chunk`` (None or an int) asks for
+    the prompt ``chunk`` tokens at a time. ``caches`` is any pytree (one cache per layer).
+
+    ``decode(tokens, positions, caches)``: one token per sequence, tokens and positions int (B,)
+    -> (logits float (B, vocab), caches).
+    """
+
+    def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int, chunk: int | None = None) -> tuple[jax.Array, Any]:
+        ...
+
+    def decode(self, tokens: jax.Array, positions: jax.Array, caches: Any) -> tuple[jax.Array, Any]:
+        ...
+
+
+def check_cached_lm(model) -> None:
+    """Raise TypeError naming what ``model`` lacks of ``CachedLM``."""
+    missing = [name for name in ("prefill", "decode") if not callable(getattr(model, name, None))]
+    if missing:
+        raise TypeError(
+            f"{type(model).__name__} cannot generate: it has no {' and no '.join(missing)} method. A model "
+            "generates when it defines prefill(tokens, lengths, max_len, chunk) -> (logits, caches) and "
+            "decode(tokens, positions, caches) -> (logits, caches) (dma_jax.decoding.CachedLM; "
+            "examples/custom_model.py builds both from its layers' prefill/extend/decode)"
+        )
 
 
 def _lengths(prompt_tokens, prompt_lengths):
@@ -45,8 +82,9 @@ def teacher_forced_logits(model, prompt_tokens, continuation, *, prompt_lengths=
 
     Returns float32 (B, N, vocab): entry i is what the model predicts after reading
     ``continuation[:, i]`` at position ``prompt_lengths + i``; a full forward pass over the
-    concatenated tokens gives the same numbers (used to test the caches).
+    concatenated tokens gives the same numbers (used to test the caches). ``model``: a ``CachedLM``.
     """
+    check_cached_lm(model)
     graphdef, state = nnx.split(model)
     lengths = _lengths(prompt_tokens, prompt_lengths)
     return _teacher_forced(graphdef, state, prompt_tokens, lengths, continuation, prefill_chunk)
@@ -82,10 +120,12 @@ def generate(
 ):
     """Continue right-padded prompts (B, P) by ``max_new_tokens`` tokens -> int32 (B, max_new_tokens).
 
-    ``prompt_lengths`` (B,): real prompt lengths (default P). ``temperature`` 0 is greedy;
-    above 0 samples and needs ``key``. The prompt runs in one prefill pass, or ``prefill_chunk``
-    tokens at a time for long prompts; then decoding is one ``lax.scan`` under ``jit``.
+    ``model``: any ``CachedLM`` (e.g. ``DecoderLM``). ``prompt_lengths`` (B,): real prompt lengths
+    (default P). ``temperature`` 0 is greedy; above 0 samples and needs ``key``. The prompt runs in
+    one prefill pass, or ``prefill_chunk`` tokens at a time for long prompts; then decoding is one
+    ``lax.scan`` under ``jit``.
     """
+    check_cached_lm(model)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0:

@@ -2,10 +2,12 @@
 
 Every layer maps ``x`` (B, T, d_model) to (B, T, d_model) as
 ``layer(x, *, positions=None, segment_ids=None)``: ``positions`` (B, T) int feed RoPE (default
-``0 .. T-1``), ``segment_ids`` (B, T) int keep packed documents apart.
+``0 .. T-1``), ``segment_ids`` (B, T) int keep packed documents apart. Every layer also decodes
+with a cache of its own: ``prefill``, ``extend`` and ``decode`` (``CachedAttention``).
 """
 
 from dma_jax.nn.attention_layers import (
+    CachedAttention,
     DynamicMaskAttention,
     MultiHeadAttention,
     SlidingWindowAttention,
@@ -15,6 +17,7 @@ from dma_jax.nn.native_sparse_attention import NativeSparseAttention
 from dma_jax.nn.rope import apply_rope
 
 __all__ = [
+    "CachedAttention",
     "DynamicMaskAttention",
     "MultiHeadAttention",
     "MultiHeadLatentAttention",

@@ -6,6 +6,8 @@ names follow HF's Doge (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``dt_pro
 
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -15,6 +17,35 @@ from dma_jax.decoding.dma_cache import cache_append, cache_extend, cache_from_pr
 from dma_jax.decoding.kv_cache import kv_cache_append, kv_cache_from_prefill, kv_cached_attention
 from dma_jax.nn.rope import apply_rope
 from dma_jax.sharding import per_device
+
+
+@runtime_checkable
+class CachedAttention(Protocol):
+    """The decoding interface of every attention layer of ``dma_jax.nn``: a model that calls these
+    per layer can generate (``dma_jax.decoding.CachedLM``; ``examples/custom_model.py``).
+
+    ``prefill(x, *, lengths, max_len, chunk=1)``: right-padded prompts x (B, T, d_model) of
+    ``lengths`` (B,) -> (y (B, T, d_model), cache). ``max_len`` bounds the total length decoding
+    will reach (caches that keep every key are sized by it); ``chunk``: the most tokens a later
+    ``extend`` will take at once. A DMA layer's cache holds its w live keys, whatever T.
+
+    ``extend(x, *, positions, cache, lengths=None)``: C more tokens per sequence, x (B, C, d_model)
+    at ``positions`` (B, C) -> (y, cache); tokens at positions >= ``lengths`` are padding.
+
+    ``decode(x, *, positions, cache)``: one token per sequence, x (B, 1, d_model) at ``positions``
+    (B,) -> (y (B, 1, d_model), cache).
+
+    Caches are pytrees (``DMACache``, ``KVCache``), so they pass through ``jit`` and ``lax.scan``.
+    """
+
+    def prefill(self, x: jax.Array, *, lengths: jax.Array, max_len: int, chunk: int = 1) -> tuple[jax.Array, Any]:
+        ...
+
+    def extend(self, x: jax.Array, *, positions: jax.Array, cache: Any, lengths: jax.Array | None = None) -> tuple[jax.Array, Any]:
+        ...
+
+    def decode(self, x: jax.Array, *, positions: jax.Array, cache: Any) -> tuple[jax.Array, Any]:
+        ...
 
 
 def default_positions(x: jax.Array) -> jax.Array:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import sys
 from pathlib import Path
 
 from dma_jax.data import DataConfig, vocab_size_of
@@ -146,17 +147,31 @@ def _replace_path(node, parts, text, full_key):
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """``get_config()`` from the Python file at ``path``, with ``overrides``, validated."""
+    """``get_config()`` from the Python file at ``path``, with ``overrides``, validated.
+
+    The file runs as a module registered in ``sys.modules`` (so it may define dataclasses of its
+    own). Raises ValueError, in one line, for a file that is not a training config: no
+    ``get_config``, or one that returns something other than a ``TrainConfig``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} not found")
-    spec = importlib.util.spec_from_file_location(f"dma_config_{path.stem}", path)
+    name = f"dma_config_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path} must define get_config() -> TrainConfig")
-    config = apply_overrides(module.get_config(), list(overrides))
-    return config.validate()
+    sys.modules[name] = module  # dataclasses look their defining module up while they are built
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(name, None)
+        raise
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"{path} is not a training config: it defines no get_config() -> TrainConfig")
+    config = module.get_config()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"{path} is not a training config: get_config() returned a {type(config).__name__}, "
+                         "not a TrainConfig")
+    return apply_overrides(config, list(overrides)).validate()
 
 
 def config_dict(config) -> dict:

@@ -33,18 +33,26 @@ def test_grid_runs_missing_cells_and_records_errors(tmp_path):
 
 
 def test_a_cell_cut_off_by_its_timeout_keeps_what_it_logged(tmp_path, monkeypatch):
-    import subprocess
-
     from experiments import launch
 
-    def fake_run(command, timeout, **kwargs):  # a run that logged one evaluation, then ran out of time
-        workdir = Path(command[command.index("--workdir") + 1])
-        records = [{"event": "start", "params": 10, "flops_per_token": 60.0, "device_kind": "cpu"},
-                   {"event": "eval", "step": 500, "eval_loss": 2.5, "eval_accuracy": 0.25}]
-        (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
-        raise subprocess.TimeoutExpired(command, timeout)
+    class FakeRun:  # a run that logged one evaluation, then ran on past its time
+        def __init__(self, command, **kwargs):
+            workdir = Path(command[command.index("--workdir") + 1])
+            records = [{"event": "start", "params": 10, "flops_per_token": 60.0, "device_kind": "cpu"},
+                       {"event": "eval", "step": 500, "eval_loss": 2.5, "eval_accuracy": 0.25}]
+            (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+            self.returncode = None
 
-    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+        def poll(self):
+            return self.returncode
+
+        def kill(self):
+            self.returncode = -9
+
+        def wait(self):
+            return self.returncode
+
+    monkeypatch.setattr(launch.subprocess, "Popen", FakeRun)
     result = launch.run_job(Job("slow", SMOKE, QUICK, {"attention": "dma"}), tmp_path, 1, timeout_s=1.0)
     assert result["error"].startswith("exit timeout") and "eval" not in result
     assert result["partial"]["eval_curve"] == [{"step": 500, "eval_loss": 2.5, "eval_accuracy": 0.25}]
@@ -98,6 +106,27 @@ def test_compare_prints_a_table_and_draws_the_curves(tmp_path, capsys):
     assert [r["step"] for r in stored["cells"]["dma"]["eval_curve"]] == [2, 4]
     assert stored["cells"]["swa"]["mqar"][0]["queries"] == 512 * 8  # eval.py's 512 examples of 8 pairs
     assert (out / "compare.png").stat().st_size > 0 and (out / "distance.png").stat().st_size > 0
+    # progress while each model trains: where its live metrics are, its steps and evaluations
+    assert f"[dma] training; live metrics: {out / 'dma' / 'metrics.jsonl'}" in printed
+    assert "[swa] step 4/4  loss" in printed and "tok/s" in printed
+    assert "[dma] step 2: eval loss" in printed
+
+
+def test_progress_lines_give_step_loss_speed_and_eta(tmp_path, capsys):
+    import experiments.launch as launch
+
+    progress = launch._Progress("dma", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"steps": 100}))
+    with (tmp_path / "metrics.jsonl").open("w") as f:
+        f.write(json.dumps({"step": 10, "event": "train", "loss": 2.5, "tokens_per_s": 1234.0}) + "\n")
+    progress.poll(force=True)
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 20, "event": "train", "loss": 2.0, "tokens_per_s": 2000.0}) + "\n")
+        f.write('{"step": 30, "event": "tr')  # half written: not read yet
+    progress.poll(force=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[dma] step 10/100  loss 2.500  1,234 tok/s"
+    assert lines[1].startswith("[dma] step 20/100  loss 2.000  2,000 tok/s  ETA ")
 
 
 def test_cells_are_evaluated_one_at_a_time_after_training(tmp_path):

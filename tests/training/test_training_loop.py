@@ -87,3 +87,41 @@ def test_one_step_invocations_log_the_uninterrupted_steps(tmp_path):
         records = train(config, tmp_path, stop_after=1, progress=False)
         logged += [r for r in records if r["event"] == "train"]
     assert [r["step"] for r in logged] == [5, 8] and all(r["tokens_per_s"] > 0 for r in logged)
+
+
+def test_a_config_file_may_define_dataclasses(tmp_path):
+    """The config runs as a registered module: a dataclass in it used to crash the loader
+    ('NoneType' object has no attribute '__dict__')."""
+    from dma_jax.training.config import load_config
+
+    path = tmp_path / "with_dataclass.py"
+    path.write_text(
+        "from __future__ import annotations\n\n"  # string annotations: what made dataclasses look the module up
+        "import dataclasses\n"
+        "from dma_jax.data import DataConfig\n"
+        "from dma_jax.models import ModelConfig\n"
+        "from dma_jax.training.config import TrainConfig\n"
+        "from dma_jax.training.optimizer import OptimConfig\n\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class Sizes:\n"
+        "    d_model: int = 32\n\n"
+        "def get_config():\n"
+        "    model = ModelConfig.preset('tiny', d_model=Sizes().d_model, implementation='xla')\n"
+        "    return TrainConfig(model=model, data=DataConfig(kind='mqar', seq_len=32, vocab_size=256), steps=4,\n"
+        "                       optim=OptimConfig(warmup_steps=1),\n"
+        "                       eval_every=0)\n"
+    )
+    assert load_config(path, ["steps=3"]).model.d_model == 32
+
+
+@pytest.mark.parametrize("body,message", [
+    ("X = 1\n", "is not a training config: it defines no get_config()"),
+    ("def get_config():\n    return {'steps': 3}\n", "get_config() returned a dict, not a TrainConfig"),
+], ids=["no-get-config", "wrong-type"])
+def test_a_file_that_is_not_a_training_config_gets_one_line(tmp_path, body, message):
+    path = tmp_path / "not_a_config.py"
+    path.write_text(body)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(path), "--workdir",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
