@@ -27,6 +27,7 @@ from dma_jax.nn import (
     SlidingWindowAttention,
 )
 from dma_jax.selection.segments import segment_bounds
+from dma_jax.sharding import annotate
 
 ATTENTION_KINDS = ("dma", "mha", "swa", "mla", "nsa")
 DENSE_IMPLEMENTATIONS = (None, "xla", "cudnn")
@@ -156,6 +157,7 @@ class SwiGLU(nnx.Module):
     def __init__(self, d_model: int, hidden: int, *, dtype, rngs: nnx.Rngs):
         linear = lambda i, o: nnx.Linear(i, o, use_bias=False, dtype=dtype, rngs=rngs)
         self.gate_proj, self.up_proj, self.down_proj = linear(d_model, hidden), linear(d_model, hidden), linear(hidden, d_model)
+        annotate(self, {"gate_proj": ("embed", "mlp"), "up_proj": ("embed", "mlp"), "down_proj": ("mlp", "embed")})
 
     def __call__(self, x):
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -224,6 +226,9 @@ class DecoderLM(nnx.Module):
         self.lm_head = None if config.tie_embeddings else nnx.Linear(
             config.d_model, config.vocab_size, use_bias=False, dtype=dtype, rngs=rngs
         )
+        annotate(self, {"embed": ("vocab", "embed")}, parameter="embedding")
+        if self.lm_head is not None:
+            annotate(self, {"lm_head": ("embed", "vocab")})
 
     def __call__(self, tokens: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         if tokens.ndim != 2:

@@ -16,7 +16,8 @@ from dma_jax.ops.attention import dma_attention
 from dma_jax.decoding.dma_cache import cache_append, cache_extend, cache_from_prefill, cached_attention
 from dma_jax.decoding.kv_cache import kv_cache_append, kv_cache_from_prefill, kv_cached_attention
 from dma_jax.nn.rope import apply_rope
-from dma_jax.sharding import per_device
+from dma_jax.ops.sequence_parallel import sequence_parallel_attention
+from dma_jax.sharding import MeshAxes, annotate, per_device, split_sizes
 
 
 @runtime_checkable
@@ -78,6 +79,8 @@ class _ProjectedAttention(nnx.Module):
         self.k_proj = linear(d_model, num_kv_heads * head_dim)
         self.v_proj = linear(d_model, num_kv_heads * head_dim)
         self.o_proj = linear(num_heads * head_dim, d_model)
+        annotate(self, {"q_proj": ("embed", "heads"), "k_proj": ("embed", "heads"), "v_proj": ("embed", "heads"),
+                        "o_proj": ("heads", "embed")})
         norm = lambda: nnx.RMSNorm(head_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_norm = norm() if qk_norm else None
         self.k_norm = norm() if qk_norm else None
@@ -117,6 +120,11 @@ class DynamicMaskAttention(_ProjectedAttention):
     Call: ``layer(x, *, positions=None, segment_ids=None, key_mask=None)`` with x (B, T, d_model)
     -> (B, T, d_model); see ``dma_jax.dma_attention`` for the masks. ``implementation`` is passed
     to ``dma_attention`` (None: the Pallas kernels on GPU, XLA elsewhere).
+
+    Under a mesh (``jax.set_mesh``) the attention runs once per device over the axes of
+    ``mesh_axes``: batch rows, heads and, when the mesh splits ``mesh_axes.sequence``, the sequence
+    itself, each device keeping its slice of T and receiving only the keys earlier slices carry
+    (``dma_jax.ops.sequence_parallel``).
     """
 
     def __init__(
@@ -132,10 +140,12 @@ class DynamicMaskAttention(_ProjectedAttention):
         implementation: str | None = None,
         dt_bias: bool = True,
         recency: float | None = None,
+        mesh_axes: MeshAxes = MeshAxes(),
         rngs: nnx.Rngs,
         **kwargs,
     ):
         super().__init__(d_model, num_heads, num_kv_heads, head_dim, rngs=rngs, **kwargs)
+        self.mesh_axes = mesh_axes
         if bias_kind not in ("exp", "linear"):
             raise ValueError(f"bias_kind must be 'exp' or 'linear', got {bias_kind!r}")
         bias_heads = num_kv_heads if bias_heads is None else bias_heads
@@ -146,6 +156,7 @@ class DynamicMaskAttention(_ProjectedAttention):
             num_kv_heads * head_dim, bias_heads, use_bias=dt_bias, param_dtype=kwargs.get("param_dtype", jnp.float32),
             rngs=rngs,
         )
+        annotate(self, {"dt_proj": ("embed", None)})
         self.A = nnx.Param(jnp.zeros((bias_heads,), kwargs.get("param_dtype", jnp.float32)))
         self.recency_slope = None if recency is None else nnx.Param(jnp.full((bias_heads,), recency, jnp.float32))
 
@@ -164,12 +175,19 @@ class DynamicMaskAttention(_ProjectedAttention):
 
     def __call__(self, x, *, positions=None, segment_ids=None, key_mask=None):
         q, k, v = self.project(x, positions)
-        attend = lambda q, k, v, bias, segment_ids, key_mask: dma_attention(
-            q, k, v, bias, self.window, segment_ids=segment_ids, key_mask=key_mask, implementation=self.implementation
-        )
+        sequence_split = split_sizes(self.mesh_axes)[1] > 1  # each device holds its slice of T
+
+        def attend(q, k, v, bias, segment_ids, key_mask):
+            kwargs = dict(segment_ids=segment_ids, key_mask=key_mask, implementation=self.implementation)
+            if sequence_split:
+                return sequence_parallel_attention(q, k, v, bias, self.window, axis_name=self.mesh_axes.sequence,
+                                                   **kwargs)
+            return dma_attention(q, k, v, bias, self.window, **kwargs)
+
         # One kernel call per device when a mesh is set (jax.set_mesh); a plain call otherwise.
         bias = self.key_bias(v, positions)
-        out = per_device(attend, q, k, v, bias, segment_ids, key_mask, head_axis=(2, 2, 2, 1, None, None))
+        out = per_device(attend, q, k, v, bias, segment_ids, key_mask, head_axis=(2, 2, 2, 1, None, None),
+                         sequence_axis=(1, 1, 1, 2, 1, 1), axes=self.mesh_axes)
         return self.output(out)
 
     def prefill(self, x, *, lengths, max_len, chunk=1):

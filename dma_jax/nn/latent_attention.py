@@ -16,6 +16,7 @@ from flax import nnx
 from dma_jax.decoding.kv_cache import KVCache, kv_cache_append, kv_cache_from_prefill, kv_cached_attention
 from dma_jax.nn.attention_layers import dense_causal_attention
 from dma_jax.nn.rope import apply_rope
+from dma_jax.sharding import annotate
 
 
 class MultiHeadLatentAttention(nnx.Module):
@@ -50,6 +51,8 @@ class MultiHeadLatentAttention(nnx.Module):
         self.k_up = linear(latent_dim, num_heads * head_dim)
         self.v_up = linear(latent_dim, num_heads * head_dim)
         self.o_proj = linear(num_heads * head_dim, d_model)
+        annotate(self, {"q_proj": ("embed", "heads"), "kv_down": ("embed", None), "k_up": (None, "heads"),
+                        "v_up": (None, "heads"), "o_proj": ("heads", "embed")})
 
     def _queries(self, x, positions):
         batch, length = x.shape[:2]

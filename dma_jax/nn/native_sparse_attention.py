@@ -22,6 +22,7 @@ from flax import nnx
 
 from dma_jax.decoding.kv_cache import KVCache, kv_cache_append, kv_cache_from_prefill
 from dma_jax.nn.rope import apply_rope
+from dma_jax.sharding import annotate
 from dma_jax.ops.reference import masked_softmax
 
 
@@ -78,6 +79,8 @@ class NativeSparseAttention(nnx.Module):
         self.block_position = nnx.Param(jnp.zeros((block_size, head_dim), param_dtype))
         self.gate_proj = nnx.Linear(d_model, 3 * num_heads, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.o_proj = linear(num_heads * head_dim, d_model)
+        annotate(self, {"q_proj": ("embed", "heads"), "kv_proj": ("embed", "heads"), "compress_k": ("embed", None),
+                        "compress_v": ("embed", None), "gate_proj": ("embed", None), "o_proj": ("heads", "embed")})
 
     def _branch_keys(self, x, positions):
         batch, length = x.shape[:2]

@@ -16,8 +16,9 @@ from dma_jax.sharding import MeshConfig, partition_spec, path_name, per_device
 
 @pytest.mark.parametrize(
     "config, devices, shape",
-    [(MeshConfig(), 8, (8, 1, 1)), (MeshConfig(data=2, fsdp=-1), 8, (2, 4, 1)), (MeshConfig(1, 2, 2), 4, (1, 2, 2))],
-    ids=["all-data", "fsdp-fills", "exact"],
+    [(MeshConfig(), 8, (8, 1, 1, 1)), (MeshConfig(data=2, fsdp=-1), 8, (2, 4, 1, 1)),
+     (MeshConfig(1, 2, 2), 4, (1, 2, 1, 2)), (MeshConfig(data=2, sequence=-1), 8, (2, 1, 4, 1))],
+    ids=["all-data", "fsdp-fills", "exact", "sequence-fills"],
 )
 def test_mesh_shape(config, devices, shape):
     assert config.shape(devices) == shape
@@ -103,6 +104,49 @@ SCRIPT = textwrap.dedent(
     print("mesh ok")
     """
 )
+
+
+SEQUENCE_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    from dma_jax.models import DecoderLM, ModelConfig
+    from dma_jax.sharding import MeshConfig, make_mesh, tree_shardings, batch_sharding
+
+    assert jax.device_count() == 8
+    meshes = (MeshConfig(data=1, sequence=8), MeshConfig(data=2, sequence=4), MeshConfig(data=1, fsdp=2, sequence=4))
+    for attention in ("dma", "mha"):
+        config = ModelConfig.preset("tiny", attention=attention, window=6, implementation="xla")
+        graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
+        rng = np.random.default_rng(0)
+        tokens = jnp.asarray(rng.integers(0, 256, (2, 64)), jnp.int32)
+        segments = jnp.asarray(np.repeat([[1] * 21 + [2] * 30 + [3] * 13], 2, 0), jnp.int32)  # across shard borders
+        loss = lambda p, t, s: jnp.mean(nnx.merge(graphdef, p)(t, s) ** 2)
+        expected, expected_grads = jax.value_and_grad(loss)(params, tokens, segments)
+        for mesh_config in meshes:
+            mesh = make_mesh(mesh_config)
+            with jax.set_mesh(mesh):
+                shardings = tree_shardings(params, mesh)
+                fn = jax.jit(jax.value_and_grad(loss), in_shardings=(shardings, batch_sharding(mesh), batch_sharding(mesh)))
+                got, grads = fn(jax.device_put(params, shardings), tokens, segments)
+            np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
+            for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+                np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-6)
+            print(attention, mesh_config, "ok")
+    print("sequence ok")
+    """
+)
+
+
+def test_sequence_split_model_matches_one_device():
+    """A training step's loss and gradients with the sequence split over 8 CPU devices, alone and
+    beside data and fsdp axes, equal one device's: DMA through the carried keys, MHA through XLA's
+    partitioner (which gathers keys and values), norms, MLPs, RoPE positions and loss along T."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", SEQUENCE_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "sequence ok" in result.stdout
 
 
 def test_sharded_model_matches_one_device():

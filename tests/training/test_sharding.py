@@ -9,7 +9,10 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import pytest
+
+from dma_jax.sharding import path_name
 
 SCRIPT = textwrap.dedent(
     """
@@ -58,3 +61,39 @@ def test_shard_map_over_batch_matches_reference(devices):
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "sharded ok" in result.stdout
+
+
+@pytest.mark.parametrize("attention", ["dma", "mha", "swa", "mla", "nsa"])
+def test_parameters_carry_the_logical_axes_the_rules_use(attention):
+    """Every parameter's logical_axes metadata equals what LOGICAL_AXES gives its path (so the two
+    cannot drift apart); unannotated ones (norms, biases, A) are the replicated ones."""
+    from flax import nnx
+
+    from dma_jax.models import DecoderLM, ModelConfig
+    from dma_jax.sharding import logical_axes
+
+    model = DecoderLM(ModelConfig.preset("tiny", attention=attention, tie_embeddings=False), rngs=nnx.Rngs(0))
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param),
+                                                  is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    annotated = 0
+    for path, variable in leaves:
+        name, ndim = path_name(path), variable.get_value().ndim
+        expected = logical_axes(name, ndim)
+        got = variable.get_metadata().get("logical_axes")
+        assert (got or (None,) * ndim) == expected, name
+        annotated += got is not None
+    assert annotated >= 8
+
+
+def test_a_host_model_shards_the_layer_by_its_own_rules():
+    """A DynamicMaskAttention inside another model, with other mesh axis names."""
+    from flax import nnx
+    from jax.sharding import PartitionSpec as P
+
+    from dma_jax.nn import DynamicMaskAttention
+    from dma_jax.sharding import logical_partition_specs
+
+    layer = DynamicMaskAttention(64, 4, 2, 16, window=8, rngs=nnx.Rngs(0))
+    specs = logical_partition_specs(layer, {"embed": "dp", "heads": "tp"})
+    assert specs["q_proj/kernel"] == P("dp", "tp") and specs["o_proj/kernel"] == P("tp", "dp")
+    assert specs["dt_proj/kernel"] == P("dp", None) and specs["A"] == P(None)

@@ -39,3 +39,29 @@ def test_sharded_training_matches_one_device(tmp_path, mesh):
     got = run(tmp_path, 4, mesh)
     np.testing.assert_array_equal(got[:, 0], expected[:, 0])
     np.testing.assert_allclose(got[:, 1], expected[:, 1], rtol=1e-5)
+
+
+def test_train_py_with_the_sequence_split_matches_one_device_and_resumes(tmp_path):
+    """train.py with mesh.sequence=4 (and mesh.data=2) on 8 CPU devices: the losses of one device,
+    also across a stop and a resume from the checkpoint."""
+    common = ["--config", str(ROOT / "configs" / "smoke.py"), "--no-progress", "steps=6", "log_every=1",
+              "eval_every=3", "eval_batches=1", "checkpoint_every=2", "optim.warmup_steps=1",
+              "data.global_batch_size=8", "data.mqar_num_eval_examples=16"]
+
+    def train_py(workdir, devices, *extra):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+        result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), *common, *extra],
+                                env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result.stdout
+
+    def losses(workdir):
+        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r.get("loss", r.get("eval_loss"))) for r in records if r["event"] != "start"]
+
+    train_py(tmp_path / "one", 1, "mesh.data=1")
+    train_py(tmp_path / "split", 8, "mesh.data=2", "mesh.sequence=4", "--stop-after", "3")
+    assert "resumed from step 3" in train_py(tmp_path / "split", 8, "mesh.data=2", "mesh.sequence=4")
+    got, want = np.array(losses(tmp_path / "split")), np.array(losses(tmp_path / "one"))
+    np.testing.assert_array_equal(got[:, 0], want[:, 0])
+    np.testing.assert_allclose(got[:, 1], want[:, 1], rtol=1e-5)
