@@ -123,34 +123,37 @@ def test_lock_is_released_and_a_stale_one_taken_over(tmp_path, capsys):
         assert "taking over" in capsys.readouterr().out
 
 
-def _damage_latest(workdir, how):
-    step_dir = Path(workdir) / "checkpoints" / "6"
+def _damage(step_dir: Path, how: str) -> None:
     if how == "truncated-array":
         biggest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
         biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
     elif how == "state-metadata-deleted":
         (step_dir / "state" / "_METADATA").unlink()
-    elif how == "checkpoint-metadata-deleted":
-        (step_dir / "_CHECKPOINT_METADATA").unlink()
     elif how == "empty-iterator-state":
         next((step_dir / "data").glob("process_*.json")).write_text("")
 
 
-@pytest.mark.parametrize("how,resumed", [("truncated-array", 4), ("state-metadata-deleted", 4),
-                                         ("empty-iterator-state", 4), ("checkpoint-metadata-deleted", 6)])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, how, resumed, uninterrupted):
-    """Case 6: restore tries the newest checkpoint that restores, says which it skipped and why,
-    sets it aside, and the resumed run ends as the uninterrupted one. (Without its top-level
-    _CHECKPOINT_METADATA, descriptive only, a checkpoint still restores whole: Orbax warns.)"""
-    assert run_train(tmp_path).returncode == 0
-    _damage_latest(tmp_path, how)
-    more = run_train(tmp_path)
+def test_damaged_latest_checkpoints_fall_back_to_the_newest_good_one(tmp_path, uninterrupted):
+    """Case 6: checkpoints 6, 5 and 4 damaged three ways (a truncated array file, a deleted
+    metadata file, an empty iterator state): restore says which it skipped and why, sets them
+    aside, resumes from 3, and the run ends as the uninterrupted one."""
+    assert run_train(tmp_path, "checkpoint_every=1").returncode == 0
+    for step, how in ((6, "truncated-array"), (5, "state-metadata-deleted"), (4, "empty-iterator-state")):
+        _damage(tmp_path / "checkpoints" / str(step), how)
+    more = run_train(tmp_path, "checkpoint_every=1")
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
-    assert f"resumed from step {resumed}" in more.stdout, more.stdout[-3000:]
-    if resumed == 4:
-        assert "skipped checkpoint 6" in more.stdout and (tmp_path / "damaged_checkpoints" / "6").is_dir()
-    assert 6 in [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert "resumed from step 3" in more.stdout, more.stdout[-3000:]
+    for step in (6, 5, 4):
+        assert f"skipped checkpoint {step}" in more.stdout and (tmp_path / "damaged_checkpoints" / str(step)).is_dir()
+    assert {6, 5, 4} <= {int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()}
     assert logged(tmp_path) == uninterrupted
+
+
+def test_a_checkpoint_without_its_top_level_metadata_still_restores(tmp_path):
+    """_CHECKPOINT_METADATA is descriptive: Orbax restores without it (and warns), so it is no damage."""
+    assert run_train(tmp_path, "--stop-after", "2").returncode == 0
+    (tmp_path / "checkpoints" / "2" / "_CHECKPOINT_METADATA").unlink()
+    assert "resumed from step 2" in run_train(tmp_path, "--stop-after", "1").stdout
 
 
 def test_no_checkpoint_restoring_is_a_clear_error(tmp_path):

@@ -114,8 +114,8 @@ SEQUENCE_SCRIPT = textwrap.dedent(
     from dma_jax.sharding import MeshConfig, make_mesh, tree_shardings, batch_sharding
 
     assert jax.device_count() == 8
-    meshes = (MeshConfig(data=1, sequence=8), MeshConfig(data=2, sequence=4), MeshConfig(data=1, fsdp=2, sequence=4))
-    for attention in ("dma", "mha"):
+    dma_meshes = (MeshConfig(data=1, sequence=8), MeshConfig(data=2, sequence=4), MeshConfig(data=1, fsdp=2, sequence=4))
+    for attention, meshes in (("dma", dma_meshes), ("mha", dma_meshes[1:2])):
         config = ModelConfig.preset("tiny", attention=attention, window=6, implementation="xla")
         graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
         rng = np.random.default_rng(0)
