@@ -68,6 +68,8 @@ class ModelConfig:
     residual_scale: bool = False  # learned per-channel residual scales, as in HF's Doge
     dt_bias: bool = True  # DMA's dt_proj has a bias (HF's Doge: only with attention_bias)
     dma_recency: float | None = None  # not the paper's: a learned slope * position in DMA's key score, from this value
+    dma_local_window: int = 0  # not the paper's: DMA also keeps each query's last l keys (within its window)
+    dma_sink_keys: int = 0  # not the paper's: DMA also keeps the first s keys of each document
     norm_eps: float = 1e-6
     dtype: str = "float32"
     implementation: str | None = None  # DMA's: see dma_jax.dma_attention
@@ -132,7 +134,8 @@ def make_attention(config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
     if config.attention == "dma":
         return DynamicMaskAttention(
             *shape, config.window, bias_heads=config.bias_heads, bias_kind=config.bias_kind,
-            implementation=config.implementation, dt_bias=config.dt_bias, recency=config.dma_recency, **common,
+            implementation=config.implementation, dt_bias=config.dt_bias, recency=config.dma_recency,
+            local_window=config.dma_local_window, sink_keys=config.dma_sink_keys, **common,
         )
     if config.attention == "swa":
         return SlidingWindowAttention(*shape, config.window, implementation=config.dense_implementation, **common)

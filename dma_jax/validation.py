@@ -94,7 +94,21 @@ def check_scale(scale) -> None:
         raise ValueError(f"scale must be finite and > 0 (or None for D ** -0.5), got {scale!r}")
 
 
-def check_selection_args(bias, window, q_len: int, causal: bool, segment_ids, key_mask) -> None:
+def check_local_window(window, local_window, sink_keys, causal: bool) -> None:
+    """local_window and sink_keys: ints >= 0, together at most the window, causal attention only."""
+    for name, value in (("local_window", local_window), ("sink_keys", sink_keys)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if not (local_window or sink_keys):
+        return
+    if not causal:
+        raise ValueError("local_window and sink_keys need causal attention (they keep a query's recent keys)")
+    if window is not None and local_window + sink_keys > window:
+        raise ValueError(f"local_window={local_window} plus sink_keys={sink_keys} exceed window={window}")
+
+
+def check_selection_args(bias, window, q_len: int, causal: bool, segment_ids, key_mask, local_window=0,
+                         sink_keys=0) -> None:
     """Checks for ``selection_mask``: bias (B, Hb, Tk) float, Tq <= Tk when causal."""
     check_causal(causal)
     _require_rank("bias", bias, 3, "(B, Hb, Tk)")
@@ -103,6 +117,7 @@ def check_selection_args(bias, window, q_len: int, causal: bool, segment_ids, ke
     if not jnp.issubdtype(jnp.result_type(bias), jnp.floating):
         raise TypeError(f"bias must be a float array, got dtype {jnp.result_type(bias)}")
     check_window(window)
+    check_local_window(window, local_window, sink_keys, causal)
     batch, _, kv_len = _shape(bias)
     if causal and q_len > kv_len:
         raise ValueError(
@@ -126,7 +141,8 @@ def check_contiguous_segments(segment_ids) -> None:
             )
 
 
-def check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale) -> AttentionDims:
+def check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale, local_window=0,
+                         sink_keys=0) -> AttentionDims:
     """Validate a DMA call and return its sizes. See ``dma_attention`` for the contract."""
     _require_rank("q", q, 4, "(B, Tq, H, D)")
     _require_rank("k", k, 4, "(B, Tk, Hkv, D)")
@@ -160,5 +176,5 @@ def check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, s
     if not jnp.issubdtype(dtypes["q"], jnp.floating):
         raise TypeError(f"q, k and v must be floating point, got {dtypes['q']}")
     check_scale(scale)
-    check_selection_args(bias, window, q_len, causal, segment_ids, key_mask)
+    check_selection_args(bias, window, q_len, causal, segment_ids, key_mask, local_window, sink_keys)
     return AttentionDims(batch, q_len, kv_len, heads, kv_heads, bias_heads, head_dim)

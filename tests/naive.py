@@ -38,10 +38,14 @@ def naive_kept_sets(
     causal=True,
     segment_ids=None,
     key_mask=None,
+    local_window=0,
+    sink_keys=0,
 ):
     """Kept key indices, as nested Python lists ``kept[b][hb][t]`` (ascending indices).
 
-    ``bias`` must be concrete (numpy or a concrete jax array).
+    ``bias`` must be concrete (numpy or a concrete jax array). ``local_window`` l and ``sink_keys``
+    s (causal): the first s valid keys of the query's segment, its last l other visible valid keys,
+    and the ``window - l - s`` best of the rest.
     """
     bias = np.asarray(bias, dtype=np.float64)
     batch, bias_heads, kv_len = bias.shape
@@ -66,6 +70,14 @@ def naive_kept_sets(
                         continue
                     visible.append((value, j))
                 # Largest bias first; ties to the larger index. Python compares -0.0 == 0.0.
+                if window is not None and (local_window or sink_keys) and len(visible) > window:
+                    in_order = sorted(visible, key=lambda pair: pair[1])  # by position
+                    sinks, rest = in_order[:sink_keys], in_order[sink_keys:]
+                    local = rest[len(rest) - local_window:] if local_window else []
+                    older = rest[: len(rest) - local_window] if local_window else rest
+                    best = sorted(older, key=lambda pair: (-pair[0], -pair[1]))[: window - local_window - sink_keys]
+                    per_query.append(sorted(j for _, j in sinks + local + best))
+                    continue
                 ranked = sorted(visible, key=lambda pair: (-pair[0], -pair[1]))
                 chosen = ranked if window is None else ranked[:window]
                 per_query.append(sorted(j for _, j in chosen))

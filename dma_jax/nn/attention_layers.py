@@ -121,6 +121,10 @@ class DynamicMaskAttention(_ProjectedAttention):
     -> (B, T, d_model); see ``dma_jax.dma_attention`` for the masks. ``implementation`` is passed
     to ``dma_attention`` (None: the Pallas kernels on GPU, XLA elsewhere).
 
+    ``local_window`` l and ``sink_keys`` s (not in the paper; 0 by default): the local-window
+    variant, where each query also keeps its last l valid keys and its segment's first s valid keys
+    within its ``window`` (``dma_jax.selection.live_ranges``); caches follow it.
+
     Under a mesh (``jax.set_mesh``) the attention runs once per device over the axes of
     ``mesh_axes``: batch rows, heads and, when the mesh splits ``mesh_axes.sequence``, the sequence
     itself, each device keeping its slice of T and receiving only the keys earlier slices carry
@@ -140,12 +144,18 @@ class DynamicMaskAttention(_ProjectedAttention):
         implementation: str | None = None,
         dt_bias: bool = True,
         recency: float | None = None,
+        local_window: int = 0,
+        sink_keys: int = 0,
         mesh_axes: MeshAxes = MeshAxes(),
         rngs: nnx.Rngs,
         **kwargs,
     ):
         super().__init__(d_model, num_heads, num_kv_heads, head_dim, rngs=rngs, **kwargs)
-        self.mesh_axes = mesh_axes
+        self.mesh_axes, self.local_window, self.sink_keys = mesh_axes, local_window, sink_keys
+        if local_window or sink_keys:
+            if window is None or local_window < 0 or sink_keys < 0 or local_window + sink_keys > window:
+                raise ValueError(f"local_window={local_window} and sink_keys={sink_keys} must be >= 0 and fit in "
+                                 f"window={window}")
         if bias_kind not in ("exp", "linear"):
             raise ValueError(f"bias_kind must be 'exp' or 'linear', got {bias_kind!r}")
         bias_heads = num_kv_heads if bias_heads is None else bias_heads
@@ -178,7 +188,8 @@ class DynamicMaskAttention(_ProjectedAttention):
         sequence_split = split_sizes(self.mesh_axes)[1] > 1  # each device holds its slice of T
 
         def attend(q, k, v, bias, segment_ids, key_mask):
-            kwargs = dict(segment_ids=segment_ids, key_mask=key_mask, implementation=self.implementation)
+            kwargs = dict(segment_ids=segment_ids, key_mask=key_mask, implementation=self.implementation,
+                          local_window=self.local_window, sink_keys=self.sink_keys)
             if sequence_split:
                 return sequence_parallel_attention(q, k, v, bias, self.window, axis_name=self.mesh_axes.sequence,
                                                    **kwargs)
@@ -197,8 +208,9 @@ class DynamicMaskAttention(_ProjectedAttention):
         """
         q, k, v = self.project(x, None)
         bias = self.key_bias(v)
-        out = dma_attention(q, k, v, bias, self.window, implementation=self.implementation)
-        return self.output(out), cache_from_prefill(k, v, bias, self.window or max_len, lengths)
+        variant = dict(local_window=self.local_window, sink_keys=self.sink_keys)
+        out = dma_attention(q, k, v, bias, self.window, implementation=self.implementation, **variant)
+        return self.output(out), cache_from_prefill(k, v, bias, self.window or max_len, lengths, **variant)
 
     def extend(self, x, *, positions, cache, lengths=None):
         """C tokens per sequence: x (B, C, d_model) at ``positions`` (B, C) -> (y, cache).
@@ -206,13 +218,15 @@ class DynamicMaskAttention(_ProjectedAttention):
         Tokens at positions >= ``lengths`` (B,) are padding: never offered to the cache.
         """
         q, k, v = self.project(x, positions)
-        out, cache = cache_extend(cache, q, k, v, self.key_bias(v, positions), positions, lengths)
+        out, cache = cache_extend(cache, q, k, v, self.key_bias(v, positions), positions, lengths,
+                                  local_window=self.local_window, sink_keys=self.sink_keys)
         return self.output(out.astype(x.dtype)), cache
 
     def decode(self, x, *, positions, cache):
         """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
         q, k, v = self.project(x, positions[:, None])
-        cache = cache_append(cache, k[:, 0], v[:, 0], self.key_bias(v, positions[:, None])[..., 0], positions)
+        cache = cache_append(cache, k[:, 0], v[:, 0], self.key_bias(v, positions[:, None])[..., 0], positions,
+                             local_window=self.local_window, sink_keys=self.sink_keys)
         return self.output(cached_attention(q[:, 0], cache)[:, None].astype(x.dtype)), cache
 
 

@@ -14,7 +14,7 @@ from dma_jax.validation import check_attention_args, check_contiguous_segments
 IMPLEMENTATIONS = (None, "xla", "pallas", "pallas_tpu")
 Implementation = str | None | XlaConfig | PallasConfig | PallasTpuConfig | DenseConfig
 
-_STATIC = ("window", "causal", "scale", "config")
+_STATIC = ("window", "causal", "scale", "config", "local_window", "sink_keys")
 _RUNNERS = {
     XlaConfig: jax.jit(dma_attention_xla, static_argnames=_STATIC),
     PallasConfig: jax.jit(dma_attention_pallas, static_argnames=_STATIC),
@@ -76,6 +76,8 @@ def dma_attention(
     segment_ids: jax.Array | None = None,
     key_mask: jax.Array | None = None,
     implementation: Implementation = None,
+    local_window: int = 0,
+    sink_keys: int = 0,
 ) -> jax.Array:
     """Dynamic mask attention: each query attends to the top-``window`` keys by ``bias``.
 
@@ -92,6 +94,10 @@ def dma_attention(
       segment_ids: optional int (B, T) for packed documents (Tq == Tk): a query sees only
         keys of its segment. Each segment must be one contiguous run (checked outside jit).
       key_mask: optional bool (B, Tk): False keys (padding) are never kept.
+      local_window, sink_keys: the local-window variant (not the paper's; causal only): each
+        query keeps its last ``local_window`` valid keys and its segment's first ``sink_keys``
+        valid keys, and the top ``window - local_window - sink_keys`` of the others by ``bias``
+        (``dma_jax.selection.live_ranges``). 0 and 0: the paper's DMA.
       implementation: None (the Pallas kernels on GPU or TPU, the XLA path elsewhere), "xla"
         (gathered key tiles in plain XLA, O(T * window) work, O(B * H * T * D) memory), "pallas"
         (the GPU kernels of ``pallas_kernels.gpu``; in interpret mode off the GPU, which is slow
@@ -116,7 +122,7 @@ def dma_attention(
       >>> out = dma_attention(q, k, v, bias, window=1024)            # doctest: +SKIP
       >>> out = dma_attention(q, k, v, bias, 1024, implementation=PallasConfig(block_q=64))  # doctest: +SKIP
     """
-    dims = check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale)
+    dims = check_attention_args(q, k, v, bias, window, causal, segment_ids, key_mask, scale, local_window, sink_keys)
     config = choose_path(q, k, bias, window, segment_ids=segment_ids, implementation=implementation)
     if isinstance(config, (PallasConfig, PallasTpuConfig)) and jnp.dtype(q.dtype) == jnp.float64:
         raise TypeError(f"the Pallas kernels ({type(config).__name__}) compute in float32 at most; "
@@ -125,5 +131,6 @@ def dma_attention(
         return jnp.zeros(q.shape, q.dtype)
     check_contiguous_segments(segment_ids)
     return _RUNNERS[type(config)](
-        q, k, v, bias, window, causal=causal, scale=scale, segment_ids=segment_ids, key_mask=key_mask, config=config
+        q, k, v, bias, window, causal=causal, scale=scale, segment_ids=segment_ids, key_mask=key_mask, config=config,
+        local_window=local_window, sink_keys=sink_keys,
     )

@@ -110,10 +110,11 @@ def fold_bias(q, k, v, bias, *, scale, key_mask=None):
     return q_folded, k_folded, pad(v, dim), valid
 
 
-def dense_attention(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=DenseConfig()):
+def dense_attention(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=DenseConfig(),
+                    local_window=0, sink_keys=0):
     """DMA in the dense regime (``is_dense_regime``); arguments as ``dma_attention`` (already
     checked). Returns (B, Tq, H, D) in q's dtype."""
-    del window  # every visible key is kept
+    del window, local_window, sink_keys  # every visible key is kept
     batch, q_len, heads, dim = q.shape
     kv_len = k.shape[1]
     scale = dim**-0.5 if scale is None else float(scale)

@@ -192,7 +192,8 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-def selection_stage(bias, window, q_len, *, causal, segment_ids, key_mask, config: PallasConfig) -> KeyTables:
+def selection_stage(bias, window, q_len, *, causal, segment_ids, key_mask, config: PallasConfig, local_window=0,
+                    sink_keys=0) -> KeyTables:
     """Live ranges and the key tables of the forward's and the backward's query tiles.
 
     ``config``: resolved (``PallasConfig.resolve``). Tables are int32 (B, Hb, tiles, W), W padded
@@ -200,10 +201,12 @@ def selection_stage(bias, window, q_len, *, causal, segment_ids, key_mask, confi
     """
     width = table_width(window, bias.shape[-1], config.block_q, causal=causal, segments=segment_ids is not None)
     return key_tables(bias, window, q_len, (config.block_q, config.block_q_bwd), _round_up(width, config.table_multiple),
-                      causal=causal, segment_ids=segment_ids, key_mask=key_mask)
+                      causal=causal, segment_ids=segment_ids, key_mask=key_mask, local_window=local_window,
+                      sink_keys=sink_keys)
 
 
-def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasConfig()):
+def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasConfig(),
+                         local_window=0, sink_keys=0):
     """DMA with the Pallas GPU kernels; arguments as ``dma_attention`` (already checked)."""
     batch, q_len, heads, head_dim = q.shape
     kv_len = k.shape[1]
@@ -213,7 +216,8 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     call = _Call(config, head_dim**-0.5 if scale is None else float(scale), kv_len - q_len if causal else 0, causal,
                  bias_heads)
     start, end, (table, table_bwd) = selection_stage(bias, window, q_len, causal=causal, segment_ids=segment_ids,
-                                                     key_mask=key_mask, config=config)
+                                                     key_mask=key_mask, config=config, local_window=local_window,
+                                                     sink_keys=sink_keys)
 
     # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D'), or in place.
     rows_per_pos, dim = _next_pow2(per_bias), padded_head_dim(head_dim)

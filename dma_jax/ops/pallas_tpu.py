@@ -215,7 +215,8 @@ def _kernels_bwd(call, residuals, d_out):
 _kernels.defvjp(_kernels_fwd, _kernels_bwd)
 
 
-def dma_attention_pallas_tpu(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasTpuConfig()):
+def dma_attention_pallas_tpu(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=PallasTpuConfig(),
+                             local_window=0, sink_keys=0):
     """DMA with the Pallas TPU kernels; arguments as ``dma_attention`` (already checked).
 
     ``config`` sets tiles and launch options (``PallasTpuConfig().interpreted()`` off a TPU).
@@ -232,7 +233,8 @@ def dma_attention_pallas_tpu(q, k, v, bias, window, *, causal, scale, segment_id
     width = table_width(window, kv_len, block_q, causal=causal, segments=segments)  # block_q's covers block_q_bwd's
     width = _round_up(width, math.lcm(config.block_k, config.block_k_bwd, config.block_slots))
     start, end, (table, table_bwd) = key_tables(bias, window, q_len, (block_q, block_q_bwd), width, causal=causal,
-                                                segment_ids=segment_ids, key_mask=key_mask)
+                                                segment_ids=segment_ids, key_mask=key_mask,
+                                                local_window=local_window, sink_keys=sink_keys)
 
     # k, v -> (B, Hkv, kv_rows, Dp): zero rows past Tk cover the last tile's own chunks and zero_row.
     reach = q_offset + max((tiles - 1) * block_q + _own_chunks(block_q, config.block_k, causal) * config.block_k,

@@ -96,13 +96,16 @@ def carried_keys(k, v, bias, window, *, axis_name, segment_ids=None, key_mask=No
 
 
 def sequence_parallel_attention(q, k, v, bias, window, *, axis_name, scale=None, segment_ids=None, key_mask=None,
-                                implementation=None):
+                                implementation=None, local_window=0, sink_keys=0):
     """Causal DMA of one shard of a sequence split over the mesh axis ``axis_name`` (call it
     inside ``shard_map``). Arguments as ``dma_attention``, each the shard's slice along T:
     q (B, L, H, D), k, v (B, L, Hkv, D), bias (B, Hb, L), segment_ids and key_mask (B, L) (segments
     may cross shard borders; each must be one contiguous run of the whole sequence). Returns this
     shard's (B, L, H, D), equal to the same rows of ``dma_attention`` on the whole sequence."""
     from dma_jax.ops.attention import dma_attention  # the op sits above this module
+
+    if local_window or sink_keys:  # a slice's recent keys cross its border whatever their score
+        raise NotImplementedError("sequence parallelism is built for the paper's DMA, not the local-window variant")
 
     if lax.axis_size(axis_name) == 1:
         return dma_attention(q, k, v, bias, window, scale=scale, segment_ids=segment_ids, key_mask=key_mask,

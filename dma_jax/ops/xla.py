@@ -47,7 +47,8 @@ def _attend_tile(q_tile, query_pos, query_seg, keys, k_rows, v_rows, bias_row, s
     return jnp.einsum("qrk,kd->qrd", probs, v_g.astype(accumulate))
 
 
-def dma_attention_xla(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=XlaConfig()):
+def dma_attention_xla(q, k, v, bias, window, *, causal, scale, segment_ids, key_mask, config=XlaConfig(),
+                      local_window=0, sink_keys=0):
     """DMA with gathered key tiles in XLA; arguments as ``dma_attention`` (already checked).
 
     Returns (B, Tq, H, D) in q's dtype, computed with float32 (or wider) accumulation.
@@ -62,7 +63,8 @@ def dma_attention_xla(q, k, v, bias, window, *, causal, scale, segment_ids, key_
     tiles = num_tiles(q_len, block_q)
     q_offset = kv_len - q_len if causal else 0
 
-    start, end = key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask)
+    start, end = key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask,
+                               local_window=local_window, sink_keys=sink_keys)
     sparse = causal and window is not None and window + block_q < kv_len
     if sparse:
         lists = tile_key_lists(end, q_len, block_q, window, segment_ids=segment_ids, key_mask=key_mask, bias=bias)

@@ -10,6 +10,15 @@ a key that drops out never returns, and key j is kept by exactly the queries in 
 Visiting keys from best to worst, the keys that beat key j are a prefix of that order, so
 ``m_j`` is a range order statistic answered by a wavelet matrix (``order_statistics``).
 Nothing here builds a T x T array.
+
+The local-window variant (``local_window`` l, ``sink_keys`` s; not the paper's): a query keeps the
+first s valid keys of its segment (sinks), its last l valid non-sink keys (local), and the top
+w - l - s of the older non-sink keys by score. The older keys of query t are a prefix of the
+non-sink keys, growing by one each time a key leaves the local window, so their top w - l - s is
+DMA's selection delayed: with ``e_j`` the end of key j under plain DMA (window w - l - s) over the
+non-sink keys, and ``A(p)`` the position of the l-th non-sink key after position p (the query at
+which the key at p leaves the local window), key j is kept by ``[j, A(e_j))``: still one interval.
+Sinks are kept to the end of their segment.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import numpy as np
 from jax import lax
 
 from dma_jax.selection.order_statistics import build_wavelet_matrix, range_kth_smallest
+from dma_jax.selection.segments import segment_bounds
 from dma_jax.validation import check_selection_args
 
 
@@ -89,7 +99,9 @@ def rank_order(bias: jax.Array, segment: jax.Array | None, valid: jax.Array) -> 
     return RankOrder(order, rank, group_lo, group_first[key_group], group_last[key_group] + 1)
 
 
-def _row_live_ranges(bias, segment, valid, window):
+def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
+    if (local_window or sink_keys) and window is not None and window < bias.shape[0]:
+        return _row_local_window_ranges(bias, segment, valid, window, local_window, sink_keys)
     length = bias.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
     order, rank, group_lo, _, segment_end = rank_order(bias, segment, valid)
@@ -109,6 +121,31 @@ def _row_live_ranges(bias, segment, valid, window):
     return jnp.where(valid, jnp.maximum(index, arrival), index)
 
 
+def _row_local_window_ranges(bias, segment, valid, window, local_window, sink_keys):
+    """``_row_live_ranges`` of the local-window variant (see the module docstring)."""
+    length = bias.shape[0]
+    index = jnp.arange(length, dtype=jnp.int32)
+    if segment is None:
+        first, end = jnp.zeros_like(index), jnp.full_like(index, length)
+    else:
+        first, end = segment_bounds(segment)
+    valid_before = jnp.cumsum(valid.astype(jnp.int32)) - valid.astype(jnp.int32)
+    sink = valid & (valid_before - valid_before[first] < sink_keys)
+    pool = valid & ~sink
+    older = window - local_window - sink_keys  # top-w' of the keys that left the local window
+    plain_end = _row_live_ranges(bias, segment, pool, older) if older > 0 else index
+    # A(p): position of the local_window-th pool key after position p, or p's segment end.
+    through = jnp.cumsum(pool.astype(jnp.int32))  # pool keys at positions <= p
+    position_of_rank = jnp.full((length + 1,), length, jnp.int32).at[jnp.where(pool, through - 1, length + 1)].set(
+        index, mode="drop")
+    target = through + local_window - 1  # 0-based rank of the local_window-th pool key after p
+    found = position_of_rank[jnp.clip(target, 0, length)]
+    leaves = jnp.where(found < end, found, end)  # A(p), by position p
+    in_segment = plain_end < end  # e_j is a key of j's segment, else the key is kept to its end
+    local_end = jnp.where(in_segment, leaves[jnp.minimum(plain_end, length - 1)], end)
+    return jnp.where(sink, end, jnp.where(pool, local_end, index))
+
+
 def _row_static_keep(bias, segment, valid, window):
     ranked = rank_order(bias, segment, valid)
     if window is None:
@@ -116,16 +153,16 @@ def _row_static_keep(bias, segment, valid, window):
     return valid & (ranked.rank - ranked.group_lo < window)
 
 
-def _per_row(row_fn, bias, window, segment_ids, key_mask):
+def _per_row(row_fn, bias, window, segment_ids, key_mask, *extra):
     bias, segment, valid = row_inputs(bias, segment_ids, key_mask)
-    per_head = jax.vmap(lambda b, s, v: row_fn(b, s, v, window), in_axes=(0, None, 0))
+    per_head = jax.vmap(lambda b, s, v: row_fn(b, s, v, window, *extra), in_axes=(0, None, 0))
     return jax.vmap(per_head)(bias, segment, valid)
 
 
-@functools.partial(jax.jit, static_argnames="window")
-def live_ranges_unchecked(bias, window, segment_ids=None, key_mask=None):
+@functools.partial(jax.jit, static_argnames=("window", "local_window", "sink_keys"))
+def live_ranges_unchecked(bias, window, segment_ids=None, key_mask=None, local_window=0, sink_keys=0):
     """``live_ranges`` without argument checks, for callers that checked already."""
-    return _per_row(_row_live_ranges, bias, window, segment_ids, key_mask)
+    return _per_row(_row_live_ranges, bias, window, segment_ids, key_mask, local_window, sink_keys)
 
 
 @functools.partial(jax.jit, static_argnames="window")
@@ -140,6 +177,8 @@ def live_ranges(
     *,
     segment_ids: jax.Array | None = None,
     key_mask: jax.Array | None = None,
+    local_window: int = 0,
+    sink_keys: int = 0,
 ) -> jax.Array:
     """End of every key's live range under causal dynamic-mask selection.
 
@@ -154,12 +193,15 @@ def live_ranges(
       window: keys kept per query (int >= 1), or None to keep every visible key.
       segment_ids: optional int (B, Tk); a query sees only keys of its segment.
       key_mask: optional bool (B, Tk); False keys are never kept.
+      local_window, sink_keys: the local-window variant (module docstring): each query also
+        keeps its last ``local_window`` valid keys and its segment's first ``sink_keys`` valid
+        keys, within its ``window``; 0 and 0 is the paper's DMA.
 
     Returns:
       int32 (B, Hb, Tk). O(T log T) time and O(T log T) memory per row, no T x T array.
     """
-    check_selection_args(bias, window, np.shape(bias)[-1], True, segment_ids, key_mask)
-    return live_ranges_unchecked(bias, window, segment_ids, key_mask)
+    check_selection_args(bias, window, np.shape(bias)[-1], True, segment_ids, key_mask, local_window, sink_keys)
+    return live_ranges_unchecked(bias, window, segment_ids, key_mask, local_window, sink_keys)
 
 
 def static_keep(

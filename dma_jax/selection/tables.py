@@ -35,16 +35,17 @@ def num_tiles(q_len: int, block_q: int) -> int:
     return -(-q_len // block_q)
 
 
-def key_intervals(bias, window, q_len, *, causal, segment_ids, key_mask):
+def key_intervals(bias, window, q_len, *, causal, segment_ids, key_mask, local_window=0, sink_keys=0):
     """Per key, the queries that keep it: ``start <= t' < end``, int32 (B, Hb, Tk) each.
 
-    Causal: ``t' = t + Tk - Tq`` and ``[start, end) = [j, end_j)`` from ``live_ranges``.
+    Causal: ``t' = t + Tk - Tq`` and ``[start, end) = [j, end_j)`` from ``live_ranges`` (with the
+    local-window variant's ``local_window`` and ``sink_keys``).
     Not causal: ``t' = t``; a kept key spans ``[0, Tq)``, or with ``segment_ids`` (Tq == Tk) its
     segment's positions; any other key ``[0, 0)``.
     """
     kv_len = bias.shape[-1]
     if causal:
-        end = live_ranges_unchecked(bias, window, segment_ids, key_mask)
+        end = live_ranges_unchecked(bias, window, segment_ids, key_mask, local_window, sink_keys)
         start = jnp.broadcast_to(jnp.arange(kv_len, dtype=jnp.int32), end.shape)
         return start, end
     keep = static_keep_unchecked(bias, window, segment_ids, key_mask)
@@ -134,12 +135,16 @@ def key_tables(
     causal: bool,
     segment_ids: jax.Array | None,
     key_mask: jax.Array | None,
+    local_window: int = 0,
+    sink_keys: int = 0,
 ) -> KeyTables:
     """Live ranges and the key table of each tiling: the selection stage of the kernel paths.
 
     Args:
       bias: float (B, Hb, Tk) (no gradient flows through the selection).
-      window, causal, segment_ids, key_mask: as ``dma_attention`` (already checked).
+      window, causal, segment_ids, key_mask, local_window, sink_keys: as ``dma_attention``
+        (already checked). The local-window variant keeps w keys a query too and evicts one key per
+        new key, so its tables are DMA's: only the live ranges differ.
       q_len: Tq.
       tile_sizes: query positions per tile of each table; the first is the coarsest and the others
         divide it. Every table covers ``ceil(Tq / tile_sizes[0]) * (tile_sizes[0] // tile_q)``
@@ -155,7 +160,8 @@ def key_tables(
     kv_len = bias.shape[-1]
     coarse = tile_sizes[0]
     tiles = num_tiles(q_len, coarse)
-    start, end = key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask)
+    start, end = key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask,
+                               local_window=local_window, sink_keys=sink_keys)
     if causal:
         slots_per_tile = noncausal.kept_per_segment(window, kv_len)
         slots = key_slots(end, slots_per_tile, segment_ids=segment_ids, key_mask=key_mask, bias=bias)

@@ -10,11 +10,15 @@ from dma_jax.decoding import generate, teacher_forced_logits
 from dma_jax.models import DecoderLM, ModelConfig
 
 
+VARIANTS = {"dma_recency": dict(dma_recency=0.3), "dma_local_sinks": dict(dma_local_window=2, dma_sink_keys=1)}
+
+
 def _model(kind, window=6):
-    """``kind``: an attention, or "dma_recency" (DMA with a position term in its key score)."""
-    recency = 0.3 if kind == "dma_recency" else None
-    kind = "dma" if kind == "dma_recency" else kind
-    model = DecoderLM(ModelConfig.preset("tiny", attention=kind, window=window, dma_recency=recency), rngs=nnx.Rngs(0))
+    """``kind``: an attention, or a DMA variant of ``VARIANTS`` (a position term in the key score;
+    the local-window variant with local keys, sinks or both)."""
+    options = VARIANTS.get(kind, {})
+    kind = "dma" if kind in VARIANTS else kind
+    model = DecoderLM(ModelConfig.preset("tiny", attention=kind, window=window, **options), rngs=nnx.Rngs(0))
     if kind == "dma":  # a bias that changes from key to key, so the selection is not a sliding window
         for block in model.blocks:
             block.attn.A[...] = jnp.array([1.5, -1.0])
@@ -22,7 +26,17 @@ def _model(kind, window=6):
     return model
 
 
-@pytest.mark.parametrize("kind", ["dma", "dma_recency", "mha", "swa", "mla", "nsa"])
+def _full_logits(model, prompts, lengths, continuation):
+    """Row b: the full forward's logits of prompt b's first lengths[b] tokens then continuation b, from one
+    batched call (rows right-padded with zeros, which a causal model never lets earlier tokens see)."""
+    rows = [np.concatenate([np.asarray(prompts[b, :length]), np.asarray(continuation[b])]) for b, length in enumerate(lengths)]
+    width = max(len(r) for r in rows)
+    batch = np.stack([np.pad(r, (0, width - len(r))) for r in rows])
+    logits = np.asarray(model(jnp.asarray(batch, jnp.int32)))
+    return [logits[b, :len(r)] for b, r in enumerate(rows)]
+
+
+@pytest.mark.parametrize("kind", ["dma", "dma_recency", "dma_local_sinks", "mha", "swa", "mla", "nsa"])
 def test_cached_decoding_equals_full_forward(kind):
     model = _model(kind)
     rng = np.random.default_rng(0)
@@ -30,9 +44,7 @@ def test_cached_decoding_equals_full_forward(kind):
     lengths = np.array([12, 5, 1])
     continuation = jnp.asarray(rng.integers(0, 256, (3, 20)), jnp.int32)
     cached = np.asarray(teacher_forced_logits(model, prompts, continuation, prompt_lengths=lengths))
-    for b, length in enumerate(lengths):
-        sequence = jnp.concatenate([prompts[b, :length], continuation[b]])[None]
-        full = np.asarray(model(sequence))[0]
+    for b, (length, full) in enumerate(zip(lengths, _full_logits(model, prompts, lengths, continuation))):
         np.testing.assert_allclose(cached[b], full[length:length + 20], atol=2e-4)
 
 
@@ -72,7 +84,7 @@ def test_sampling_needs_a_key_and_is_reproducible():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("kind", ["dma", "dma_recency", "mha", "swa", "mla", "nsa"])
+@pytest.mark.parametrize("kind", ["dma", "dma_local_sinks", "mha", "swa", "mla", "nsa"])
 def test_chunked_prefill_equals_full_forward(kind):
     """Prompts run 5 tokens at a time (lengths 23, 9, 2), then decoding: the full forward's logits."""
     model = _model(kind)
@@ -82,9 +94,7 @@ def test_chunked_prefill_equals_full_forward(kind):
     continuation = jnp.asarray(rng.integers(0, 256, (3, 6)), jnp.int32)
     prompt_logits, _ = nnx.jit(lambda m, t, l: m.prefill(t, l, 29, 5))(model, prompts, jnp.asarray(lengths))
     cached = np.asarray(teacher_forced_logits(model, prompts, continuation, prompt_lengths=lengths, prefill_chunk=5))
-    for b, length in enumerate(lengths):
-        sequence = jnp.concatenate([prompts[b, :length], continuation[b]])[None]
-        full = np.asarray(model(sequence))[0]
+    for b, (length, full) in enumerate(zip(lengths, _full_logits(model, prompts, lengths, continuation))):
         np.testing.assert_allclose(np.asarray(prompt_logits)[b, :length], full[:length], atol=2e-4)
         np.testing.assert_allclose(cached[b], full[length:], atol=2e-4)
 

@@ -58,6 +58,12 @@ CASES = {
                                            dtype=jnp.bfloat16, window=50, causal=False),
     "bf16_noncausal_T1500_w64_segments": dict(q_len=1500, kv_len=1500, heads=8, kv_heads=2, bias_heads=2, head_dim=128,
                                               dtype=jnp.bfloat16, window=64, causal=False, segments=True, key_mask=True),
+    # the local-window variant: its live ranges differ, the kernels and tables do not
+    "bf16_T2048_w256_local64_sinks4_segments": dict(q_len=2048, kv_len=2048, heads=8, kv_heads=2, bias_heads=2,
+                                                    head_dim=128, dtype=jnp.bfloat16, segments=True, key_mask=True,
+                                                    local_window=64, sink_keys=4),
+    "bf16_T1000_w128_local32_hb_h": dict(q_len=1000, kv_len=1000, heads=8, kv_heads=2, bias_heads=8, head_dim=64,
+                                         dtype=jnp.bfloat16, window=128, local_window=32),
 }
 
 
@@ -65,10 +71,11 @@ CASES = {
 def test_low_precision_within_twice_xla_error(case):
     case = dict(case)
     window, causal = case.pop("window", 256), case.pop("causal", True)
+    variant = dict(local_window=case.pop("local_window", 0), sink_keys=case.pop("sink_keys", 0))
     args, cotangent, kwargs = _problem(0, 2, segments=case.pop("segments", False), key_mask=case.pop("key_mask", False), **case)
-    kwargs["causal"] = causal
+    kwargs.update(causal=causal, **variant)
     xla = functools.partial(dma_attention_xla, window=window, scale=None, segment_ids=kwargs.get("segment_ids"),
-                            key_mask=kwargs.get("key_mask"), causal=causal)
+                            key_mask=kwargs.get("key_mask"), causal=causal, **variant)
     f32 = [a.astype(jnp.float32) for a in args]
     with jax.default_matmul_precision("highest"):
         exact = _out_and_grads(xla, f32, cotangent)
