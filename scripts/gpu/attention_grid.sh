@@ -8,6 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-results/benchmarks/grid}
-[ -d gpu_wheels ] && bash scripts/install_gpu_wheels.sh
-export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+site=""; [ -d gpu_wheels ] && site=:$(bash scripts/install_gpu_wheels.sh)
+export PYTHONPATH=.$site PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 -m benchmarks.attention --check --repeats 5 --reference-max 0 --out-dir "$out"

@@ -6,6 +6,6 @@
 #   bash scripts/gpu/gpu_tests.sh [pytest options]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ -d gpu_wheels ] && bash scripts/install_gpu_wheels.sh
-export PYTHONPATH=. PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+site=""; [ -d gpu_wheels ] && site=:$(bash scripts/install_gpu_wheels.sh)
+export PYTHONPATH=.$site PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 -m pytest -q -m gpu tests/ "$@"
