@@ -30,6 +30,8 @@ def parse_args(argv):
     g.add_argument("--perplexity", action="store_true")
     g.add_argument("--ppl-seq-len", type=int, default=None, help="window length (default: the training length)")
     g.add_argument("--ppl-max-batches", type=int, default=None)
+    g.add_argument("--ppl-split-at", type=int, default=None, metavar="S",
+                   help="also the loss of tokens at positions < S in their document and of the rest (e.g. S = w)")
     g = p.add_argument_group("MQAR")
     g.add_argument("--mqar", action="store_true")
     g.add_argument("--mqar-seq-lens", type=int, nargs="+", default=None, help="default: the training length")
@@ -46,7 +48,7 @@ def parse_args(argv):
     g.add_argument("--niah-per-cell", type=int, default=8)
     g = p.add_argument_group("DMA selection")
     g.add_argument("--recent-keys", type=int, default=0, metavar="R",
-                   help="per DMA layer, the share of each query's R latest keys it keeps (0: skip)")
+                   help="per DMA layer, the share of each query's R latest keys it keeps, and the learned A (0: skip)")
     g = p.add_argument_group("throughput")
     g.add_argument("--throughput", action="store_true")
     g.add_argument("--throughput-seq-len", type=int, default=None, help="default: the training length")
@@ -77,7 +79,8 @@ def evaluate_run(workdir: str, args) -> dict:
     progress = not args.no_progress
     if args.perplexity or (not chosen and config.data.kind == "lm"):
         result["perplexity"] = perplexity(scorer, config.data, seq_len=args.ppl_seq_len,
-                                          max_batches=args.ppl_max_batches, progress=progress)
+                                          max_batches=args.ppl_max_batches, progress=progress,
+                                          split_at=args.ppl_split_at)
     if args.mqar or (not chosen and config.data.kind == "mqar"):
         result["mqar"] = mqar_accuracy(scorer, config.data, args.mqar_seq_lens or [config.data.seq_len],
                                        args.mqar_pairs or [config.data.mqar_num_kv_pairs],
@@ -89,9 +92,10 @@ def evaluate_run(workdir: str, args) -> dict:
         result["niah"] = niah_accuracy(scorer, tokenizer, lengths, args.niah_depths, per_cell=args.niah_per_cell,
                                        progress=progress)
     if args.recent_keys > 0:
-        from dma_jax.evaluation.recency import recency_report
+        from dma_jax.evaluation.recency import learned_A, recency_report
 
         result["recent_keys"] = recency_report(run, args.recent_keys)
+        result["learned_A"] = learned_A(model)
     if args.throughput:
         seq_len = args.throughput_seq_len or config.data.seq_len
         batch = args.throughput_batch or config.data.global_batch_size

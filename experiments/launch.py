@@ -210,8 +210,9 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     return results
 
 
-def run_eval(workdir: Path, flags: list[str], key: str, env: dict | None = None) -> dict:
-    """``eval.py`` on one trained workdir: ``{key: its run's result[key]}``, or ``{key + "_error": output tail}``.
+def run_eval(workdir: Path, flags: list[str], key: str, env: dict | None = None, also: tuple[str, ...] = ()) -> dict:
+    """``eval.py`` on one trained workdir: ``{key: its run's result[key]}`` (and each of ``also`` the
+    run's result has), or ``{key + "_error": output tail}``.
 
     Without ``env`` it runs alone, in the foreground, with the whole memory: a throughput measured
     while other cells train would not be the model's own. ``env`` (e.g. ``job_env``) runs it
@@ -228,7 +229,8 @@ def run_eval(workdir: Path, flags: list[str], key: str, env: dict | None = None)
         tail = (done.stdout + done.stderr)[-1500:]
         print(f"eval.py failed on {workdir}:\n{tail}", flush=True)
         return {f"{key}_error": f"exit {done.returncode}: {tail}"}
-    return {key: json.loads(out.read_text())["runs"][0][key]}
+    run = json.loads(out.read_text())["runs"][0]
+    return {k: run[k] for k in (key, *also) if k in run}
 
 
 def evaluate_cells(results: dict, workroot: Path, flags: list[str], key: str, results_path: Path) -> None:

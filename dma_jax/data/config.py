@@ -46,6 +46,9 @@ class DataConfig:
     niah_eval_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     niah_eval_per_depth: int = 16
     niah_num_train_examples: int = 100_000
+    # lm: this share of the training rows are niah rows instead (passkey retrieval learned beside
+    # language modelling; the niah_* fields above set them); validation stays the held-out text.
+    niah_share: float = 0.0
     # grain reading
     read_threads: int = 4
     prefetch_buffer_size: int = 8
@@ -82,7 +85,12 @@ class DataConfig:
             positive("eval_max_batches")
         if self.kind == "mqar":
             self._validate_mqar(positive)
-        if self.kind == "niah":
+        if not isinstance(self.niah_share, (int, float)) or isinstance(self.niah_share, bool) \
+                or not 0.0 <= self.niah_share < 1.0:
+            raise ValueError(f"data.niah_share must be a number in [0, 1), got {self.niah_share!r}")
+        if self.niah_share and self.kind != "lm":
+            raise ValueError(f"data.niah_share mixes niah rows into kind 'lm' only, got kind {self.kind!r}")
+        if self.kind == "niah" or self.niah_share:
             positive("niah_eval_per_depth")
             positive("niah_num_train_examples")
             if not self.niah_eval_depths or not all(0.0 <= d <= 1.0 for d in self.niah_eval_depths):

@@ -2,7 +2,8 @@
 
 Every pipeline is a grain ``MapDataset`` of one split's rows (dicts of (L,) arrays), then:
 
-* train: ``.shuffle(seed).repeat()`` (each epoch reshuffled, infinite);
+* train: ``.shuffle(seed).repeat()`` (each epoch reshuffled, infinite); for "lm" with
+  ``niah_share`` > 0, the shuffled, repeated text rows and niah rows mixed in those proportions;
   validation: in order, finite, padded to whole global batches, optionally capped;
 * ``.batch(global_batch_size / process_count)``, then every ``process_count``-th batch starting at
   ``process_index``: global batch b is the concatenation of the local batches ``b P .. b P + P - 1``,
@@ -52,6 +53,9 @@ def make_dataset(config: DataConfig, split: str = "train", process_index: int = 
     rows = split_rows(config, split)
     if split == "train":
         rows = rows.shuffle(seed=config.seed).repeat()
+        if config.niah_share:
+            niah = grain.MapDataset.source(NiahSource(config, split)).shuffle(seed=config.seed).repeat()
+            rows = grain.MapDataset.mix([rows, niah], weights=[1.0 - config.niah_share, config.niah_share])
     elif config.eval_max_batches is not None:
         rows = rows[: config.eval_max_batches * config.global_batch_size]
     return rows.batch(local_batch, drop_remainder=True)[process_index::process_count]

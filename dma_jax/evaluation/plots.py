@@ -111,6 +111,7 @@ def bars(groups: dict[str, dict[str, float]], path: str | Path, title: str, y_la
         xs = [g + (i - (len(names) - 1) / 2) * width for g, bars_ in enumerate(groups.values()) if name in bars_]
         ys = [bars_[name] for bars_ in groups.values() if name in bars_]
         ax.bar(xs, ys, width, label=name)
-    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set_xticks(range(len(groups)), list(groups), rotation=45 if len(groups) > 5 else 0,
+                  ha="right" if len(groups) > 5 else "center")
     ax.grid(True, axis="y", alpha=0.3)
     return _finish(fig, ax, path, title, y_label)

@@ -25,7 +25,8 @@ def dma_selections(model, batch: dict) -> list[dict]:
     original = layers.dma_attention
 
     def recording(q, k, v, bias, window, **kwargs):
-        captured.append({"bias": np.asarray(bias), "window": window})
+        captured.append({"bias": np.asarray(bias), "window": window, "local_window": kwargs.get("local_window", 0),
+                         "sink_keys": kwargs.get("sink_keys", 0)})
         return original(q, k, v, bias, window, **kwargs)
 
     layers.dma_attention = recording
@@ -36,18 +37,21 @@ def dma_selections(model, batch: dict) -> list[dict]:
     return captured
 
 
-def recent_key_share(bias: np.ndarray, window: int | None, segment_ids: np.ndarray, recent: int) -> dict:
+def recent_key_share(bias: np.ndarray, window: int | None, segment_ids: np.ndarray, recent: int, *,
+                     local_window: int = 0, sink_keys: int = 0) -> dict:
     """Share of (query, key) pairs with the key among the query's ``recent`` latest visible keys
     (itself included) that the query keeps, against the share of all visible keys it keeps.
 
     Args:
-      bias: (B, Hb, T) key scores; window: the layer's w; segment_ids: (B, T); recent: r >= 1.
+      bias: (B, Hb, T) key scores; window: the layer's w; segment_ids: (B, T); recent: r >= 1;
+      local_window, sink_keys: the layer's local-window variant (0, 0: the paper's DMA).
 
     Returns {"recent_share", "visible_share", "recent", "window"}; a sliding window of w >= r has
     ``recent_share`` 1.
     """
     segment_ids = np.asarray(segment_ids)
-    ends = np.asarray(live_ranges(bias, window, segment_ids=segment_ids))  # (B, Hb, T)
+    ends = np.asarray(live_ranges(bias, window, segment_ids=segment_ids, local_window=local_window,
+                                  sink_keys=sink_keys))  # (B, Hb, T)
     length = ends.shape[-1]
     t = np.arange(length)
     kept_recent = pairs_recent = 0
@@ -72,5 +76,20 @@ def recency_report(run, recent: int, batch_size: int = 8) -> list[dict]:
     """``recent_key_share`` of every DMA layer of a loaded run, on its first held-out batch."""
     data = dataclasses.replace(run.config.data, global_batch_size=batch_size, eval_max_batches=1)
     batch = next(iter(make_iterator(data, "validation")))
-    return [{"layer": i, **recent_key_share(s["bias"], s["window"], batch["segment_ids"], recent)}
+    return [{"layer": i, **recent_key_share(s["bias"], s["window"], batch["segment_ids"], recent,
+                                            local_window=s["local_window"], sink_keys=s["sink_keys"])}
             for i, s in enumerate(dma_selections(run.model, batch))]
+
+
+def learned_A(model) -> list[list[float]]:
+    """Every DMA layer's learned ``A`` (one gate per bias head: the key score is ``A * softplus(dt)``,
+    ``dma_jax.nn.DynamicMaskAttention``), layer by layer; stacked (scanned) blocks give one list per
+    layer too. Empty for a model without DMA layers."""
+    from flax import nnx
+
+    out = []
+    for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        if path[-1] == "A":
+            values = np.asarray(value.get_value() if hasattr(value, "get_value") else value.value, np.float64)
+            out.extend(values.reshape(-1, values.shape[-1]).tolist())
+    return out

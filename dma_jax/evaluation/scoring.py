@@ -15,7 +15,7 @@ def _row_scores(graphdef, params, batch):
     right = jnp.sum(correct * mask, axis=1)
     tokens = jnp.sum(mask, axis=1)
     return {"nll": jnp.sum(nll * mask, axis=1), "tokens": tokens, "correct": right, "exact": (right == tokens) & (tokens > 0),
-            "hits": (correct * mask) > 0}
+            "hits": (correct * mask) > 0, "token_nll": nll * mask}
 
 
 class BatchScorer:
@@ -26,7 +26,8 @@ class BatchScorer:
     - ``correct``: how many of them the argmax predicts;
     - ``exact``: whether it predicts all of them. Under teacher forcing this equals greedy decoding
       producing exactly the masked continuation: each greedy step sees the same prefix.
-    - ``hits``: bool (B, L), whether each counted token is predicted (False where not counted).
+    - ``hits``: bool (B, L), whether each counted token is predicted (False where not counted);
+    - ``token_nll``: float (B, L), each counted token's negative log-likelihood (0 where not counted).
 
     ``batch``: dict of (B, L) arrays ``inputs``, ``targets``, ``segment_ids``, ``loss_mask``.
     Rows go through the model in chunks of at most ``max_tokens`` tokens (at least one row), the

@@ -146,8 +146,9 @@ def _replace_path(node, parts, text, full_key):
     return dataclasses.replace(node, **{head: _replace_path(current, parts[1:], text, full_key)})
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """``get_config()`` from the Python file at ``path``, with ``overrides``, validated.
+def load_config(path: str | Path, overrides: list[str] = (), *, validate: bool = True) -> TrainConfig:
+    """``get_config()`` from the Python file at ``path``, with ``overrides``, validated (unless
+    ``validate`` is False: e.g. to read a model shape where the data is not there).
 
     The file runs as a module registered in ``sys.modules`` (so it may define dataclasses of its
     own). Raises ValueError, in one line, for a file that is not a training config: no
@@ -171,7 +172,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     if not isinstance(config, TrainConfig):
         raise ValueError(f"{path} is not a training config: get_config() returned a {type(config).__name__}, "
                          "not a TrainConfig")
-    return apply_overrides(config, list(overrides)).validate()
+    config = apply_overrides(config, list(overrides))
+    return config.validate() if validate else config
 
 
 def config_dict(config) -> dict:

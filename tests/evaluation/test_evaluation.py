@@ -86,7 +86,7 @@ def test_scorer_chunks_long_batches_without_changing_scores():
     chunked = BatchScorer(table_model, max_tokens=2 * length)(batch)  # chunks of 2 rows, the last one padded
     assert set(chunked) == set(whole)
     for key in whole:
-        assert chunked[key].shape == ((rows, length) if key == "hits" else (rows,))
+        assert chunked[key].shape == ((rows, length) if key in ("hits", "token_nll") else (rows,))
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-6)
     one_row = BatchScorer(table_model, max_tokens=1)(batch)  # less than a row: one row at a time
     np.testing.assert_allclose(one_row["nll"], whole["nll"], rtol=1e-6)

@@ -1,0 +1,131 @@
+"""Passkey retrieval past the training length: which attentions still find a needle at 2-8x the
+length they trained at, and how reliably over seeds.
+
+    python experiments/passkey.py --jobs 4 --results results/niah/passkey.json             # the GPU runs
+    python experiments/passkey.py --cells mha dma:64 --seeds 0 --steps 30 --train-len 256 --scales 1 2 \\
+        --depths 0 1 --per-cell 2 model.d_model=64 model.num_layers=2 model.num_heads=2 model.num_kv_heads=1 \\
+        data.global_batch_size=4 data.niah_share=0.5 \\
+        --results runs/passkey_cpu/passkey.json --workroot runs/passkey_cpu                   # CPU scale
+
+Every cell (``experiments/cells.py``: ``mha``, ``swa:W``, ``dma:W``, ``dma:W:lL[:sS]``) and seed
+trains ``configs/passkey.py`` (language modelling with a share of single-needle rows, T =
+--train-len); right after, ``eval.py --niah`` scores exact answers (teacher-forced, equal to
+greedy decoding's) at --scales times the training length and --depths of the needle, --per-cell
+prompts each.
+
+Writes --results (JSON: card, commands, each run's grid) and two plots beside it: accuracy against
+context length per cell (mean over depths and seeds, range over seeds), and the (length, depth)
+heatmaps of seed --heatmap-seed. Prints a table last. Runs already in --results are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.cells import SYNTAX, parse_cell  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, run_eval, run_grid_from_args, save_grid  # noqa: E402
+
+DEFAULT_CELLS = ("mha", "swa:256", "dma:256", "dma:256:l32")
+
+
+def jobs(args, num_heads: int) -> list[Job]:
+    out = []
+    for seed in args.seeds:
+        for cell in map(parse_cell, args.cells):
+            overrides = (*cell.overrides(num_heads), f"data.seq_len={args.train_len}", f"steps={args.steps}",
+                         f"optim.warmup_steps={max(1, args.steps // 20)}", f"log_every={max(1, args.steps // 20)}",
+                         f"eval_every={args.steps}", f"checkpoint_every={max(1, args.steps // 4)}",
+                         f"seed={seed}", f"data.seed={seed}", *args.overrides)
+            record = {"cell": cell.spec, "attention": cell.attention, "window": cell.window, "seed": seed,
+                      "train_len": args.train_len, "steps": args.steps}
+            out.append(Job(f"{cell.name}_seed{seed}", args.config, overrides, record))
+    return out
+
+
+def by_length(results: dict) -> dict[str, dict[int, list[float]]]:
+    """cell -> length -> each seed's exact-answer accuracy averaged over depths."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for run in results["cells"].values():
+        grid = run.get("niah") or []
+        lengths = sorted({row["length"] for row in grid})
+        for length in lengths:
+            accs = [row["accuracy"] for row in grid if row["length"] == length]
+            out.setdefault(run["cell"]["cell"], {}).setdefault(length, []).append(sum(accs) / len(accs))
+    return out
+
+
+def summary(results: dict) -> list[dict]:
+    rows = []
+    for cell, lengths in by_length(results).items():
+        for length, accs in sorted(lengths.items()):
+            rows.append({"cell": cell, "length": length, "seeds": len(accs), "accuracy": sum(accs) / len(accs),
+                         "min": min(accs), "max": max(accs)})
+    return sorted(rows, key=lambda r: (r["cell"], r["length"]))
+
+
+def plot(rows: list[dict], results: dict, path: Path, heatmap_seed: int) -> list[Path]:
+    from dma_jax.evaluation.plots import heatmaps, lines
+
+    card = results.get("card", {}).get("device_kind", "")
+    series: dict[str, list[tuple]] = {}
+    for r in rows:
+        series.setdefault(r["cell"], []).append((r["length"], r["accuracy"], r["min"], r["max"]))
+    lines(series, path, f"passkey accuracy against context length (trained at {results.get('train_len')})\n{card}",
+          "context length (tokens)", "exact answers (mean over depths; range over seeds)",
+          xticks=sorted({r["length"] for r in rows}))
+    panels = {run["cell"]["cell"]: run.get("niah", []) for run in results["cells"].values()
+              if run["cell"]["seed"] == heatmap_seed and run.get("niah")}
+    heat_path = path.with_name(path.stem + "_depths.png")
+    heatmaps(panels, "length", "depth", "accuracy", heat_path, f"passkey accuracy by length and depth, seed {heatmap_seed}",
+             x_label="context length", y_label="needle depth", y_format=lambda d: f"{d:.0%}")
+    return [path, heat_path]
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'cell':<16}{'length':>8}{'seeds':>6}{'exact':>8}{'range':>13}")
+    for r in rows:
+        print(f"{r['cell']:<16}{r['length']:>8}{r['seeds']:>6}{r['accuracy']:>8.3f}{r['min']:>7.2f}-{r['max']:<5.2f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/passkey.py")
+    p.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS), help=f"attention settings, each {SYNTAX}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--train-len", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--scales", type=float, nargs="+", default=[1, 2, 4, 8], help="scored lengths / --train-len")
+    p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--per-cell", type=int, default=16, help="prompts per (length, depth)")
+    p.add_argument("--heatmap-seed", type=int, default=0)
+    add_grid_arguments(p, results="results/niah/passkey.json", workroot="runs/passkey", timeout=3 * 3600)
+    args = p.parse_args(argv)
+    for text in args.cells:
+        try:
+            parse_cell(text)
+        except ValueError as e:
+            raise SystemExit(str(e))
+    from dma_jax.training.config import load_config
+
+    num_heads = load_config(args.config, [o for o in args.overrides if o.startswith("model.")], validate=False).model.num_heads
+    flags = ["--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
+             "--niah-per-cell", str(args.per_cell)]
+    results = run_grid_from_args([] if args.plot_only else jobs(args, num_heads), args,
+                                 after=lambda workdir, env: run_eval(workdir, flags, "niah", env))
+    rows = summary(results)
+    results["summary"] = rows
+    save_grid(results, args, train_len=args.train_len, steps=args.steps, scales=args.scales, depths=args.depths)
+    if rows:
+        written = plot(rows, results, Path(args.results).with_suffix(".png"), args.heatmap_seed)
+        print(f"wrote {args.results} and {', '.join(map(str, written))}")
+        print_table(rows)
+    else:
+        print(f"wrote {args.results}; no run has a needle grid yet")
+
+
+if __name__ == "__main__":
+    main()

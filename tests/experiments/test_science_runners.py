@@ -1,0 +1,115 @@
+"""The science runners end to end at toy size: experiments/window_sweep.py, mqar_seeds.py and
+passkey.py train their cells (train.py), score them right after (eval.py), and write results,
+summary rows and plots; plus the cell strings they share (experiments/cells.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dma_jax.data.toy_corpus import write_toy_tokens
+from experiments.cells import Cell, parse_cell
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ("model.d_model=32", "model.num_layers=1", "model.num_kv_heads=1", "model.num_heads=2", "model.dtype=float32",
+        "model.implementation=xla", "eval_batches=2")
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    return write_toy_tokens(tmp_path_factory.mktemp("toy"), num_documents=60, vocab_size=300)
+
+
+def _run(script: str, *args: str, timeout: float = 600) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("text,cell,name", [
+    ("mha", Cell("mha"), "mha"), ("swa:512", Cell("swa", 512), "swa512"),
+    ("dma:512:l64:s4", Cell("dma", 512, 64, 4), "dma512_l64_s4"), ("DMA:256:hq", Cell("dma", 256, 0, 0, True), "dma256_hq"),
+])
+def test_cells_parse_and_name_themselves(text, cell, name):
+    assert parse_cell(text) == cell and cell.name == name and parse_cell(cell.spec) == cell
+
+
+@pytest.mark.parametrize("text", ["gqa", "swa", "swa:0", "swa:8:l2", "dma:8:x3", "mha:4", "dma:8:l6:s4"])
+def test_bad_cells_are_refused_with_the_syntax(text):
+    with pytest.raises(ValueError, match="bad cell"):
+        parse_cell(text)
+
+
+def test_cell_overrides_set_the_variant_and_per_head_scores():
+    assert parse_cell("dma:64:l8:hq").overrides(4) == (
+        "model.attention=dma", "model.window=64", "model.dma_local_window=8", "model.dma_sink_keys=0",
+        "model.bias_heads=4")
+    with pytest.raises(ValueError, match="num_heads"):
+        parse_cell("dma:64:hq").overrides()
+
+
+def test_window_sweep_trains_scores_and_plots(tmp_path, tokens):
+    results = tmp_path / "sweep.json"
+    out = _run("window_sweep.py", "--config", str(ROOT / "configs" / "smoke.py"), "--cells", "swa:16", "dma:16:l4",
+               "--seeded-cells", "--seq-len", "64", "--batch", "4", "--tokens-per-param", "0", "--recent-keys", "4",
+               "--results", str(results), "--workroot", str(tmp_path / "runs"), *TINY, "model.vocab_size=300",
+               f"data.corpus_path={tokens}", "data.kind=lm")
+    stored = json.loads(results.read_text())
+    runs = {run["cell"]["cell"]: run for run in stored["cells"].values()}
+    assert set(runs) == {"swa:16", "dma:16:l4"} and not any("error" in r for r in runs.values())
+    split = runs["dma:16:l4"]["perplexity"]["by_position"]
+    assert split["split_at"] == 16 and split["before"]["tokens"] > 0 and split["after"]["tokens"] > 0
+    [layer] = runs["dma:16:l4"]["recent_keys"]
+    assert 0 < layer["recent_share"] <= 1
+    assert len(runs["dma:16:l4"]["learned_A"]) == 1
+    assert "recent_keys" not in runs["swa:16"]
+    rows = {row["cell"]: row for row in stored["summary"]}
+    assert rows["dma:16:l4"]["attention_flops_per_token"] == rows["swa:16"]["attention_flops_per_token"] > 0
+    assert (tmp_path / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep_by_position.png").stat().st_size > 1000
+    assert "dma:16:l4" in out.splitlines()[-1] or "dma:16:l4" in out
+
+
+def test_mqar_seeds_trains_scores_and_summarises(tmp_path):
+    results = tmp_path / "seeds.json"
+    out = _run("mqar_seeds.py", "--cells", "dma:{w}:l{l}", "--seq-lens", "64", "--pairs", "4", "--lrs", "3e-3",
+               "--seeds", "0", "--steps", "3", "--batch", "4", "--eval-examples", "8", "--results", str(results),
+               "--workroot", str(tmp_path / "runs"), "model.d_model=32", "model.vocab_size=128", "data.vocab_size=128",
+               "eval_batches=1")
+    stored = json.loads(results.read_text())
+    [run] = stored["cells"].values()
+    assert "error" not in run, run.get("error")
+    assert run["cell"]["spec"] == "dma:8:l1" and run["mqar"][0]["queries_beyond"] > 0
+    [row] = stored["summary"]
+    assert row["cell"] == "dma:{w}:l{l}" and row["window"] == 8 and row["seeds"] == 1 and row["best_lr"] == 3e-3
+    assert (tmp_path / "seeds.png").stat().st_size > 1000 and "best lr" in out
+
+
+def test_mqar_seeds_summary_takes_the_best_learning_rate_and_counts_solved_seeds():
+    from experiments.mqar_seeds import summary
+
+    def run(lr, seed, accuracy):
+        return {"cell": {"cell": "dma:{w}", "seq_len": 1024, "num_kv_pairs": 16, "window": 128, "lr": lr, "seed": seed},
+                "mqar": [{"accuracy": accuracy, "beyond_window": accuracy / 2}], "wall_s": 10.0}
+
+    runs = [run(1e-3, 0, 0.95), run(1e-3, 1, 0.5), run(3e-3, 0, 0.92), run(3e-3, 1, 0.91), run(3e-3, 2, 0.2),
+            {"cell": {"cell": "dma:{w}", "seq_len": 1024, "num_kv_pairs": 16, "lr": 3e-3, "seed": 3}, "error": "x"}]
+    [row] = summary({"cells": {str(i): r for i, r in enumerate(runs)}}, solved=0.9)
+    assert row["lr_means"] == {"0.001": pytest.approx(0.725), "0.003": pytest.approx(0.6766666)}
+    assert row["best_lr"] == 1e-3 and row["seeds"] == 2 and row["min"] == 0.5 and row["max"] == 0.95
+    assert row["solved_share"] == 0.5 and row["beyond_window"] == pytest.approx(0.3625)
+
+
+def test_passkey_mixes_needles_into_text_and_scores_past_the_training_length(tmp_path, tokens):
+    results = tmp_path / "passkey.json"
+    _run("passkey.py", "--cells", "dma:32:l8", "--seeds", "0", "--steps", "3", "--train-len", "256", "--scales", "1", "2",
+         "--depths", "0", "1", "--per-cell", "1", "--results", str(results), "--workroot", str(tmp_path / "runs"),
+         *TINY, "model.vocab_size=300", "data.global_batch_size=4", "data.niah_share=0.5", f"data.corpus_path={tokens}")
+    stored = json.loads(results.read_text())
+    [run] = stored["cells"].values()
+    assert "error" not in run, run.get("error")
+    assert sorted({(r["length"], r["depth"]) for r in run["niah"]}) == [(256, 0.0), (256, 1.0), (512, 0.0), (512, 1.0)]
+    assert [(r["cell"], r["length"]) for r in stored["summary"]] == [("dma:32:l8", 256), ("dma:32:l8", 512)]
+    assert (tmp_path / "passkey.png").stat().st_size > 1000 and (tmp_path / "passkey_depths.png").stat().st_size > 1000
