@@ -2,11 +2,13 @@
 
 ``python -m dma_jax.data.corpus build --out data/corpus`` downloads the packages' ``.deb`` files
 with ``apt-get download`` (no system install; run ``apt-get update`` once first), unpacks them with
-``dpkg-deb -x`` into a cache folder, turns every page into one document of clean text, drops
-duplicates and tiny pages, and writes:
+``dpkg-deb -x`` into a cache folder, turns every page into one document of clean text (one
+extractor per package, ``dma_jax.data.doc_extractors``), drops duplicates and tiny pages, and
+writes:
 
 * ``docs-NNNNN.jsonl.xz``: xz-compressed JSON lines ``{"id": "<package>:<path>", "text": ...}``,
-  one document per line, documents in sorted ``id`` order;
+  one document per line; packages in ``--packages`` order, each package's pages in sorted path
+  order;
 * ``manifest.json``: provenance (package, version, licence, ``.deb`` sha256, bytes, document
   counts) and each shard's size and sha256.
 
@@ -17,7 +19,6 @@ The compressed shards must stay under ``--max-mib`` (default 60) so that the cor
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import lzma
@@ -26,20 +27,41 @@ import subprocess
 import sys
 import time
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from dma_jax.data.html_text import html_to_text
+from dma_jax.data.doc_extractors import extractor_for
 
 # Package -> licence of the text we take from it (the package's debian/copyright says more).
+# The default build takes all of them, in this order.
 LICENCES = {
     "python3.11-doc": "PSF-2.0 (Python Software Foundation License; the Python 3.11 documentation)",
     "linux-doc-6.1": "GPL-2.0-only (Linux kernel Documentation/; a few files are dual-licensed, "
                      "e.g. GPL-2.0 OR CC-BY-4.0, as their SPDX lines say)",
+    "openjdk-17-doc": "GPL-2.0-only WITH Classpath-exception-2.0 (OpenJDK 17 API documentation)",
+    "rust-doc": "MIT OR Apache-2.0 (Rust books, standard library documentation, error index)",
+    "perl-doc": "GPL-1.0-or-later OR Artistic-1.0-Perl (Perl 5.36 core documentation)",
+    "postgresql-doc-15": "PostgreSQL (PostgreSQL 15 documentation)",
+    "sqlite3-doc": "public domain (SQLite documentation)",
+    "python-scipy-doc": "BSD-3-Clause (SciPy documentation)",
+    "octave-doc": "GPL-3.0-or-later (GNU Octave manual)",
+    "erlang-doc": "Apache-2.0 (Erlang/OTP documentation)",
+    "python-sqlalchemy-doc": "MIT (SQLAlchemy documentation)",
+    "python-pandas-doc": "BSD-3-Clause (pandas documentation)",
+    "llvm-15-doc": "Apache-2.0 WITH LLVM-exception (LLVM 15 documentation)",
+    "python-django-doc": "BSD-3-Clause (Django documentation)",
+    "python-sympy-doc": "BSD-3-Clause (SymPy documentation)",
+    "cmake-doc": "BSD-3-Clause (CMake documentation; its copyright file ships in cmake-data)",
+    "python-statsmodels-doc": "BSD-3-Clause (statsmodels documentation)",
+    "python-astropy-doc": "BSD-3-Clause (Astropy documentation)",
+    "git-doc": "GPL-2.0-only (Git manual pages and guides)",
+    "nodejs-doc": "MIT (Node.js API documentation)",
+    "python-skimage-doc": "BSD-3-Clause (scikit-image documentation)",
+    "ghc-doc": "BSD-3-Clause (the GHC User's Guide; the library pages are not taken)",
+    "r-doc-html": "GPL-2.0-or-later (R manuals: An Introduction to R, the language definition, extensions, FAQ, ...)",
 }
 DEFAULT_PACKAGES = tuple(LICENCES)
-_PYTHON_SKIP = re.compile(r"^(genindex|search|py-modindex|_static|_sources|_images|_downloads)")
 
 
 def sha256_of(path: Path) -> str:
@@ -84,29 +106,16 @@ def clean_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def _python_pages(root: Path) -> Iterator[tuple[str, str]]:
-    (html_root,) = root.glob("usr/share/doc/python3.*-doc/html")
-    for path in sorted(html_root.rglob("*.html")):
-        rel = path.relative_to(html_root).as_posix()
-        if not _PYTHON_SKIP.match(rel):
-            yield rel, html_to_text(path.read_text(encoding="utf-8", errors="replace"))
-
-
-def _linux_pages(root: Path) -> Iterator[tuple[str, str]]:
-    (doc_root,) = root.glob("usr/share/doc/linux-doc-*/Documentation")
-    for path in sorted(doc_root.rglob("*.gz")):
-        rel = path.relative_to(doc_root).as_posix()[: -len(".gz")]
-        if rel.endswith((".rst", ".txt")):
-            yield rel, gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace")
-
-
 def package_pages(package: str, root: Path) -> Iterator[tuple[str, str]]:
     """(path, raw text) for each page of an unpacked package, in sorted path order."""
-    if package.startswith("python3"):
-        return _python_pages(root)
-    if package.startswith("linux-doc"):
-        return _linux_pages(root)
-    raise ValueError(f"no page extractor for package {package!r}; known: {sorted(LICENCES)}")
+    extractor = extractor_for(package)
+    if extractor is None:
+        raise ValueError(f"no page extractor for package {package!r}; known: {sorted(LICENCES)}")
+    return extractor(root)
+
+
+def _extract(args: tuple[str, Path]) -> list[tuple[str, str]]:
+    return list(package_pages(*args))
 
 
 def _compress(args: tuple[bytes, int]) -> bytes:
@@ -170,16 +179,22 @@ def collect_documents(sources: Iterable[tuple[str, Iterable[tuple[str, str]]]], 
 
 
 def build(out: Path, cache: Path, packages: Iterable[str], *, min_chars: int = 200,
-          shard_mib: float = 16.0, max_mib: float = 60.0) -> dict:
-    """Download, unpack, clean and shard; writes and returns the manifest."""
+          shard_mib: float = 16.0, max_mib: float = 60.0, preset: int = 6, workers: int = 2) -> dict:
+    """Download, unpack, extract (``workers`` processes, one package each), clean, shard (xz
+    ``preset``); writes and returns the manifest."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     debs = {package: download_deb(package, cache) for package in packages}
     roots = {package: unpack_deb(deb, cache) for package, deb in debs.items()}
-    documents, counts = collect_documents(((p, package_pages(p, roots[p])) for p in debs), min_chars)
+    for package in debs:                                  # fail early on an unknown package
+        if extractor_for(package) is None:
+            raise ValueError(f"no page extractor for package {package!r}; known: {sorted(LICENCES)}")
+    with ProcessPoolExecutor(max(1, workers)) as pool:    # results come back in package order
+        pages = pool.map(_extract, [(p, roots[p]) for p in debs])
+        documents, counts = collect_documents(zip(debs, pages), min_chars)
     for old in out.glob("docs-*.jsonl.xz"):
         old.unlink()
-    shards = write_shards(documents, out, int(shard_mib * 2**20))
+    shards = write_shards(documents, out, int(shard_mib * 2**20), preset)
     compressed = sum(s["compressed_bytes"] for s in shards)
     sources = []
     for package, deb in debs.items():
@@ -196,7 +211,8 @@ def build(out: Path, cache: Path, packages: Iterable[str], *, min_chars: int = 2
         "format": "docs-NNNNN.jsonl.xz: one JSON object {id, text} per line, UTF-8, xz-compressed",
         "documents": len(documents), "text_bytes": sum(c["text_bytes"] for c in counts.values()),
         "jsonl_bytes": sum(s["jsonl_bytes"] for s in shards),
-        "compressed_bytes": compressed, "min_chars": min_chars, "sources": sources, "shards": shards,
+        "compressed_bytes": compressed, "min_chars": min_chars, "xz_preset": preset,
+        "sources": sources, "shards": shards,
         "build_seconds": round(time.perf_counter() - start, 1),
         "command": "python -m dma_jax.data.corpus " + " ".join(sys.argv[1:]),
     }
@@ -216,9 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--min-chars", type=int, default=200, help="drop documents shorter than this")
     b.add_argument("--shard-mib", type=float, default=16.0, help="uncompressed text per shard")
     b.add_argument("--max-mib", type=float, default=60.0, help="fail if the compressed shards exceed this")
+    b.add_argument("--xz-preset", type=int, default=6, choices=range(10), help="xz compression level")
+    b.add_argument("--workers", type=int, default=2, help="processes extracting packages in parallel")
     args = parser.parse_args(argv)
     manifest = build(args.out, args.cache, args.packages, min_chars=args.min_chars,
-                     shard_mib=args.shard_mib, max_mib=args.max_mib)
+                     shard_mib=args.shard_mib, max_mib=args.max_mib, preset=args.xz_preset,
+                     workers=args.workers)
     print(json.dumps({k: manifest[k] for k in ("documents", "text_bytes", "jsonl_bytes", "compressed_bytes", "build_seconds")}))
 
 
