@@ -22,7 +22,6 @@ command) and model_throughput.png (tokens/s against T), and prints a table last.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 import jax

@@ -26,22 +26,19 @@ class Cell:
     sink_keys: int = 0
     per_query_head_bias: bool = False
 
+    def _options(self) -> list[str]:
+        return ([f"l{self.local_window}"] if self.local_window else []) + \
+            ([f"s{self.sink_keys}"] if self.sink_keys else []) + (["hq"] if self.per_query_head_bias else [])
+
     @property
     def name(self) -> str:
-        parts = [self.attention + (str(self.window) if self.window else "")]
-        parts += [f"l{self.local_window}"] if self.local_window else []
-        parts += [f"s{self.sink_keys}"] if self.sink_keys else []
-        parts += ["hq"] if self.per_query_head_bias else []
-        return "_".join(parts)
+        """File-system-safe: ``dma512_l64_s4``."""
+        return "_".join([self.attention + (str(self.window) if self.window else ""), *self._options()])
 
     @property
     def spec(self) -> str:
-        """The string ``parse_cell`` reads back."""
-        parts = [self.attention] + ([str(self.window)] if self.window else [])
-        parts += [f"l{self.local_window}"] if self.local_window else []
-        parts += [f"s{self.sink_keys}"] if self.sink_keys else []
-        parts += ["hq"] if self.per_query_head_bias else []
-        return ":".join(parts)
+        """The string ``parse_cell`` reads back: ``dma:512:l64:s4``."""
+        return ":".join([self.attention, *([str(self.window)] if self.window else []), *self._options()])
 
     @property
     def is_variant(self) -> bool:

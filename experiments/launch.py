@@ -269,6 +269,20 @@ def save_grid(results: dict, args, **settings) -> None:
     Path(args.results).write_text(json.dumps(results, indent=2))
 
 
+def report_summary(results: dict, args, rows: list[dict], plot, print_table, waiting: str, **settings) -> None:
+    """The end of a runner that summarises: store ``rows`` as ``results["summary"]`` with the
+    runner's ``settings`` (``save_grid``), draw ``plot(rows, results, <results>.png)`` (it returns
+    the files it wrote) and print the table; without rows, say what is still ``waiting``."""
+    results["summary"] = rows
+    save_grid(results, args, **settings)
+    if not rows:
+        print(f"wrote {args.results}; {waiting}")
+        return
+    written = plot(rows, results, Path(args.results).with_suffix(".png"))
+    print(f"wrote {args.results} and {', '.join(map(str, written))}")
+    print_table(rows)
+
+
 def run_grid_from_args(jobs: list[Job], args, after=None) -> dict:
     """``run_grid`` with the options of ``add_grid_arguments``; with ``--plot-only``, just the results file."""
     if args.plot_only:

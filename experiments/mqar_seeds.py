@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cells import SYNTAX, parse_cell  # noqa: E402
-from experiments.launch import Job, add_grid_arguments, run_eval, run_grid_from_args, save_grid  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, report_summary, run_eval, run_grid_from_args  # noqa: E402
 
 DEFAULT_CELLS = ("mha", "swa:{w}", "dma:{w}", "dma:{w}:hq", "dma:{w}:l{l}")
 
@@ -95,7 +95,7 @@ def summary(results: dict, solved: float) -> list[dict]:
     return sorted(rows, key=lambda r: (r["seq_len"], r["num_kv_pairs"], r["cell"]))
 
 
-def plot(rows: list[dict], results: dict, path: Path) -> Path:
+def plot(rows: list[dict], results: dict, path: Path) -> list[Path]:
     from dma_jax.evaluation.plots import bars
 
     groups: dict[str, dict[str, float]] = {}
@@ -104,7 +104,7 @@ def plot(rows: list[dict], results: dict, path: Path) -> Path:
     card = results.get("card", {}).get("device_kind", "")
     bars(groups, path, f"MQAR accuracy at the best learning rate (mean over seeds), w = T/{results.get('window_ratio')}\n{card}",
          "query accuracy")
-    return path
+    return [path]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -137,14 +137,8 @@ def main(argv=None):
     todo = [] if args.plot_only else jobs(args, num_heads)
     flags = ["--mqar", "--mqar-examples", str(args.eval_examples)]
     results = run_grid_from_args(todo, args, after=lambda workdir, env: run_eval(workdir, flags, "mqar", env))
-    rows = summary(results, args.solved)
-    results["summary"] = rows
-    save_grid(results, args, window_ratio=args.window_ratio, steps=args.steps, batch=args.batch, solved=args.solved)
-    if rows:
-        print(f"wrote {args.results} and {plot(rows, results, Path(args.results).with_suffix('.png'))}")
-        print_table(rows)
-    else:
-        print(f"wrote {args.results}; no run has an accuracy yet")
+    report_summary(results, args, summary(results, args.solved), plot, print_table, "no run has an accuracy yet",
+                   window_ratio=args.window_ratio, steps=args.steps, batch=args.batch, solved=args.solved)
 
 
 if __name__ == "__main__":

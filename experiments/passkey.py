@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cells import SYNTAX, parse_cell  # noqa: E402
-from experiments.launch import Job, add_grid_arguments, run_eval, run_grid_from_args, save_grid  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, report_summary, run_eval, run_grid_from_args  # noqa: E402
 
 DEFAULT_CELLS = ("mha", "swa:256", "dma:256", "dma:256:l32")
 
@@ -116,15 +116,9 @@ def main(argv=None):
              "--niah-per-cell", str(args.per_cell)]
     results = run_grid_from_args([] if args.plot_only else jobs(args, num_heads), args,
                                  after=lambda workdir, env: run_eval(workdir, flags, "niah", env))
-    rows = summary(results)
-    results["summary"] = rows
-    save_grid(results, args, train_len=args.train_len, steps=args.steps, scales=args.scales, depths=args.depths)
-    if rows:
-        written = plot(rows, results, Path(args.results).with_suffix(".png"), args.heatmap_seed)
-        print(f"wrote {args.results} and {', '.join(map(str, written))}")
-        print_table(rows)
-    else:
-        print(f"wrote {args.results}; no run has a needle grid yet")
+    report_summary(results, args, summary(results), lambda *a: plot(*a, args.heatmap_seed), print_table,
+                   "no run has a needle grid yet", train_len=args.train_len, steps=args.steps, scales=args.scales,
+                   depths=args.depths)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cells import SYNTAX, Cell, parse_cell  # noqa: E402
-from experiments.launch import Job, add_grid_arguments, run_eval, run_grid_from_args, save_grid  # noqa: E402
+from experiments.launch import Job, add_grid_arguments, report_summary, run_eval, run_grid_from_args  # noqa: E402
 
 DEFAULT_CELLS = ("mha", "swa:256", "swa:512", "swa:1024", "dma:256", "dma:512", "dma:1024", "dma:2048",
                  "dma:512:l64", "dma:512:l128", "dma:512:l64:s4")
@@ -178,15 +178,8 @@ def main(argv=None):
         except ValueError as e:
             raise SystemExit(str(e))
     results = run_grid_from_args(jobs(args) if not args.plot_only else [], args, after=evaluate(args))
-    rows = summary(results)
-    results["summary"] = rows
-    save_grid(results, args, seq_len=args.seq_len, batch=args.batch, tokens_per_param=args.tokens_per_param)
-    if rows:
-        written = plot(rows, results, Path(args.results).with_suffix(".png"))
-        print(f"wrote {args.results} and {', '.join(map(str, written))}")
-        print_table(rows)
-    else:
-        print(f"wrote {args.results}; no cell has a perplexity yet")
+    report_summary(results, args, summary(results), plot, print_table, "no cell has a perplexity yet",
+                   seq_len=args.seq_len, batch=args.batch, tokens_per_param=args.tokens_per_param)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""A tiny training config shared by the training and evaluation tests."""
+"""A tiny training config shared by the training and evaluation tests, and the environment of a
+subprocess that sees several CPU devices."""
 
 import dataclasses
+import os
 
 from dma_jax.data import DataConfig
 from dma_jax.models import ModelConfig
@@ -21,3 +23,10 @@ def small_config(**overrides) -> TrainConfig:
 
 def train_losses(records):
     return {r["step"]: r["loss"] for r in records if r["event"] == "train"}
+
+
+def host_devices_env(count: int, **extra: str) -> dict:
+    """This process's environment for a subprocess with ``count`` CPU devices (JAX on the CPU;
+    the suite's XLA_FLAGS kept), plus ``extra`` variables."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", **extra)

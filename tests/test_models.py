@@ -153,7 +153,7 @@ def _scanned_and_unrolled(**overrides):
     return scanned, unrolled
 
 
-@pytest.mark.parametrize("attention,remat", [("dma", True), ("mha", False), ("swa", False)])
+@pytest.mark.parametrize("attention,remat", [("dma", True), ("swa", False)])
 def test_scanned_blocks_equal_unrolled_blocks(attention, remat):
     """scan_layers stacks the blocks' parameters (layers/...) and scans them: same logits and
     gradients as the unrolled model holding the same parameters (with remat for DMA)."""

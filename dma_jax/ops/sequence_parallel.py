@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import re
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -2,17 +2,17 @@
 devices and the all-gather baseline, with the collectives' bytes beside the prediction."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from small_runs import host_devices_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_small_run_on_eight_cpu_devices(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
+    env = host_devices_env(8, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "benchmarks.sequence_parallel", "--lengths", "512", "--devices", "1", "4", "8",
                "--windows", "16", "--heads", "4", "--kv-heads", "2", "--head-dim", "16", "--dtype", "float32",
                "--repeats", "2", "--out-dir", str(tmp_path)]

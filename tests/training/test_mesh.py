@@ -1,6 +1,5 @@
 """dma_jax.sharding: mesh shapes, logical-axis rules, and per-device attention on 4 CPU devices."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ from jax.sharding import AbstractMesh, AxisType
 from jax.sharding import PartitionSpec as P
 
 from dma_jax.sharding import MeshConfig, partition_spec, path_name, per_device
+from small_runs import host_devices_env
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_sequence_split_model_matches_one_device():
     """A training step's loss and gradients with the sequence split over 8 CPU devices, alone and
     beside data and fsdp axes, equal one device's: DMA through the carried keys, MHA through XLA's
     partitioner (which gathers keys and values), norms, MLPs, RoPE positions and loss along T."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = host_devices_env(8)
     result = subprocess.run([sys.executable, "-c", SEQUENCE_SCRIPT], env=env, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
@@ -150,7 +150,7 @@ def test_sequence_split_model_matches_one_device():
 
 
 def test_sharded_model_matches_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = host_devices_env(4)
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "mesh ok" in result.stdout

@@ -4,7 +4,6 @@ Runs in a subprocess so that the CPU can pretend to be 4 devices
 (``--xla_force_host_platform_device_count``) without touching this process's JAX.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import jax
 import pytest
 
 from dma_jax.sharding import path_name
+from small_runs import host_devices_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("devices", [4])
 def test_shard_map_over_batch_matches_reference(devices):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = host_devices_env(devices)
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "sharded ok" in result.stdout

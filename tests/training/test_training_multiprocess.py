@@ -5,13 +5,13 @@ iterator state; Orbax writes the shared train state once.
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from small_runs import host_devices_env
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = ["steps=4", "optim.warmup_steps=1", "eval_every=2", "checkpoint_every=2", "log_every=1",
@@ -24,7 +24,7 @@ def command(workdir, *extra):
 
 
 def env(devices):
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    return host_devices_env(devices)
 
 
 def losses(workdir):
