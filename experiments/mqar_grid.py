@@ -8,7 +8,7 @@ max(3, w / 32) blocks of 32 (its selected tokens match the window).
 
     python experiments/mqar_grid.py --jobs 8 --head-dim 64 --results results/mqar/grid.json
     python experiments/mqar_grid.py --attentions dma swa --seq-lens 64 128 --d-models 32 --steps 300 \
-        --batch 32 --results /tmp/mqar.json --workroot /tmp/mqar        # a CPU-sized try
+        --batch 32 --results runs/mqar_cpu/grid.json --workroot runs/mqar_cpu   # a CPU-sized try
 
 With --by-distance each cell keeps its final checkpoint and ``eval.py`` scores it right after
 training, on the same GPU: accuracy over queries whose pair lies inside the window (what a sliding
