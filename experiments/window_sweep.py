@@ -115,6 +115,8 @@ def summary(results: dict) -> list[dict]:
             "loss_before_w": mean([s["before"]["loss"] for s in split if s and s["before"]["loss"] is not None]),
             "loss_after_w": mean([s["after"]["loss"] for s in split if s and s["after"]["loss"] is not None]),
             "recent_share": mean(recent), "wall_s": mean([r["wall_s"] for r in runs]),
+            # the last in-training evaluation: the whole held-out split (eval.py's may be capped)
+            "eval_perplexity": mean([r["eval"]["eval_perplexity"] for r in runs if (r.get("eval") or {}).get("eval_perplexity")]),
             "attention_flops_per_token": runs[0]["cell"]["attention_flops_per_token"],
             "window": runs[0]["cell"]["window"], "family": family(runs[0]["cell"]),
         })
@@ -146,14 +148,14 @@ def plot(rows: list[dict], results: dict, path: Path) -> list[Path]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'cell':<18}{'seeds':>6}{'ppl':>9}{'range':>16}{'loss t<w':>10}{'loss t>=w':>10}{'recent':>8}"
-          f"{'attn GFLOP/tok':>15}{'wall s':>8}")
+    print(f"\n{'cell':<18}{'seeds':>6}{'ppl':>9}{'range':>16}{'ppl all':>9}{'loss t<w':>10}{'loss t>=w':>10}"
+          f"{'recent':>8}{'attn MFLOP/tok':>15}{'wall s':>8}")
     fmt = lambda x, spec: format(x, spec) if x is not None else "-"  # noqa: E731
     for r in rows:
         spread = f"{r['min']:.2f}-{r['max']:.2f}"
-        print(f"{r['cell']:<18}{r['seeds']:>6}{r['perplexity']:>9.2f}{spread:>16}"
+        print(f"{r['cell']:<18}{r['seeds']:>6}{r['perplexity']:>9.2f}{spread:>16}{fmt(r['eval_perplexity'], '.2f'):>9}"
               f"{fmt(r['loss_before_w'], '.3f'):>10}{fmt(r['loss_after_w'], '.3f'):>10}{fmt(r['recent_share'], '.3f'):>8}"
-              f"{r['attention_flops_per_token'] / 1e9:>15.3f}{r['wall_s']:>8.0f}")
+              f"{r['attention_flops_per_token'] / 1e6:>15.2f}{r['wall_s']:>8.0f}")
 
 
 def main(argv=None):
