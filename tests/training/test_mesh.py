@@ -114,8 +114,8 @@ SEQUENCE_SCRIPT = textwrap.dedent(
     from dma_jax.sharding import MeshConfig, make_mesh, tree_shardings, batch_sharding
 
     assert jax.device_count() == 8
-    dma_meshes = (MeshConfig(data=1, sequence=8), MeshConfig(data=2, sequence=4), MeshConfig(data=1, fsdp=2, sequence=4))
-    for attention, meshes in (("dma", dma_meshes), ("mha", dma_meshes[1:2])):
+    dma_meshes = (MeshConfig(data=2, sequence=4), MeshConfig(data=1, fsdp=2, sequence=4))
+    for attention, meshes in (("dma", dma_meshes), ("mha", dma_meshes[:1])):
         config = ModelConfig.preset("tiny", attention=attention, window=6, implementation="xla")
         graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
         rng = np.random.default_rng(0)
@@ -139,8 +139,8 @@ SEQUENCE_SCRIPT = textwrap.dedent(
 
 
 def test_sequence_split_model_matches_one_device():
-    """A training step's loss and gradients with the sequence split over 8 CPU devices, alone and
-    beside data and fsdp axes, equal one device's: DMA through the carried keys, MHA through XLA's
+    """A training step's loss and gradients with the sequence split over 4 of 8 CPU devices, beside
+    a data or an fsdp axis, equal one device's (the sequence axis alone: tests/ops/test_sequence_parallel.py): DMA through the carried keys, MHA through XLA's
     partitioner (which gathers keys and values), norms, MLPs, RoPE positions and loss along T."""
     env = host_devices_env(8)
     result = subprocess.run([sys.executable, "-c", SEQUENCE_SCRIPT], env=env, capture_output=True, text=True,
