@@ -18,10 +18,13 @@ the bias its gradient through those columns):
 - The head dimension is zero-padded to a multiple of 8 (cuDNN's granularity); v gets zero columns,
   dropped from the output.
 
-``dma_attention`` takes this path by itself (``implementation=None`` on a GPU) except for
-``segment_ids`` (the dense kernel would need them as an explicit (B, 1, T, T) mask: O(T^2) memory;
-an explicit ``DenseConfig`` accepts them that way), head dims above 256 after padding, and
-float32/float64 inputs (cuDNN's fused attention runs in 16 bits); ``why_not_dense`` says which.
+``dma_attention`` takes this path by itself (``implementation=None`` on a GPU) for Tq = Tk
+(training, prefill) and Tq = 1 (decoding over a cache), except for ``segment_ids`` (the dense
+kernel would need them as an explicit (B, 1, T, T) mask: O(T^2) memory; an explicit
+``DenseConfig`` accepts them that way), 1 < Tq < Tk (chunked prefill: the explicit bottom-right
+mask measured 3.9x a bf16 reference's output error on an H100; an explicit ``DenseConfig`` still
+runs it), head dims above 256 after padding, and float32/float64 inputs (cuDNN's fused attention
+runs in 16 bits); ``why_not_dense`` says which.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ def why_not_dense(q, k, bias, window, *, segment_ids, backend: str = "cudnn", au
         return f"window {window} < Tk = {kv_len}: queries keep a subset of their keys"
     if automatic and segment_ids is not None:
         return "segment_ids: the dense kernel would need an explicit (B, 1, T, T) mask"
+    if automatic and 1 < q.shape[1] < kv_len:
+        return (f"Tq = {q.shape[1]} < Tk = {kv_len}: the bottom-right causal mask goes to cuDNN as an explicit "
+                "mask, whose output error measured 3.9x a bf16 reference's on an H100 (Tq 500, Tk 1500)")
     folded = _padded_dim(q.shape[-1] + 2 * (bias_heads // kv_heads))
     if folded > _MAX_HEAD_DIM:
         return f"head dim {q.shape[-1]} plus the bias columns pads to {folded} > {_MAX_HEAD_DIM}"
@@ -122,7 +128,9 @@ def dense_attention(q, k, v, bias, window, *, causal, scale, segment_ids, key_ma
     mask, is_causal = None, causal
     if segment_ids is not None:  # (B, 1, T, T): only when asked for explicitly
         mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-    if causal and (q_len < kv_len or mask is not None):  # bottom-right alignment, or with segments: explicit
+    if causal and q_len == 1 and mask is None:  # one query (decoding) sees every key: no mask at all
+        is_causal = False
+    elif causal and (q_len < kv_len or mask is not None):  # bottom-right alignment, or with segments: explicit
         visible = jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None] + (kv_len - q_len)
         mask, is_causal = visible[None, None] if mask is None else mask & visible[None, None], False
     out = jax.nn.dot_product_attention(q_folded, k_folded, v_padded, scale=scale, mask=mask, is_causal=is_causal,

@@ -22,6 +22,7 @@ CASES = {
     "gqa_hb_hkv_keymask_ties": Case(seed=81, q_len=63, kv_len=63, window=None, key_mask=True, int_bias=True),
     "hb_h_neginf": Case(seed=82, q_len=63, kv_len=63, window=63, bias_heads=4, neg_inf_frac=0.3),
     "tq_lt_tk_bottom_right": Case(seed=83, q_len=20, kv_len=63, window=100, key_mask=True),
+    "decode_one_query_keymask": Case(seed=88, q_len=1, kv_len=63, window=None, key_mask=True, neg_inf_frac=0.2),
     "noncausal_tq_ne_tk": Case(seed=84, q_len=40, kv_len=63, window=None, causal=False, neg_inf_frac=0.2),
     "segments_keymask_hb_h": Case(seed=85, q_len=63, kv_len=63, window=None, segments=True, key_mask=True,
                                   bias_heads=4),
@@ -92,8 +93,8 @@ def _call(q_len=64, kv_len=64, heads=4, kv_heads=2, bias_heads=2, dim=64, dtype=
     (None, {}, True), (64, {}, True), (4096, {}, True), (63, {}, False),
     (None, dict(dtype=jnp.float32), False), (None, dict(dim=256), False),
     (None, dict(dim=252, heads=8, bias_heads=8), False), (None, dict(dim=248, heads=8, bias_heads=8), True),
-    (None, dict(q_len=1), True),
-], ids=["none", "w=T", "w>T", "w<T", "fp32", "d256", "d252-hb=h", "d248-hb=h", "decode"])
+    (None, dict(q_len=1), True), (None, dict(q_len=16), False),
+], ids=["none", "w=T", "w>T", "w<T", "fp32", "d256", "d252-hb=h", "d248-hb=h", "decode", "chunk-Tq<Tk"])
 def test_the_automatic_choice_on_a_gpu(on_gpu, window, kwargs, dense):
     q, k, bias = _call(**kwargs)
     config = attention.choose_path(q, k, bias, window, segment_ids=None, implementation=None)
