@@ -86,3 +86,11 @@ def parse_cell(text: str) -> Cell:
     if local + sinks > window:
         raise ValueError(f"bad cell {text!r}: local keys + sinks ({local} + {sinks}) exceed the window {window}")
     return Cell("dma", window, local, sinks, per_head)
+
+
+def parse_cells_or_exit(texts) -> list[Cell]:
+    """``parse_cell`` of each string; a bad one ends the program with its message (command lines)."""
+    try:
+        return [parse_cell(text) for text in texts]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None

@@ -269,6 +269,14 @@ def save_grid(results: dict, args, **settings) -> None:
     Path(args.results).write_text(json.dumps(results, indent=2))
 
 
+def base_model(config_path: str, overrides: list[str]):
+    """The config file's ModelConfig with the command line's ``model.*`` overrides applied (not
+    validated: the data it names need not be on this machine)."""
+    from dma_jax.training.config import load_config
+
+    return load_config(config_path, [o for o in overrides if o.startswith("model.")], validate=False).model
+
+
 def report_summary(results: dict, args, rows: list[dict], plot, print_table, waiting: str, **settings) -> None:
     """The end of a runner that summarises: store ``rows`` as ``results["summary"]`` with the
     runner's ``settings`` (``save_grid``), draw ``plot(rows, results, <results>.png)`` (it returns

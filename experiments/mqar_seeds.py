@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cells import SYNTAX, parse_cell  # noqa: E402
-from experiments.launch import Job, add_grid_arguments, report_summary, run_eval, run_grid_from_args  # noqa: E402
+from experiments.launch import (Job, add_grid_arguments, base_model, report_summary, run_eval,  # noqa: E402
+                                run_grid_from_args)
 
 DEFAULT_CELLS = ("mha", "swa:{w}", "dma:{w}", "dma:{w}:hq", "dma:{w}:l{l}")
 
@@ -131,9 +132,7 @@ def main(argv=None):
     p.add_argument("--solved", type=float, default=0.9, help="a seed counts as solved above this accuracy")
     add_grid_arguments(p, results="results/mqar/seeds.json", workroot="runs/mqar_seeds", timeout=3 * 3600)
     args = p.parse_args(argv)
-    from dma_jax.training.config import load_config
-
-    num_heads = load_config(args.config, [o for o in args.overrides if o.startswith("model.")], validate=False).model.num_heads
+    num_heads = base_model(args.config, args.overrides).num_heads
     todo = [] if args.plot_only else jobs(args, num_heads)
     flags = ["--mqar", "--mqar-examples", str(args.eval_examples)]
     results = run_grid_from_args(todo, args, after=lambda workdir, env: run_eval(workdir, flags, "mqar", env))

@@ -26,8 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.cells import SYNTAX, parse_cell  # noqa: E402
-from experiments.launch import Job, add_grid_arguments, report_summary, run_eval, run_grid_from_args  # noqa: E402
+from experiments.cells import SYNTAX, parse_cell, parse_cells_or_exit  # noqa: E402
+from experiments.launch import (Job, add_grid_arguments, base_model, report_summary, run_eval,  # noqa: E402
+                                run_grid_from_args)
 
 DEFAULT_CELLS = ("mha", "swa:256", "dma:256", "dma:256:l32")
 
@@ -104,14 +105,8 @@ def main(argv=None):
     p.add_argument("--heatmap-seed", type=int, default=0)
     add_grid_arguments(p, results="results/niah/passkey.json", workroot="runs/passkey", timeout=3 * 3600)
     args = p.parse_args(argv)
-    for text in args.cells:
-        try:
-            parse_cell(text)
-        except ValueError as e:
-            raise SystemExit(str(e))
-    from dma_jax.training.config import load_config
-
-    num_heads = load_config(args.config, [o for o in args.overrides if o.startswith("model.")], validate=False).model.num_heads
+    parse_cells_or_exit(args.cells)
+    num_heads = base_model(args.config, args.overrides).num_heads
     flags = ["--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
              "--niah-per-cell", str(args.per_cell)]
     results = run_grid_from_args([] if args.plot_only else jobs(args, num_heads), args,

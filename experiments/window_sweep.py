@@ -29,19 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.cells import SYNTAX, Cell, parse_cell  # noqa: E402
-from experiments.launch import Job, add_grid_arguments, report_summary, run_eval, run_grid_from_args  # noqa: E402
+from experiments.cells import SYNTAX, Cell, parse_cell, parse_cells_or_exit  # noqa: E402
+from experiments.launch import (Job, add_grid_arguments, base_model, report_summary, run_eval,  # noqa: E402
+                                run_grid_from_args)
 
 DEFAULT_CELLS = ("mha", "swa:256", "swa:512", "swa:1024", "dma:256", "dma:512", "dma:1024", "dma:2048",
                  "dma:512:l64", "dma:512:l128", "dma:512:l64:s4")
 SEEDED_CELLS = ("mha", "swa:512", "dma:512", "dma:512:l128")
-
-
-def base_model(config_path: str, overrides: list[str]):
-    """The config file's ModelConfig with the command line's model.* overrides applied."""
-    from dma_jax.training.config import load_config
-
-    return load_config(config_path, [o for o in overrides if o.startswith("model.")], validate=False).model
 
 
 def attention_flops_per_token(model, cell: Cell, seq_len: int) -> float:
@@ -174,11 +168,7 @@ def main(argv=None):
                    help="score at most this many held-out batches (0: the whole held-out split)")
     add_grid_arguments(p, results="results/ppl/window_sweep.json", workroot="runs/window_sweep", timeout=4 * 3600)
     args = p.parse_args(argv)
-    for text in (*args.cells, *args.seeded_cells):
-        try:
-            parse_cell(text)
-        except ValueError as e:
-            raise SystemExit(str(e))
+    parse_cells_or_exit((*args.cells, *args.seeded_cells))
     results = run_grid_from_args(jobs(args) if not args.plot_only else [], args, after=evaluate(args))
     report_summary(results, args, summary(results), plot, print_table, "no cell has a perplexity yet",
                    seq_len=args.seq_len, batch=args.batch, tokens_per_param=args.tokens_per_param)

@@ -18,6 +18,7 @@ from dma_jax.decoding.kv_cache import kv_cache_append, kv_cache_from_prefill, kv
 from dma_jax.nn.rope import apply_rope
 from dma_jax.ops.sequence_parallel import sequence_parallel_attention
 from dma_jax.sharding import MeshAxes, annotate, per_device, split_sizes
+from dma_jax.validation import check_local_window
 
 
 @runtime_checkable
@@ -151,11 +152,10 @@ class DynamicMaskAttention(_ProjectedAttention):
         **kwargs,
     ):
         super().__init__(d_model, num_heads, num_kv_heads, head_dim, rngs=rngs, **kwargs)
+        check_local_window(window, local_window, sink_keys, causal=True)
+        if (local_window or sink_keys) and window is None:
+            raise ValueError(f"local_window={local_window} and sink_keys={sink_keys} need a window (got None)")
         self.mesh_axes, self.local_window, self.sink_keys = mesh_axes, local_window, sink_keys
-        if local_window or sink_keys:
-            if window is None or local_window < 0 or sink_keys < 0 or local_window + sink_keys > window:
-                raise ValueError(f"local_window={local_window} and sink_keys={sink_keys} must be >= 0 and fit in "
-                                 f"window={window}")
         if bias_kind not in ("exp", "linear"):
             raise ValueError(f"bias_kind must be 'exp' or 'linear', got {bias_kind!r}")
         bias_heads = num_kv_heads if bias_heads is None else bias_heads
@@ -169,6 +169,11 @@ class DynamicMaskAttention(_ProjectedAttention):
         annotate(self, {"dt_proj": ("embed", None)})
         self.A = nnx.Param(jnp.zeros((bias_heads,), kwargs.get("param_dtype", jnp.float32)))
         self.recency_slope = None if recency is None else nnx.Param(jnp.full((bias_heads,), recency, jnp.float32))
+
+    @property
+    def _variant(self) -> dict:
+        """The local-window variant's arguments of ``dma_attention`` and the caches."""
+        return dict(local_window=self.local_window, sink_keys=self.sink_keys)
 
     def key_bias(self, v: jax.Array, positions: jax.Array | None = None) -> jax.Array:
         """float32 (B, Hb, T): one score per key from the values v (B, T, Hkv, D) and, with
@@ -189,7 +194,7 @@ class DynamicMaskAttention(_ProjectedAttention):
 
         def attend(q, k, v, bias, segment_ids, key_mask):
             kwargs = dict(segment_ids=segment_ids, key_mask=key_mask, implementation=self.implementation,
-                          local_window=self.local_window, sink_keys=self.sink_keys)
+                          **self._variant)
             if sequence_split:
                 return sequence_parallel_attention(q, k, v, bias, self.window, axis_name=self.mesh_axes.sequence,
                                                    **kwargs)
@@ -208,9 +213,8 @@ class DynamicMaskAttention(_ProjectedAttention):
         """
         q, k, v = self.project(x, None)
         bias = self.key_bias(v)
-        variant = dict(local_window=self.local_window, sink_keys=self.sink_keys)
-        out = dma_attention(q, k, v, bias, self.window, implementation=self.implementation, **variant)
-        return self.output(out), cache_from_prefill(k, v, bias, self.window or max_len, lengths, **variant)
+        out = dma_attention(q, k, v, bias, self.window, implementation=self.implementation, **self._variant)
+        return self.output(out), cache_from_prefill(k, v, bias, self.window or max_len, lengths, **self._variant)
 
     def extend(self, x, *, positions, cache, lengths=None):
         """C tokens per sequence: x (B, C, d_model) at ``positions`` (B, C) -> (y, cache).
@@ -218,15 +222,14 @@ class DynamicMaskAttention(_ProjectedAttention):
         Tokens at positions >= ``lengths`` (B,) are padding: never offered to the cache.
         """
         q, k, v = self.project(x, positions)
-        out, cache = cache_extend(cache, q, k, v, self.key_bias(v, positions), positions, lengths,
-                                  local_window=self.local_window, sink_keys=self.sink_keys)
+        out, cache = cache_extend(cache, q, k, v, self.key_bias(v, positions), positions, lengths, **self._variant)
         return self.output(out.astype(x.dtype)), cache
 
     def decode(self, x, *, positions, cache):
         """One token per sequence: x (B, 1, d_model) at ``positions`` (B,) -> (y, cache)."""
         q, k, v = self.project(x, positions[:, None])
         cache = cache_append(cache, k[:, 0], v[:, 0], self.key_bias(v, positions[:, None])[..., 0], positions,
-                             local_window=self.local_window, sink_keys=self.sink_keys)
+                             **self._variant)
         return self.output(cached_attention(q[:, 0], cache)[:, None].astype(x.dtype)), cache
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dma_jax.data.toy_corpus import write_toy_tokens
-from experiments.cells import Cell, parse_cell
+from experiments.cells import Cell, parse_cell, parse_cells_or_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ("model.d_model=32", "model.num_layers=1", "model.num_kv_heads=1", "model.num_heads=2", "model.dtype=float32",
@@ -41,6 +41,12 @@ def test_cells_parse_and_name_themselves(text, cell, name):
 def test_bad_cells_are_refused_with_the_syntax(text):
     with pytest.raises(ValueError, match="bad cell"):
         parse_cell(text)
+
+
+def test_a_bad_cell_on_the_command_line_ends_with_its_message():
+    assert parse_cells_or_exit(["mha", "dma:8:l2"]) == [Cell("mha"), Cell("dma", 8, 2)]
+    with pytest.raises(SystemExit, match="bad cell 'swa'"):
+        parse_cells_or_exit(["mha", "swa"])
 
 
 def test_cell_overrides_set_the_variant_and_per_head_scores():

@@ -252,3 +252,11 @@ def test_native_sparse_attention_matches_naive_loops():
     layer.block_position[...] = jax.random.normal(jax.random.key(1), layer.block_position[...].shape)
     x = _x(10, batch=1, length=26)
     np.testing.assert_allclose(np.asarray(layer(x)), _naive_nsa(layer, x), atol=3e-4)
+
+
+@pytest.mark.parametrize("window,local_window,sink_keys,message", [
+    (8, 6, 3, "exceed window=8"), (8, -1, 0, "local_window must be an int >= 0"), (None, 2, 0, "need a window"),
+])
+def test_dma_layer_refuses_a_local_window_that_does_not_fit(window, local_window, sink_keys, message):
+    with pytest.raises(ValueError, match=message):
+        DynamicMaskAttention(16, 2, 1, 8, window, local_window=local_window, sink_keys=sink_keys, rngs=nnx.Rngs(0))
