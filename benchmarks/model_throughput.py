@@ -10,6 +10,9 @@ tokens:
   and amortised over back-to-back steps with one wait, as a training loop runs them;
 - prefill (the whole prompt of T tokens) and decode (``--decode-tokens`` more, one at a time with
   the caches) tokens/s, from ``generate``;
+- MFU of the amortised train step: ``dma_jax.training.flops`` (6 FLOPs per weight per token with
+  the LM head, plus 12·H·D per kept (query, key) pair per layer; remat's recomputation not counted)
+  over the card's dense bf16 peak;
 - peak device memory after each attention's runs (JAX's running peak: it never goes down, so read
   it against the rows before it).
 DMA and SWA keep ``w = min(--window, T * --max-window-fraction)`` keys (T/4 at 2K, 1024 from 4K on,
@@ -32,6 +35,7 @@ from dma_jax.data import DataConfig
 from dma_jax.evaluation.throughput import inference_throughput, training_throughput
 from dma_jax.models import DecoderLM, ModelConfig
 from dma_jax.training.config import TrainConfig
+from dma_jax.training.flops import count_matmul_params, peak_flops, training_flops_per_token
 from dma_jax.training.optimizer import OptimConfig
 
 KINDS = ("dma", "mha", "swa")
@@ -50,6 +54,13 @@ def model_config(args, attention: str, length: int) -> ModelConfig:
                        scan_layers=True, **common)
 
 
+def logits_piece(args) -> int | None:
+    """Positions per piece of the LM head and loss: the flag, else 256 for the 1.7B model (its config's)."""
+    if args.logits_piece is not None:
+        return args.logits_piece or None
+    return 256 if args.model == "1.7b" else None
+
+
 def peak_memory_gib() -> float | None:
     stats = jax.local_devices()[0].memory_stats() or {}
     return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
@@ -60,11 +71,14 @@ def measure(args, attention: str, length: int) -> dict:
     batch = max(1, args.tokens_per_batch // length)
     config = TrainConfig(model=model, data=DataConfig(kind="mqar", seq_len=length, global_batch_size=batch,
                                                       vocab_size=model.vocab_size),
-                         optim=OptimConfig(warmup_steps=1), steps=100)
+                         optim=OptimConfig(warmup_steps=1), steps=100, logits_piece=logits_piece(args))
     row = dict(attention=attention, T=length, window=model.window, batch=batch)
     try:
         row["train"] = training_throughput(config, seq_len=length, batch=batch, repeats=args.repeats)
         lm = DecoderLM(model, rngs=nnx.Rngs(0))
+        row["train"]["flops_per_token"] = training_flops_per_token(model, count_matmul_params(nnx.state(lm, nnx.Param)), length)
+        peak = peak_flops(jax.devices()[0].device_kind)
+        row["train"]["mfu"] = row["train"]["flops_per_token"] * row["train"]["tokens_per_s_amortised"] / peak if peak else None
         row["inference"] = inference_throughput(lm, prompt_len=length, new_tokens=args.decode_tokens,
                                                 batch=args.inference_batch or batch, repeats=max(1, args.repeats // 2))
         row["peak_memory_gib"] = peak_memory_gib()
@@ -118,6 +132,8 @@ def main(argv=None) -> dict:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-remat", action="store_true")
     p.add_argument("--tokens-per-batch", type=int, default=65536)
+    p.add_argument("--logits-piece", type=int, default=None,
+                   help="positions per piece of the LM head and loss (0: all at once; default 256 for 1.7b, else all)")
     p.add_argument("--inference-batch", type=int, default=None, help="default: the training batch")
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=6)
@@ -136,7 +152,7 @@ def main(argv=None) -> dict:
             print(row, flush=True)
     plot(result, os.path.join(args.out_dir, "model_throughput.png"))
     print(f"\n{'attention':<10}{'T':>7}{'w':>6}{'B':>4}{'train tok/s':>13}{'amortised':>12}{'prefill':>11}"
-          f"{'decode':>10}{'peak GiB':>9}")
+          f"{'decode':>10}{'peak GiB':>9}{'MFU':>7}")
     for r in result["rows"]:
         if "error" in r:
             print(f"{r['attention']:<10}{r['T']:>7}  error: {r['error'][:70]}")
@@ -145,7 +161,8 @@ def main(argv=None) -> dict:
         print(f"{r['attention']:<10}{r['T']:>7}{str(r['window'] or '-'):>6}{r['batch']:>4}"
               f"{r['train']['tokens_per_s']:>13,.0f}{r['train']['tokens_per_s_amortised']:>12,.0f}"
               f"{r['inference']['prefill_tokens_per_s']:>11,.0f}{r['inference']['decode_tokens_per_s']:>10,.0f}"
-              f"{'-' if memory is None else f'{memory:.1f}':>9}")
+              f"{'-' if memory is None else f'{memory:.1f}':>9}"
+              f"{'-' if r['train'].get('mfu') is None else format(r['train']['mfu'], '.1%'):>7}")
     return result
 
 

@@ -2,7 +2,8 @@
 MLP 6144, tied embeddings, vocab 151936) with DMA (w = 2048), trained on the packed LM corpus.
 
 bf16 compute with float32 master weights, every block rematerialised, the 28 blocks scanned (one
-compiled block, not 28). Sequence length 2048 by default; 8192 with ``data.seq_len=8192
+compiled block, not 28), the LM head and loss run 256 positions at a time (``logits_piece``: the
+float32 logits of 8 x 2048 tokens over 151,936 entries would be 10 GB at once). Sequence length 2048 by default; 8192 with ``data.seq_len=8192
 data.global_batch_size=2``.
 
     python train.py --config configs/lm_1p7b.py --workdir runs/lm_1p7b
@@ -28,6 +29,7 @@ def get_config() -> TrainConfig:
         data=DataConfig(kind="lm", seq_len=2048, global_batch_size=8, corpus_path="data/tokens"),
         optim=OptimConfig(peak_lr=3e-4, warmup_steps=2000, decay_fraction=0.1, min_lr_ratio=0.1),
         steps=100_000,
+        logits_piece=256,
         log_every=10,
         eval_every=1000,
         eval_batches=16,

@@ -234,6 +234,12 @@ class DecoderLM(nnx.Module):
             annotate(self, {"lm_head": ("embed", "vocab")})
 
     def __call__(self, tokens: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        """int (B, T) tokens (and optional (B, T) segment ids) -> float32 (B, T, vocab) logits."""
+        return self.head_logits(self.hidden_states(tokens, segment_ids))
+
+    def hidden_states(self, tokens: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        """(B, T, d_model) in the compute dtype: the last block's output after the final norm,
+        what ``head_logits`` turns into logits (a loss can run the head a piece at a time)."""
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be (B, T) integers, got shape {tokens.shape}")
         if segment_ids is None:
@@ -247,10 +253,10 @@ class DecoderLM(nnx.Module):
         if self.layers is not None:
             scanned = nnx.scan(lambda x, block, p, s: run_block(block, x, p, s), in_axes=(nnx.Carry, 0, None, None),
                                out_axes=nnx.Carry)
-            return self._logits(scanned(x, self.layers, positions, segment_ids))
+            return self.final_norm(scanned(x, self.layers, positions, segment_ids))
         for block in self.blocks:
             x = run_block(block, x, positions, segment_ids)
-        return self._logits(x)
+        return self.final_norm(x)
 
     def block_list(self) -> list[Block]:
         """The blocks in order, one module each (slices of the stacked parameters when scanned)."""
@@ -259,9 +265,9 @@ class DecoderLM(nnx.Module):
         graphdef, state = nnx.split(self.layers)
         return [nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state)) for i in range(self.config.num_layers)]
 
-    def _logits(self, x):
-        x = self.final_norm(x)
-        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
+    def head_logits(self, hidden: jax.Array) -> jax.Array:
+        """(..., d_model) ``hidden_states`` -> float32 (..., vocab) logits (tied embedding or LM head)."""
+        logits = self.embed.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
         return logits.astype(jnp.float32)
 
     def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int, chunk: int | None = None):
@@ -280,14 +286,14 @@ class DecoderLM(nnx.Module):
         for block in blocks:
             x, cache = block.prefill(x, lengths=jnp.minimum(lengths, chunk), max_len=max_len, chunk=later_chunk)
             caches.append(cache)
-        logits = [self._logits(x)]
+        logits = [self.head_logits(self.final_norm(x))]
         for start in range(chunk, length, chunk):
             piece = tokens[:, start : start + chunk]
             positions = jnp.broadcast_to(start + jnp.arange(piece.shape[1], dtype=jnp.int32), piece.shape)
             x = self.embed(piece)
             for i, block in enumerate(blocks):
                 x, caches[i] = block.extend(x, positions=positions, cache=caches[i], lengths=lengths)
-            logits.append(self._logits(x))
+            logits.append(self.head_logits(self.final_norm(x)))
         return jnp.concatenate(logits, axis=1), caches
 
     def decode(self, tokens: jax.Array, positions: jax.Array, caches):
@@ -297,4 +303,4 @@ class DecoderLM(nnx.Module):
         for block, cache in zip(self.block_list(), caches):
             x, cache = block.decode(x, positions=positions, cache=cache)
             new_caches.append(cache)
-        return self._logits(x)[:, 0], new_caches
+        return self.head_logits(self.final_norm(x))[:, 0], new_caches

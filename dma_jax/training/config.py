@@ -28,6 +28,10 @@ class TrainConfig:
     mesh: MeshConfig = MeshConfig()
     steps: int = 1000
     grad_accum: int = 1  # micro-batches per step; data.global_batch_size is split among them
+    # Sequence positions per piece of the LM head and loss (None: all at once). In pieces the
+    # float32 (batch, seq_len, vocab) logits never exist whole: at the 1.7B shape, 8 x 2048 tokens
+    # and a 151,936-entry vocabulary, they are 10 GB, and their gradient as much again.
+    logits_piece: int | None = None
     seed: int = 0
     log_every: int = 10
     eval_every: int = 200  # 0: never
@@ -42,6 +46,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.logits_piece is not None and self.logits_piece < 1:
+            raise ValueError(f"logits_piece must be >= 1 or None, got {self.logits_piece}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.checkpoint_every < -1:

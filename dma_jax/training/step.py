@@ -59,19 +59,44 @@ def abstract_state(state_or_shapes, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings)
 
 
-def token_scores(params, graphdef, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """float32 (B, T) each: token NLL, whether the argmax is the target, and ``loss_mask``."""
-    model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], batch["segment_ids"])
-    targets = batch["targets"]
+def _scores(logits, targets):
     nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    return nll, (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+
+
+def _scores_in_pieces(head, hidden, targets, piece: int):
+    """``_scores(head(hidden), targets)`` ``piece`` positions of every row at a time: the float32
+    (B, piece, vocab) logits of one piece exist at once, and the backward recomputes them."""
+    batch, length = targets.shape
+    pieces = -(-length // piece)
+    pad = pieces * piece - length
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    split = lambda x: jnp.moveaxis(x.reshape(batch, pieces, piece, *x.shape[2:]), 1, 0)  # rows stay sharded
+    score = jax.checkpoint(lambda args: _scores(head(args[0]), args[1]))
+    nll, correct = jax.lax.map(score, (split(hidden), split(targets)))
+    join = lambda x: jnp.moveaxis(x, 0, 1).reshape(batch, pieces * piece)[:, :length]
+    return join(nll), join(correct)
+
+
+def token_scores(params, graphdef, batch, logits_piece: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """float32 (B, T) each: token NLL, whether the argmax is the target, and ``loss_mask``.
+
+    ``logits_piece``: run the LM head and the loss this many positions at a time (None: all T at
+    once), so the float32 (B, T, vocab) logits never exist whole (``TrainConfig.logits_piece``).
+    """
+    model = nnx.merge(graphdef, params)
+    hidden = model.hidden_states(batch["inputs"], batch["segment_ids"])
+    if logits_piece is None:
+        nll, correct = _scores(model.head_logits(hidden), batch["targets"])
+    else:
+        nll, correct = _scores_in_pieces(model.head_logits, hidden, batch["targets"], logits_piece)
     return nll, correct, batch["loss_mask"].astype(jnp.float32)
 
 
-def loss_sums(params, graphdef, batch) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def loss_sums(params, graphdef, batch, logits_piece: int | None = None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """(sum of token NLL, (token count, correct argmax count)) over ``loss_mask`` tokens."""
-    nll, correct, mask = token_scores(params, graphdef, batch)
+    nll, correct, mask = token_scores(params, graphdef, batch, logits_piece)
     return jnp.sum(nll * mask), (jnp.sum(mask), jnp.sum(correct * mask))
 
 
@@ -83,16 +108,16 @@ def _micro_batches(batch, count: int):
 
 def make_train_step(config: TrainConfig, graphdef, optimizer, schedule, mesh, state_shardings):
     """jit(state, batch) -> (state, metrics). ``batch``: global arrays sharded over the batch axes."""
-    accum = config.grad_accum
+    accum, piece = config.grad_accum, config.logits_piece
 
     def step(state, batch):
         params = state["params"]
         if accum == 1:
-            (nll, (count, correct)), grads = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, batch)
+            (nll, (count, correct)), grads = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, batch, piece)
         else:
             def one(carry, micro):
                 grads, nll, count, correct = carry
-                (n, (c, r)), g = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, micro)
+                (n, (c, r)), g = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, micro, piece)
                 return (jax.tree.map(jnp.add, grads, g), nll + n, count + c, correct + r), None
 
             zeros = jax.tree.map(jnp.zeros_like, params)
@@ -125,11 +150,11 @@ def make_train_step(config: TrainConfig, graphdef, optimizer, schedule, mesh, st
     )
 
 
-def make_eval_step(graphdef, mesh, param_shardings):
+def make_eval_step(graphdef, mesh, param_shardings, logits_piece: int | None = None):
     """jit(params, batch) -> {"nll", "tokens", "correct"} sums over ``loss_mask`` tokens."""
 
     def evaluate(params, batch):
-        nll, (count, correct) = loss_sums(params, graphdef, batch)
+        nll, (count, correct) = loss_sums(params, graphdef, batch, logits_piece)
         return {"nll": nll, "tokens": count, "correct": correct}
 
     return jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)), out_shardings=NamedSharding(mesh, P()))

@@ -10,7 +10,7 @@ def test_toy_run_writes_rows_json_and_plot(tmp_path, capsys):
     result = model_throughput.main([
         "--lengths", "32", "--attentions", "dma", "swa", "--d-model", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
         "--head-dim", "16", "--vocab-size", "64", "--window", "8", "--tokens-per-batch", "128",
-        "--decode-tokens", "3", "--repeats", "2", "--dtype", "float32", "--out-dir", str(tmp_path),
+        "--decode-tokens", "3", "--logits-piece", "8", "--repeats", "2", "--dtype", "float32", "--out-dir", str(tmp_path),
     ])
     rows = result["rows"]
     assert [(r["attention"], r["T"]) for r in rows] == [("dma", 32), ("swa", 32)]
@@ -18,6 +18,7 @@ def test_toy_run_writes_rows_json_and_plot(tmp_path, capsys):
     assert {r["window"] for r in rows} == {8}  # min(8, T / 4)
     for r in rows:
         assert r["train"]["tokens_per_s"] > 0 and r["train"]["tokens_per_s_amortised"] > 0
+        assert r["train"]["flops_per_token"] > 0 and r["train"]["mfu"] is None  # no peak known for a CPU
         assert r["inference"]["prefill_tokens_per_s"] > 0 and r["inference"]["decode_tokens_per_s"] > 0
     stored = json.loads((tmp_path / "model_throughput.json").read_text())
     assert stored["command"].startswith("python -m benchmarks.model_throughput") and stored["card"]["jax"]

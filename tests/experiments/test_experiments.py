@@ -1,6 +1,7 @@
 """experiments/launch.py: a grid runs its cells, stores their final records, and skips done cells."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ SMOKE = str(ROOT / "configs" / "smoke.py")
 QUICK = ("steps=4", "optim.warmup_steps=1", "eval_every=4", "checkpoint_every=-1", "log_every=2")
 
 
-def test_grid_runs_missing_cells_and_records_errors(tmp_path):
+def test_grid_runs_missing_cells_and_records_errors_then_evaluates_cells(tmp_path):
+    from experiments.launch import evaluate_cells
+
     results = tmp_path / "grid.json"
-    jobs = [Job("dma", SMOKE, QUICK, {"attention": "dma"}),
+    jobs = [Job("dma", SMOKE, (*QUICK[:-2], "checkpoint_every=0", "log_every=2"), {"attention": "dma"}),
             Job("broken", SMOKE, (*QUICK, "model.attention=nsa", "model.nsa_num_selected=1"), {"attention": "nsa"})]
     first = run_grid(jobs, results, tmp_path / "runs")
     assert first["cells"]["dma"]["eval"]["eval_accuracy"] >= 0 and first["cells"]["dma"]["train"]["step"] == 4
@@ -30,6 +33,15 @@ def test_grid_runs_missing_cells_and_records_errors(tmp_path):
     assert [r["step"] for r in again["cells"]["swa"]["eval_curve"]] == [4]
     assert [call["cells"] for call in again["calls"]] == [["dma", "broken"], ["swa"]]
     assert all(call["wall_s"] > 0 for call in again["calls"])
+    # after training, each cell is evaluated on its own; a failing evaluation is kept as an error
+    shutil.rmtree(tmp_path / "runs" / "swa")  # cells without a run directory are skipped
+    evaluate_cells(again, tmp_path / "runs", ["--throughput", "--throughput-batch", "2", "--decode-tokens", "2"],
+                   "throughput", results)
+    stored = json.loads(results.read_text())["cells"]["dma"]
+    assert stored["throughput"]["training"]["tokens_per_s"] > 0
+    assert stored["throughput"]["inference"]["batch"] == 2
+    evaluate_cells(again, tmp_path / "runs", ["--no-such-flag"], "other", results)
+    assert "no-such-flag" in json.loads(results.read_text())["cells"]["dma"]["other_error"]
 
 
 def test_a_cell_cut_off_by_its_timeout_keeps_what_it_logged(tmp_path, monkeypatch):
@@ -127,21 +139,6 @@ def test_progress_lines_give_step_loss_speed_and_eta(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "[dma] step 10/100  loss 2.500  1,234 tok/s"
     assert lines[1].startswith("[dma] step 20/100  loss 2.000  2,000 tok/s  ETA ")
-
-
-def test_cells_are_evaluated_one_at_a_time_after_training(tmp_path):
-    from experiments.launch import evaluate_cells
-
-    results_path = tmp_path / "grid.json"
-    quick = (*QUICK[:-2], "checkpoint_every=0", "log_every=2")
-    results = run_grid([Job("dma", SMOKE, quick, {"attention": "dma"})], results_path, tmp_path / "runs")
-    evaluate_cells(results, tmp_path / "runs", ["--throughput", "--throughput-batch", "2", "--decode-tokens", "2"],
-                   "throughput", results_path)
-    stored = json.loads(results_path.read_text())["cells"]["dma"]
-    assert stored["throughput"]["training"]["tokens_per_s"] > 0
-    assert stored["throughput"]["inference"]["batch"] == 2
-    evaluate_cells(results, tmp_path / "runs", ["--no-such-flag"], "other", results_path)  # a failing eval is kept
-    assert "no-such-flag" in json.loads(results_path.read_text())["cells"]["dma"]["other_error"]
 
 
 def test_throughput_plot_groups_models_by_size(tmp_path):

@@ -46,8 +46,6 @@ CASES = {
         seed=63, q_len=30, kv_len=79, window=9, neg_inf_frac=0.2, bias_heads=4), EAGER),
     "T63_wNone_mqa_scale": (Case(
         seed=64, q_len=63, kv_len=63, window=None, kv_heads=1, bias_heads=1, scale=0.3, batch=1), POISONED),
-    "noncausal_Tq40_Tk63_w6_keymask": (Case(
-        seed=65, q_len=40, kv_len=63, window=6, causal=False, key_mask=True), POISONED),
     "noncausal_T63_w4_many_segments_keymask": (Case(
         seed=69, q_len=63, kv_len=63, window=4, causal=False, segments=True, pieces=12, key_mask=True), POISONED),
     "tpu_tiles_T111_w20_segments_keymask": (Case(

@@ -5,15 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dma_jax.selection.order_statistics import build_wavelet_matrix, range_kth_smallest
+from dma_jax.selection.order_statistics import DIGIT_BITS, build_wavelet_matrix, level_count, range_kth_smallest
 
 
+@pytest.mark.parametrize("digit_bits", [1, 3, DIGIT_BITS])
 @pytest.mark.parametrize(
     "n, kind",
     [(1, "perm"), (2, "perm"), (5, "repeats"), (64, "perm"), (100, "repeats"), (1000, "perm")],
     ids=lambda p: str(p),
 )
-def test_range_kth_smallest_matches_sort(n, kind):
+def test_range_kth_smallest_matches_sort(n, kind, digit_bits):
     rng = np.random.default_rng(n)
     values = rng.permutation(n) if kind == "perm" else rng.integers(0, n, n)
     lo, hi = np.sort(rng.integers(0, n + 1, (2, 500)), axis=0)
@@ -22,11 +23,17 @@ def test_range_kth_smallest_matches_sort(n, kind):
     hi = np.minimum(hi, n)
     k = (rng.random(500) * (hi - lo)).astype(np.int32)
     expected = [np.sort(values[a:b])[c] for a, b, c in zip(lo, hi, k)]
-    matrix = jax.jit(build_wavelet_matrix, static_argnums=1)(jnp.asarray(values, jnp.int32), n)
+    matrix = jax.jit(build_wavelet_matrix, static_argnums=(1, 2))(jnp.asarray(values, jnp.int32), n, digit_bits)
     got = jax.jit(range_kth_smallest)(matrix, jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(k))
     np.testing.assert_array_equal(np.asarray(got), expected)
 
 
-def test_wavelet_matrix_shape_is_log_n():
-    matrix = build_wavelet_matrix(jnp.arange(1000, dtype=jnp.int32), 1000)
-    assert matrix.shape == (10, 1001)
+@pytest.mark.parametrize("digit_bits, levels", [(1, 10), (2, 5), (4, 3), (10, 1)])
+def test_levels_are_bits_over_digit_bits(digit_bits, levels):
+    matrix = build_wavelet_matrix(jnp.arange(1000, dtype=jnp.int32), 1000, digit_bits)
+    assert matrix.shape == (levels, 1001, 2**digit_bits) and level_count(1000, digit_bits) == levels
+
+
+def test_zero_digit_bits_is_refused():
+    with pytest.raises(ValueError, match="digit_bits"):
+        build_wavelet_matrix(jnp.arange(8, dtype=jnp.int32), 8, 0)

@@ -78,18 +78,6 @@ def test_readme_main_job_runs_from_the_command_line(tmp_path):
     assert "step 10: eval loss" in result.stderr + result.stdout
 
 
-def test_one_step_invocations_log_the_uninterrupted_steps(tmp_path):
-    """Runs of a single step each log what one uninterrupted run logs (log steps and the last),
-    each with a finite throughput, and nothing at the steps where they stop."""
-    config = small_config(steps=6, log_every=4, eval_every=0, checkpoint_every=1)
-    train(config, tmp_path, stop_after=3, progress=False)
-    logged = []
-    for _ in range(3):  # steps 4, 5 and 6, one run each
-        records = train(config, tmp_path, stop_after=1, progress=False)
-        logged += [r for r in records if r["event"] == "train"]
-    assert [r["step"] for r in logged] == [4, 6] and all(r["tokens_per_s"] > 0 for r in logged)
-
-
 def test_a_config_file_may_define_dataclasses(tmp_path):
     """The config runs as a registered module: a dataclass in it used to crash the loader
     ('NoneType' object has no attribute '__dict__')."""
