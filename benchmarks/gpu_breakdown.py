@@ -2,9 +2,8 @@
 
     python -m benchmarks.gpu_breakdown --lengths 4096 32768 --window 1024 --out results/benchmarks/gpu_breakdown.json
 
-For each T (and each ``--selection`` variant ``DIGIT_BITS:JUMPS``: bits per level of the
-selection's wavelet matrix and chain steps per round of its pointer jumping, to compare them in one
-run) it traces ``--runs`` calls of four jitted parts, with the shapes of
+For each T (and each ``--digit-bits``: bits per level of the selection's wavelet matrix, to compare
+level counts in one run) it traces ``--runs`` calls of four jitted parts, with the shapes of
 ``benchmarks.attention`` (B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias):
 ``live_ranges`` (the wavelet matrix), the whole selection stage of the Pallas path (live ranges,
 slots, both key tables), the forward and the forward+backward through ``dma_attention``. From the
@@ -31,7 +30,7 @@ import jax
 from benchmarks.attention import selection_stage
 from benchmarks.common import card_label, forward_and_backward, inputs, median_ms, result_header
 from dma_jax import PallasConfig, dma_attention, live_ranges
-from dma_jax.selection import order_statistics, slots
+from dma_jax.selection import order_statistics
 from dma_jax.timing import amortised_seconds
 
 
@@ -87,6 +86,11 @@ def split_by_category(row: dict) -> dict:
     return parts
 
 
+def variant_of(row: dict) -> str:
+    """The selection variant a row ran: its digit bits (older files: ``selection``, BITS:JUMPS)."""
+    return str(row.get("digit_bits", row.get("selection", "-")))
+
+
 def plot(result: dict, path: str) -> None:
     """Stacked bars, one per (T, part), of ``split_by_category``; one panel per T."""
     import matplotlib
@@ -105,8 +109,8 @@ def plot(result: dict, path: str) -> None:
                 ax.barh(y, ms, left=left, color=colour, edgecolor="black", linewidth=0.4, label=label if y == 0 else None)
                 left += ms
             ax.text(left, y, f" {row['wall_ms']:.2f} ms", va="center", fontsize=8)
-        several = len({row.get("selection") for row in rows}) > 1
-        ax.set_yticks(range(len(rows)), [row["part"].replace("_", " ") + (f" ({row['selection']})" if several else "")
+        several = len({variant_of(row) for row in rows}) > 1
+        ax.set_yticks(range(len(rows)), [row["part"].replace("_", " ") + (f" ({variant_of(row)})" if several else "")
                                          for row in rows])
         ax.invert_yaxis()
         ax.set_xlabel("milliseconds per call")
@@ -155,9 +159,8 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=5, help="traced calls per part")
     p.add_argument("--repeats", type=int, default=10, help="untraced timed calls per part (median)")
     p.add_argument("--calls", type=int, default=100, help="back-to-back calls per amortised time")
-    p.add_argument("--selection", nargs="+", default=[f"{order_statistics.DIGIT_BITS}:{slots.JUMPS}"],
-                   metavar="BITS:JUMPS", help="selection variants, one pass each: bits per wavelet-matrix level "
-                   "(1: binary) and chain steps per pointer-jumping round (2: one step per kernel)")
+    p.add_argument("--digit-bits", type=int, nargs="+", default=[order_statistics.DIGIT_BITS],
+                   help="bits per wavelet-matrix level of the selection, one pass each (1: binary)")
     p.add_argument("--top", type=int, default=12, help="kernels listed per part")
     p.add_argument("--out", default="gpu_breakdown.json")
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
@@ -169,26 +172,25 @@ def main(argv=None):
         return
     result = dict(**result_header("gpu_breakdown", "benchmarks.gpu_breakdown", argv),
                   xla_flags=os.environ.get("XLA_FLAGS", ""), window=args.window, rows=[])
-    for variant in args.selection:
-        digit_bits, jumps = (int(x) for x in variant.split(":"))
-        order_statistics.DIGIT_BITS, slots.JUMPS = digit_bits, jumps
-        jax.clear_caches()  # the selection's jitted functions were traced with the previous values
+    for digit_bits in args.digit_bits:
+        order_statistics.DIGIT_BITS = digit_bits
+        jax.clear_caches()  # the selection's jitted functions were traced with the previous value
         for length in args.lengths:
             for name, fn, fn_args in parts(length, args.window):
                 wall_ms = median_ms(fn, *fn_args, repeats=args.repeats)
                 amortised_ms = amortised_seconds(fn, *fn_args, calls=args.calls) * 1e3
-                row = dict(T=length, part=name, selection=variant, wall_ms=wall_ms, amortised_ms=amortised_ms,
+                row = dict(T=length, part=name, digit_bits=digit_bits, wall_ms=wall_ms, amortised_ms=amortised_ms,
                            **summarise(trace(fn, fn_args, args.runs), args.runs, args.top))
                 result["rows"].append(row)
                 Path(args.out).write_text(json.dumps(result, indent=1))
-                print(f"T={length:6d} {variant:5s} {name:17s} wall {wall_ms:7.3f} ms  amortised {amortised_ms:7.3f} ms  "
+                print(f"T={length:6d} bits {digit_bits} {name:17s} wall {wall_ms:7.3f} ms  amortised {amortised_ms:7.3f} ms  "
                       f"busy {row['busy_ms']:7.3f} ms  kernels {row['kernels_per_call']:6.1f}", flush=True)
                 for kernel in row["top"][:6]:
                     print(f"      {kernel['ms']:7.3f} ms  x{kernel['launches']:5.1f}  {kernel['name'][:90]}")
     plot(result, png)
-    print(f"\n{'T':>6s} {'sel':>5s} {'part':17s} {'wall ms':>8s} {'amort ms':>8s} {'busy ms':>8s} {'kernels':>8s}")
+    print(f"\n{'T':>6s} {'bits':>5s} {'part':17s} {'wall ms':>8s} {'amort ms':>8s} {'busy ms':>8s} {'kernels':>8s}")
     for row in result["rows"]:
-        print(f"{row['T']:6d} {row.get('selection', '-'):>5s} {row['part']:17s} {row['wall_ms']:8.3f} {row['amortised_ms']:8.3f} "
+        print(f"{row['T']:6d} {variant_of(row):>5s} {row['part']:17s} {row['wall_ms']:8.3f} {row['amortised_ms']:8.3f} "
               f"{row['busy_ms']:8.3f} {row['kernels_per_call']:8.1f}")
 
 

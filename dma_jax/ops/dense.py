@@ -19,11 +19,11 @@ the bias its gradient through those columns):
   dropped from the output.
 
 ``dma_attention`` takes this path by itself (``implementation=None`` on a GPU) for Tq = Tk
-(training, prefill) and Tq = 1 (decoding over a cache), except for ``segment_ids`` (the dense
-kernel would need them as an explicit (B, 1, T, T) mask: O(T^2) memory; an explicit
-``DenseConfig`` accepts them that way), 1 < Tq < Tk (chunked prefill: the explicit bottom-right
-mask measured 3.9x a bf16 reference's output error on an H100; an explicit ``DenseConfig`` still
-runs it), head dims above 256 after padding, and float32/float64 inputs (cuDNN's fused attention
+(training, prefill), except for ``segment_ids`` (the dense kernel would need them as an explicit
+(B, 1, T, T) mask: O(T^2) memory; an explicit ``DenseConfig`` accepts them that way), Tq < Tk
+(chunked prefill and decoding: the GPU test failed its error bound on an H100 with Tq 500 < Tk
+1500 and with one query over 1500 keys and a key mask; an explicit ``DenseConfig`` still runs
+them), head dims above 256 after padding, and float32/float64 inputs (cuDNN's fused attention
 runs in 16 bits); ``why_not_dense`` says which.
 """
 
@@ -67,9 +67,10 @@ def why_not_dense(q, k, bias, window, *, segment_ids, backend: str = "cudnn", au
         return f"window {window} < Tk = {kv_len}: queries keep a subset of their keys"
     if automatic and segment_ids is not None:
         return "segment_ids: the dense kernel would need an explicit (B, 1, T, T) mask"
-    if automatic and 1 < q.shape[1] < kv_len:
-        return (f"Tq = {q.shape[1]} < Tk = {kv_len}: the bottom-right causal mask goes to cuDNN as an explicit "
-                "mask, whose output error measured 3.9x a bf16 reference's on an H100 (Tq 500, Tk 1500)")
+    if automatic and q.shape[1] < kv_len:
+        return (f"Tq = {q.shape[1]} < Tk = {kv_len}: on an H100 the GPU test failed its error bound with Tq 500 < "
+                "Tk 1500 (the bottom-right causal mask as an explicit mask: 3.9x a bf16 reference's output error) "
+                "and with one query over 1500 keys and a key mask")
     folded = _padded_dim(q.shape[-1] + 2 * (bias_heads // kv_heads))
     if folded > _MAX_HEAD_DIM:
         return f"head dim {q.shape[-1]} plus the bias columns pads to {folded} > {_MAX_HEAD_DIM}"

@@ -22,8 +22,6 @@ from jax import lax
 
 from dma_jax.selection.segments import segment_bounds
 
-JUMPS = 2  # chain steps per round of pointer jumping (2: one step per round, ceil(log2(T)) rounds)
-
 
 def _row_slots(ends, valid, segment, window):
     """Slot of every key of one row (-1 for keys never kept). All arrays (T,)."""
@@ -38,16 +36,12 @@ def _row_slots(ends, valid, segment, window):
     evicted = kept_ever & (ends < run_end)
     evictee = jnp.full((length,), -1, jnp.int32).at[jnp.where(evicted, ends, length)].set(index, mode="drop")
     pointer = jnp.where(kept_ever & ~root & (evictee >= 0), evictee, index)
-    # Pointer jumping: each round follows the pointer JUMPS times from every key at once (one
-    # fused kernel of dependent gathers), so after r rounds a key points JUMPS^r steps back along
-    # its chain (a root points to itself) and ceil(log_JUMPS(T)) rounds reach every root. A fixed
-    # count of rounds, not a while loop: on the GPU a while loop reads its condition on the host
-    # every turn, which stalls the launch queue.
-    reach, step = 1, pointer
-    while reach < length - 1:
-        for _ in range(JUMPS - 1):
-            pointer = step[pointer]
-        step, reach = pointer, reach * JUMPS
+    # Pointer jumping: after k turns each key points 2^k steps back along its chain (a root
+    # points to itself), so ceil(log2(T)) turns reach every root. A fixed count of turns, not a
+    # while loop: on the GPU a while loop reads its condition on the host every turn, which
+    # stalls the launch queue (docs/kernels.md, the selection's binary search).
+    for _ in range(max(1, (length - 1).bit_length())):
+        pointer = pointer[pointer]
     return jnp.where(kept_ever, rank_in_run[pointer], -1)
 
 

@@ -43,7 +43,6 @@ def _outputs_and_grads(config, case, seed=0):
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_sequence_layout_equals_tile_layout(case, monkeypatch):
-    tiles = _outputs_and_grads(PallasConfig(sequence_layout=False).interpreted(poison_outputs=True), case)
     layouts = []
     forward = pallas_gpu.dma_forward
     monkeypatch.setattr(pallas_gpu, "dma_forward",
@@ -52,6 +51,9 @@ def test_sequence_layout_equals_tile_layout(case, monkeypatch):
     _, _, heads, bias_heads, dim, _, _ = case
     powers_of_two = (heads // bias_heads) & (heads // bias_heads - 1) == 0 and dim & (dim - 1) == 0
     assert layouts == [4 if powers_of_two else 5]  # (B, T, H, D) in place, or the tiles it falls back to
+    if not powers_of_two:
+        return  # it ran the tile layout itself: nothing to compare
+    tiles = _outputs_and_grads(PallasConfig(sequence_layout=False).interpreted(poison_outputs=True), case)
     for name, got, want in zip(["out", "dq", "dk", "dv", "dbias"], jax.tree.leaves(sequence), jax.tree.leaves(tiles)):
         assert not np.isnan(np.asarray(got)).any(), name
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
