@@ -270,6 +270,9 @@ class DecoderLM(nnx.Module):
         logits = self.embed.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
         return logits.astype(jnp.float32)
 
+    def _logits(self, x):
+        return self.head_logits(self.final_norm(x))
+
     def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int, chunk: int | None = None):
         """Right-padded prompts (B, T) of ``lengths`` (B,) -> (logits (B, T, vocab), caches).
 
@@ -286,14 +289,14 @@ class DecoderLM(nnx.Module):
         for block in blocks:
             x, cache = block.prefill(x, lengths=jnp.minimum(lengths, chunk), max_len=max_len, chunk=later_chunk)
             caches.append(cache)
-        logits = [self.head_logits(self.final_norm(x))]
+        logits = [self._logits(x)]
         for start in range(chunk, length, chunk):
             piece = tokens[:, start : start + chunk]
             positions = jnp.broadcast_to(start + jnp.arange(piece.shape[1], dtype=jnp.int32), piece.shape)
             x = self.embed(piece)
             for i, block in enumerate(blocks):
                 x, caches[i] = block.extend(x, positions=positions, cache=caches[i], lengths=lengths)
-            logits.append(self.head_logits(self.final_norm(x)))
+            logits.append(self._logits(x))
         return jnp.concatenate(logits, axis=1), caches
 
     def decode(self, tokens: jax.Array, positions: jax.Array, caches):
@@ -303,4 +306,4 @@ class DecoderLM(nnx.Module):
         for block, cache in zip(self.block_list(), caches):
             x, cache = block.decode(x, positions=positions, cache=cache)
             new_caches.append(cache)
-        return self.head_logits(self.final_norm(x))[:, 0], new_caches
+        return self._logits(x)[:, 0], new_caches

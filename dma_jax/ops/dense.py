@@ -19,8 +19,9 @@ the bias its gradient through those columns):
   dropped from the output.
 
 ``dma_attention`` takes this path by itself (``implementation=None`` on a GPU) for Tq = Tk
-(training, prefill), except for ``segment_ids`` (the dense kernel would need them as an explicit
-(B, 1, T, T) mask: O(T^2) memory; an explicit ``DenseConfig`` accepts them that way), Tq < Tk
+(training, prefill), with ``segment_ids`` up to Tk = ``MAX_SEGMENT_MASK_LEN`` (the dense kernel
+takes them as an explicit (B, 1, T, T) mask beside its causal one: O(T^2) memory, as the model's
+dense layers pass them; an explicit ``DenseConfig`` accepts them at any length), except for Tq < Tk
 (chunked prefill and decoding: the GPU test failed its error bound on an H100 with Tq 500 < Tk
 1500 and with one query over 1500 keys and a key mask; an explicit ``DenseConfig`` still runs
 them), head dims above 256 after padding, and float32/float64 inputs (cuDNN's fused attention
@@ -59,14 +60,20 @@ def is_dense_regime(window, kv_len: int) -> bool:
     return window is None or window >= kv_len
 
 
+# The longest Tk at which the automatic choice takes segment_ids, as an explicit (B, 1, T, T) bool
+# mask: 64 MiB a row at 8192 (what the dense layers of the model pass cuDNN too).
+MAX_SEGMENT_MASK_LEN = 8192
+
+
 def why_not_dense(q, k, bias, window, *, segment_ids, backend: str = "cudnn", automatic: bool = False) -> str | None:
     """None when the call can run on the dense path with ``backend``, else the reason it cannot.
     ``automatic``: the stricter rule of ``dma_attention``'s own choice (no ``segment_ids``)."""
     kv_len, kv_heads, bias_heads = k.shape[1], k.shape[2], bias.shape[1]
     if not is_dense_regime(window, kv_len):
         return f"window {window} < Tk = {kv_len}: queries keep a subset of their keys"
-    if automatic and segment_ids is not None:
-        return "segment_ids: the dense kernel would need an explicit (B, 1, T, T) mask"
+    if automatic and segment_ids is not None and kv_len > MAX_SEGMENT_MASK_LEN:
+        return (f"segment_ids at Tk = {kv_len} > {MAX_SEGMENT_MASK_LEN}: the dense kernel takes them as an explicit "
+                "(B, 1, T, T) mask")
     if automatic and q.shape[1] < kv_len:
         return (f"Tq = {q.shape[1]} < Tk = {kv_len}: on an H100 the GPU test failed its error bound with Tq 500 < "
                 "Tk 1500 (the bottom-right causal mask as an explicit mask: 3.9x a bf16 reference's output error) "
@@ -127,11 +134,11 @@ def dense_attention(q, k, v, bias, window, *, causal, scale, segment_ids, key_ma
     scale = dim**-0.5 if scale is None else float(scale)
     q_folded, k_folded, v_padded, valid = fold_bias(q, k, v, bias, scale=scale, key_mask=key_mask)
     mask, is_causal = None, causal
-    if segment_ids is not None:  # (B, 1, T, T): only when asked for explicitly
+    if segment_ids is not None:  # (B, 1, T, T), beside cuDNN's own causal mask when Tq = Tk
         mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
     if causal and q_len == 1 and mask is None:  # one query (decoding) sees every key: no mask at all
         is_causal = False
-    elif causal and (q_len < kv_len or mask is not None):  # bottom-right alignment, or with segments: explicit
+    elif causal and q_len < kv_len:  # bottom-right alignment: an explicit mask
         visible = jnp.arange(kv_len)[None, :] <= jnp.arange(q_len)[:, None] + (kv_len - q_len)
         mask, is_causal = visible[None, None] if mask is None else mask & visible[None, None], False
     out = jax.nn.dot_product_attention(q_folded, k_folded, v_padded, scale=scale, mask=mask, is_causal=is_causal,

@@ -86,10 +86,10 @@ def token_scores(params, graphdef, batch, logits_piece: int | None = None) -> tu
     once), so the float32 (B, T, vocab) logits never exist whole (``TrainConfig.logits_piece``).
     """
     model = nnx.merge(graphdef, params)
-    hidden = model.hidden_states(batch["inputs"], batch["segment_ids"])
-    if logits_piece is None:
-        nll, correct = _scores(model.head_logits(hidden), batch["targets"])
-    else:
+    if logits_piece is None:  # any model that maps tokens to logits
+        nll, correct = _scores(model(batch["inputs"], batch["segment_ids"]), batch["targets"])
+    else:  # a DecoderLM: its hidden states, then its head a piece at a time
+        hidden = model.hidden_states(batch["inputs"], batch["segment_ids"])
         nll, correct = _scores_in_pieces(model.head_logits, hidden, batch["targets"], logits_piece)
     return nll, correct, batch["loss_mask"].astype(jnp.float32)
 

@@ -171,25 +171,27 @@ def test_inside_shard_map_with_varying_axes_checked():
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("q_len,kv_len,bias_heads,window,key_mask", [
-    (2048, 2048, 8, None, False), (2048, 2048, 32, 2048, True)], ids=["T2048_wNone", "T2048_wT_hb_h_keymask"])
-def test_dense_regime_on_cudnn_within_twice_xla_error(q_len, kv_len, bias_heads, window, key_mask):
+@pytest.mark.parametrize("q_len,kv_len,bias_heads,window,key_mask,segments", [
+    (2048, 2048, 8, None, False, False), (2048, 2048, 32, 2048, True, False), (2048, 2048, 8, 2048, True, True)],
+    ids=["T2048_wNone", "T2048_wT_hb_h_keymask", "T2048_wT_segments_keymask"])
+def test_dense_regime_on_cudnn_within_twice_xla_error(q_len, kv_len, bias_heads, window, key_mask, segments):
     """w >= T: the default implementation takes the cuDNN dense path (bias folded into head
     columns), within the bf16 bound of the float32 XLA path, as does asking for it. (cuDNN's
     backward is bitwise reproducible only with XLA_FLAGS=--xla_gpu_deterministic_ops=true.)"""
     from dma_jax import DenseConfig
     from dma_jax.ops.attention import choose_path
 
-    args, cotangent, kwargs = _problem(7, 1, q_len, kv_len, 32, 8, bias_heads, 128, jnp.bfloat16, False, key_mask)
+    args, cotangent, kwargs = _problem(7, 1, q_len, kv_len, 32, 8, bias_heads, 128, jnp.bfloat16, segments, key_mask)
     q, k, _, bias = args
-    assert choose_path(q, k, bias, window, segment_ids=None, implementation=None) == DenseConfig("cudnn")
-    xla = functools.partial(dma_attention_xla, window=window, causal=True, scale=None, segment_ids=None,
+    segment_ids = kwargs.get("segment_ids")
+    assert choose_path(q, k, bias, window, segment_ids=segment_ids, implementation=None) == DenseConfig("cudnn")
+    xla = functools.partial(dma_attention_xla, window=window, causal=True, scale=None, segment_ids=segment_ids,
                             key_mask=kwargs.get("key_mask"))
     with jax.default_matmul_precision("highest"):
         exact = _out_and_grads(xla, [a.astype(jnp.float32) for a in args], cotangent)
     low = _out_and_grads(xla, args, cotangent)
-    default = lambda *a: dma_attention(*a, window, key_mask=kwargs.get("key_mask"))
-    asked = lambda *a: dma_attention(*a, window, key_mask=kwargs.get("key_mask"), implementation=DenseConfig("cudnn"))
+    default = lambda *a: dma_attention(*a, window, **kwargs)
+    asked = lambda *a: dma_attention(*a, window, **kwargs, implementation=DenseConfig("cudnn"))
     for run in (default, asked):
         for name, g, l, e in zip(("out", "dq", "dk", "dv", "dbias"), _out_and_grads(run, args, cotangent), low, exact):
             err, ref_err = np.abs(g - e).max(), np.abs(l - e).max()

@@ -1,7 +1,6 @@
 """training.step: the LM head and loss run in pieces give the loss and gradients of one piece."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
