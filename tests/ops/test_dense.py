@@ -11,7 +11,7 @@ import pytest
 
 import dma_jax
 from dma_jax import DenseConfig, PallasConfig
-from dma_jax.ops import attention, dense
+from dma_jax.ops import attention
 from dma_jax.ops.dense import fold_bias
 from test_attention import FP32_REL_TOL, Case, make_inputs, max_err, out_and_grads
 
@@ -101,13 +101,9 @@ def test_the_automatic_choice_on_a_gpu(on_gpu, window, kwargs, dense):
     assert isinstance(config, DenseConfig if dense else PallasConfig)
 
 
-def test_segments_go_dense_up_to_the_mask_length_and_explicit_choices_are_kept(on_gpu):
+def test_segments_and_explicit_choices_stay_with_the_kernels(on_gpu):
     q, k, bias = _call()
     segments = jnp.zeros((1, 64), jnp.int32)
-    assert isinstance(attention.choose_path(q, k, bias, None, segment_ids=segments, implementation=None), DenseConfig)
-    long = dense.MAX_SEGMENT_MASK_LEN + 8
-    q, k, bias = _call(q_len=long, kv_len=long)
-    segments = jnp.zeros((1, long), jnp.int32)
     assert isinstance(attention.choose_path(q, k, bias, None, segment_ids=segments, implementation=None), PallasConfig)
     assert isinstance(attention.choose_path(q, k, bias, None, segment_ids=None, implementation="pallas"), PallasConfig)
     assert attention.choose_path(q, k, bias, None, segment_ids=segments, implementation=XLA_DENSE) == XLA_DENSE
