@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import jax
 from flax import nnx
@@ -34,7 +35,7 @@ from benchmarks.common import result_header, write_json
 from dma_jax.data import DataConfig
 from dma_jax.evaluation.throughput import inference_throughput, training_throughput
 from dma_jax.models import DecoderLM, ModelConfig
-from dma_jax.training.config import TrainConfig
+from dma_jax.training.config import TrainConfig, load_config
 from dma_jax.training.flops import count_matmul_params, peak_flops, training_flops_per_token
 from dma_jax.training.optimizer import OptimConfig
 
@@ -55,10 +56,12 @@ def model_config(args, attention: str, length: int) -> ModelConfig:
 
 
 def logits_piece(args) -> int | None:
-    """Positions per piece of the LM head and loss: the flag, else 256 for the 1.7B model (its config's)."""
+    """Positions per piece of the LM head and loss: the flag, else configs/lm_1p7b.py's for the 1.7B model."""
     if args.logits_piece is not None:
         return args.logits_piece or None
-    return 256 if args.model == "1.7b" else None
+    if args.model == "1.7b":
+        return load_config(Path(__file__).resolve().parents[1] / "configs" / "lm_1p7b.py", validate=False).logits_piece
+    return None
 
 
 def peak_memory_gib() -> float | None:
@@ -133,7 +136,7 @@ def main(argv=None) -> dict:
     p.add_argument("--no-remat", action="store_true")
     p.add_argument("--tokens-per-batch", type=int, default=65536)
     p.add_argument("--logits-piece", type=int, default=None,
-                   help="positions per piece of the LM head and loss (0: all at once; default 256 for 1.7b, else all)")
+                   help="positions per piece of the LM head and loss (0: all at once; default: the 1.7B config's for 1.7b, else all)")
     p.add_argument("--inference-batch", type=int, default=None, help="default: the training batch")
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=6)

@@ -93,8 +93,9 @@ def range_kth_smallest(matrix: jax.Array, lo: jax.Array, hi: jax.Array, k: jax.A
         at_lo, at_hi = prefix[lo], prefix[hi]  # (..., radix) digit counts before lo and before hi
         through = jnp.cumsum(at_hi - at_lo, axis=-1)  # elements of the range with digit <= d
         digit = jnp.minimum(jnp.sum(through <= k[..., None], axis=-1), radix - 1)
-        k = k - (pick(through, digit) - (pick(at_hi, digit) - pick(at_lo, digit)))
+        digit_lo, digit_hi = pick(at_lo, digit), pick(at_hi, digit)  # that digit before lo and before hi
+        k = k - (pick(through, digit) - (digit_hi - digit_lo))
         offset = _digit_offsets(prefix)[digit]
-        lo, hi = offset + pick(at_lo, digit), offset + pick(at_hi, digit)
+        lo, hi = offset + digit_lo, offset + digit_hi
         result = (result << digit_bits) | digit
     return result
