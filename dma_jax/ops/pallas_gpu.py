@@ -21,6 +21,9 @@ from pallas_kernels.gpu.common import KernelOptions
 from pallas_kernels.gpu.forward import dma_forward
 
 
+FORWARD_BACKENDS = ("pallas_triton", "jax_triton", "mosaic_gpu")
+
+
 @dataclasses.dataclass(frozen=True)
 class PallasConfig:
     """Tiles and launch options of the Pallas GPU kernels (static, hashable).
@@ -30,7 +33,7 @@ class PallasConfig:
     own (smaller or equal) query tiles: ``block_q_bwd`` must divide ``block_q``.
 
     block_q: forward query positions per tile (default 128 rows, 64 if D > 128, divided by R).
-    block_k: keys gathered per forward step (capped at ``block_q``).
+    block_k: keys gathered per forward step (capped at ``block_q``, except on the "jax_triton" backend).
     block_q_bwd, block_k_bwd: the same for both backward passes (default: ``block_q``, 64).
     block_slots: slots per program of the key-major backward.
     options, options_bwd, options_slots: launch options of the forward, of the query-major
@@ -42,6 +45,12 @@ class PallasConfig:
       per-tile products run on wgmma instead of mma.sync; used for 16-bit inputs with D <= 128,
       where it fits in shared memory (measured on an H200 at 32K: forward+backward 17.8 against
       18.8 ms).
+    forward_backend: which compiler builds the forward kernel (``FORWARD_BACKENDS``):
+      "pallas_triton" (``pallas_kernels.gpu``, the Triton lowering of Pallas, which JAX 0.11
+      deprecates; runs in interpret mode too), "jax_triton" (``pallas_kernels.jax_triton``, a Triton
+      kernel launched with ``jax_triton.triton_call``; CUDA only, sequence layout only) or
+      "mosaic_gpu" (``pallas_kernels.mosaic_gpu``; CUDA only, sequence layout only). The backward
+      kernels are the same for all three.
     """
 
     block_q: int | None = None
@@ -54,9 +63,15 @@ class PallasConfig:
     options_slots: KernelOptions | None = None
     sequence_layout: bool = True
     slot_sums_transposed: bool = True
+    forward_backend: str = "pallas_triton"
+
+    def __post_init__(self):
+        if self.forward_backend not in FORWARD_BACKENDS:
+            raise ValueError(f"forward_backend must be one of {FORWARD_BACKENDS}, got {self.forward_backend!r}")
 
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
-        """Small tiles and interpret mode, for CPU tests (the layout flags are kept)."""
+        """Small tiles and interpret mode, for CPU tests (the layout flags are kept; the forward is
+        the Pallas one, the only backend that runs in interpret mode)."""
         options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
         return PallasConfig(block_q=16, block_k=16, block_q_bwd=8, block_k_bwd=8, block_slots=16, options=options,
                             options_bwd=options, sequence_layout=self.sequence_layout,
@@ -72,10 +87,15 @@ class PallasConfig:
             raise ValueError(f"block_q_bwd={block_q_bwd} must divide block_q={block_q}")
         options_slots = self.options_slots or self.options_bwd
         dim = padded_head_dim(head_dim)
+        sequence_layout = self.sequence_layout and rows_per_pos == per_bias and dim == head_dim
+        block_k = self.block_k if self.forward_backend == "jax_triton" else min(self.block_k, block_q)
+        if self.forward_backend != "pallas_triton" and not sequence_layout:
+            raise ValueError(f"forward_backend={self.forward_backend!r} needs the sequence layout: R = {per_bias} "
+                             f"query heads per bias head and D = {head_dim} must be powers of two (D >= 16)")
         return dataclasses.replace(
-            self, block_q=block_q, block_k=min(self.block_k, block_q), block_q_bwd=block_q_bwd,
+            self, block_q=block_q, block_k=block_k, block_q_bwd=block_q_bwd,
             block_k_bwd=min(self.block_k_bwd, block_q_bwd), options_slots=options_slots,
-            sequence_layout=self.sequence_layout and rows_per_pos == per_bias and dim == head_dim,
+            sequence_layout=sequence_layout,
             slot_sums_transposed=self.slot_sums_transposed and _transposed_sums_fit(dtype, dim, options_slots),
         )
 
@@ -115,12 +135,26 @@ def _kernels(call, q_tiles, k, v, bias, start, end, table, table_bwd):
     return _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd)[0]
 
 
-def _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd):
+def _forward(call, q_tiles, k, v, bias, start, end, table):
+    """The forward kernel of ``call.config.forward_backend``: (out, lse), as ``dma_forward``."""
     config = call.config
-    out, lse = dma_forward(
-        q_tiles, k, v, bias, start, end, table, scale=call.scale, block_q=config.block_q, block_k=config.block_k,
-        q_offset=call.q_offset, own_keys=call.causal, options=config.options, bias_heads=call.sequence_bias_heads,
-    )
+    common = dict(scale=call.scale, block_q=config.block_q, block_k=config.block_k, q_offset=call.q_offset,
+                  own_keys=call.causal)
+    if config.forward_backend == "pallas_triton":
+        return dma_forward(q_tiles, k, v, bias, start, end, table, options=config.options,
+                           bias_heads=call.sequence_bias_heads, **common)
+    if config.forward_backend == "jax_triton":
+        from pallas_kernels.jax_triton.forward import dma_forward as forward
+
+        return forward(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
+                       num_warps=config.options.num_warps, num_stages=config.options.num_stages, **common)
+    from pallas_kernels.mosaic_gpu.forward import dma_forward_mosaic
+
+    return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads, **common)
+
+
+def _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd):
+    out, lse = _forward(call, q_tiles, k, v, bias, start, end, table)
     return out, (q_tiles, k, v, bias, start, end, table_bwd, out, lse)
 
 
