@@ -4,8 +4,7 @@ Same contract as ``pallas_kernels.gpu.forward.dma_forward`` in its sequence layo
 (n, b, hb) takes the ``ROWS = BLOCK_Q * R`` query rows of tile n (row r: position
 ``n * BLOCK_Q + r // R``, head ``hb * R + r % R``), walks the tile's carried keys (one row of
 the table, ``BLOCK_K`` at a time) and then its own keys ``[t0, t0 + BLOCK_Q)``, and keeps key j
-for a query at sequence position t iff ``start[j] <= t < end[j]``. Unlike the Pallas kernel,
-``BLOCK_K`` may exceed ``BLOCK_Q`` (wider score blocks for the matrix units on 128-row tiles).
+for a query at sequence position t iff ``start[j] <= t < end[j]``.
 
 What Triton gives here that the Pallas lowering does not: a software-pipelined key loop
 (``tl.range(num_stages=...)``, so the gathers of step i+1 are in flight while step i computes),
@@ -23,9 +22,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from pallas_kernels.shared import MASKED
-
-_MASKED = tl.constexpr(MASKED)
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
 _LN2 = tl.constexpr(0.6931471805599453)
@@ -42,10 +38,9 @@ def launch_constants(q_shape, kv_shape, table_shape, *, scale, block_q, block_k,
     power_of_two = lambda n: n > 0 and n & (n - 1) == 0  # noqa: E731
     if not (power_of_two(per_bias) and power_of_two(head_dim) and head_dim >= 16 and power_of_two(block_k)):
         raise ValueError(f"R = {per_bias}, D = {head_dim} and block_k = {block_k} must be powers of two (D >= 16)")
-    if (block_q % block_k and block_k % block_q) or width % block_k or width <= 0 or q_shape[1] % block_q \
-            or bias_heads % kv_heads:
-        raise ValueError(f"block_q={block_q} must divide or be a multiple of block_k={block_k}, the table width "
-                         f"{width} a multiple of block_k, T={q_shape[1]} of block_q, Hb={bias_heads} of Hkv={kv_heads}")
+    if block_q % block_k or width % block_k or width <= 0 or q_shape[1] % block_q or bias_heads % kv_heads:
+        raise ValueError(f"block_q={block_q} and the table width {width} must be multiples of block_k={block_k}, "
+                         f"T={q_shape[1]} of block_q, Hb={bias_heads} of Hkv={kv_heads}")
     return dict(qk_scale=float(scale) * LOG2E, Q_OFFSET=q_offset, KV_LEN=kv_len, WIDTH=width, HEADS=heads,
                 BIAS_HEADS=bias_heads, KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_Q=block_q, BLOCK_K=block_k,
                 R=per_bias, OWN_KEYS=bool(own_keys), STAGES=num_stages)
@@ -55,21 +50,26 @@ def launch_constants(q_shape, kv_shape, table_shape, *, scale, block_q, block_k,
 def _visit_keys(acc, row_max, row_sum, q, query, keys, K, V, Bias, Start, End, kv_base, key_base, qk_scale,
                 KV_LEN: tl.constexpr, HEAD_DIM: tl.constexpr):
     """One online-softmax step over the key indices ``keys`` (BLOCK_K,), -1 or >= KV_LEN: absent.
-    Logits are in base 2 (``qk_scale`` = scale * log2 e; the bias is scaled by log2 e too)."""
+    Logits are in base 2 (``qk_scale`` = scale * log2 e; the bias is scaled by log2 e too).
+
+    Per score element the mask is one subtraction and one unsigned compare, ``t - start < span``
+    (span = end - start, 0 for absent keys), and masked logits are -inf, so one ``where`` on the
+    row maxima replaces one per element."""
     dims = tl.arange(0, HEAD_DIM)
     present = (keys >= 0) & (keys < KV_LEN)
     safe = tl.where(present, keys, 0)
     k = tl.load(K + kv_base + safe[:, None] * HEAD_DIM + dims[None, :])
     v = tl.load(V + kv_base + safe[:, None] * HEAD_DIM + dims[None, :])
-    bias = tl.load(Bias + key_base + safe).to(tl.float32)
+    bias = tl.load(Bias + key_base + safe).to(tl.float32) * _LOG2E
     start = tl.load(Start + key_base + safe)
     end = tl.load(End + key_base + safe)
-    logits = tl.dot(q, tl.trans(k)) * qk_scale + bias[None, :] * _LOG2E
-    keep = present[None, :] & (start[None, :] <= query[:, None]) & (query[:, None] < end[None, :])
-    logits = tl.where(keep, logits, _MASKED)
+    span = tl.where(present & (end > start), end - start, 0).to(tl.uint32, bitcast=True)
+    keep = (query[:, None] - start[None, :]).to(tl.uint32, bitcast=True) < span[None, :]
+    logits = tl.where(keep, tl.dot(q, tl.trans(k)) * qk_scale + bias[None, :], float("-inf"))
     new_max = tl.maximum(row_max, tl.max(logits, axis=1))
-    weights = tl.where(keep, tl.exp2(logits - new_max[:, None]), 0.0)
-    correction = tl.exp2(row_max - new_max)
+    shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # rows that have kept no key yet
+    weights = tl.exp2(logits - shift[:, None])
+    correction = tl.exp2(row_max - shift)
     acc = acc * correction[:, None] + tl.dot(weights.to(v.dtype), v)
     return acc, new_max, row_sum * correction + tl.sum(weights, axis=1)
 
@@ -97,7 +97,7 @@ def dma_forward_kernel(
     key_base = (batch * BIAS_HEADS + bias_head) * KV_LEN
     slab_tile = (batch * BIAS_HEADS + bias_head) * tiles + tile
     acc = tl.zeros((ROWS, HEAD_DIM), tl.float32)
-    row_max = tl.full((ROWS,), _MASKED, tl.float32)
+    row_max = tl.full((ROWS,), float("-inf"), tl.float32)
     row_sum = tl.zeros((ROWS,), tl.float32)
     lanes = tl.arange(0, BLOCK_K)
     for step in tl.range(0, WIDTH // BLOCK_K, num_stages=STAGES):
@@ -106,9 +106,7 @@ def dma_forward_kernel(
                                             kv_base, key_base, qk_scale, KV_LEN, HEAD_DIM)
     if OWN_KEYS:
         tile_start = Q_OFFSET + tile * BLOCK_Q
-        # block_k > block_q: the step also reads keys past the tile; their live ranges start after
-        # every query of the tile (start[j] >= j), so the mask drops them.
-        for step in tl.range(0, tl.cdiv(BLOCK_Q, BLOCK_K), num_stages=STAGES):
+        for step in tl.range(0, BLOCK_Q // BLOCK_K, num_stages=STAGES):
             keys = tile_start + step * BLOCK_K + lanes
             acc, row_max, row_sum = _visit_keys(acc, row_max, row_sum, q, query, keys, K, V, Bias, Start, End,
                                                 kv_base, key_base, qk_scale, KV_LEN, HEAD_DIM)

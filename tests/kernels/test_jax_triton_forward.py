@@ -54,7 +54,7 @@ def test_kernel_compiles_for_hopper_with_wgmma_and_async_gathers():
 
 @pytest.mark.parametrize("change, message", [
     (dict(block_k=24), "powers of two"),
-    (dict(table_shape=(1, 2, 8, 48)), "a multiple of block_k"),
+    (dict(table_shape=(1, 2, 8, 48)), "multiples of block_k"),
     (dict(q_shape=(1, 256, 6, 64)), "powers of two"),  # R = 3
 ])
 def test_launch_constants_reject_what_the_kernel_cannot_take(change, message):
