@@ -33,7 +33,8 @@ class PallasConfig:
     own (smaller or equal) query tiles: ``block_q_bwd`` must divide ``block_q``.
 
     block_q: forward query positions per tile (default 128 rows, 64 if D > 128, divided by R).
-    block_k: keys gathered per forward step (capped at ``block_q``).
+    block_k: keys gathered per forward step (capped at ``block_q``, except on "mosaic_gpu", which
+      takes 64).
     block_q_bwd, block_k_bwd: the same for both backward passes (default: ``block_q``, 64).
     block_slots: slots per program of the key-major backward.
     options, options_bwd, options_slots: launch options of the forward, of the query-major
@@ -88,11 +89,14 @@ class PallasConfig:
         options_slots = self.options_slots or self.options_bwd
         dim = padded_head_dim(head_dim)
         sequence_layout = self.sequence_layout and rows_per_pos == per_bias and dim == head_dim
+        # The Mosaic GPU kernel takes 64 keys a step whatever block_q (own-key steps past the tile
+        # are masked by their live ranges); the Triton kernels need block_k <= block_q.
+        block_k = self.block_k if self.forward_backend == "mosaic_gpu" else min(self.block_k, block_q)
         if self.forward_backend != "pallas_triton" and not sequence_layout:
             raise ValueError(f"forward_backend={self.forward_backend!r} needs the sequence layout: R = {per_bias} "
                              f"query heads per bias head and D = {head_dim} must be powers of two (D >= 16)")
         return dataclasses.replace(
-            self, block_q=block_q, block_k=min(self.block_k, block_q), block_q_bwd=block_q_bwd,
+            self, block_q=block_q, block_k=block_k, block_q_bwd=block_q_bwd,
             block_k_bwd=min(self.block_k_bwd, block_q_bwd), options_slots=options_slots,
             sequence_layout=sequence_layout,
             slot_sums_transposed=self.slot_sums_transposed and _transposed_sums_fit(dtype, dim, options_slots),
@@ -149,7 +153,8 @@ def _forward(call, q_tiles, k, v, bias, start, end, table):
                        num_warps=config.options.num_warps, num_stages=config.options.num_stages, **common)
     from pallas_kernels.mosaic_gpu.forward import dma_forward_mosaic
 
-    return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads, **common)
+    return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
+                              num_stages=config.options.num_stages, **common)
 
 
 def _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd):

@@ -1,5 +1,6 @@
 """The Triton forward kernel of pallas_kernels.jax_triton: in Triton's CPU interpreter against the
-dense reference, compiled for sm_90 on the CPU, its argument checks, and (GPU) inside dma_attention."""
+dense reference, compiled for sm_90 on the CPU, and its argument checks (inside dma_attention on
+the GPU: tests/ops/test_forward_backends.py)."""
 
 import json
 import os
@@ -7,12 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from dma_jax import PallasConfig, dma_attention
 from pallas_kernels.jax_triton.forward_kernel import dma_forward_kernel, launch_constants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,30 +58,3 @@ def test_launch_constants_reject_what_the_kernel_cannot_take(change, message):
     args = dict(SHAPES, scale=0.125, block_q=32, block_k=32, q_offset=0, bias_heads=2, own_keys=True, num_stages=2)
     with pytest.raises(ValueError, match=message):
         launch_constants(**{**args, **change})
-
-
-def test_config_names_its_backend():
-    with pytest.raises(ValueError, match="forward_backend must be one of"):
-        PallasConfig(forward_backend="cutlass")
-    with pytest.raises(ValueError, match="needs the sequence layout"):
-        PallasConfig(forward_backend="jax_triton").resolve(head_dim=80, per_bias=4, dtype=jnp.bfloat16)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("length, window", [(2048, 256), (1000, 100)])
-def test_jax_triton_forward_equals_pallas_forward_on_gpu(length, window):
-    """Same output and gradients as the Pallas forward (the backward is shared and reads the lse)."""
-    from benchmarks.common import inputs
-
-    q, k, v, bias = inputs(length, seed=4)
-    cotangent = jax.random.normal(jax.random.key(2), q.shape, q.dtype)
-
-    def run(backend):
-        fn = lambda *a: dma_attention(*a, window, implementation=PallasConfig(forward_backend=backend))  # noqa: E731
-        out, vjp = jax.vjp(fn, q, k, v, bias)
-        return (out,) + vjp(cotangent)
-
-    got, want = jax.jit(lambda: run("jax_triton"))(), jax.jit(lambda: run("pallas_triton"))()
-    for name, g, w in zip(("out", "dq", "dk", "dv", "dbias"), got, want):
-        g, w = np.asarray(g, np.float32), np.asarray(w, np.float32)
-        assert np.abs(g - w).max() <= 2e-2 * max(1.0, np.abs(w).max()), name
