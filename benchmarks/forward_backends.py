@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks.common import HEAD_DIM, HEADS, KV_HEADS, inputs, kept_pairs, median_ms, result_header, write_json
 from dma_jax import PallasConfig, dma_attention
-from dma_jax.ops.pallas_gpu import _Call, _forward, selection_stage
+from dma_jax.ops.pallas_gpu import MOSAIC_BLOCK_K, _Call, _forward, selection_stage
 from dma_jax.timing import amortised_seconds
 
 # Written before each backend's first run here, kept beside what it measures.
@@ -103,7 +103,8 @@ def measure(variants, length, window, *, calls, repeats) -> list[dict]:
         row = dict(variant=variant.name, T=length, window=window)
         try:
             config = config_of(variant)
-            row.update(block_q=config.block_q, block_k=config.block_k, warps=config.options.num_warps,
+            block_k = MOSAIC_BLOCK_K if variant.backend == "mosaic_gpu" else config.block_k
+            row.update(block_q=config.block_q, block_k=block_k, warps=config.options.num_warps,
                        stages=config.options.num_stages)
             pad = -length % config.block_q
             qp = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))

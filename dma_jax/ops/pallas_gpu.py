@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,12 @@ from pallas_kernels.gpu.common import KernelOptions
 from pallas_kernels.gpu.forward import dma_forward
 
 
-FORWARD_BACKENDS = ("pallas_triton", "jax_triton", "mosaic_gpu")
+FORWARD_BACKENDS = ("pallas_triton", "jax_triton", "mosaic_gpu", "auto")
+FORWARD_BACKEND_VARIABLE = "DMA_FORWARD_BACKEND"  # environment variable: PallasConfig's default forward_backend
+
+
+def _default_forward_backend() -> str:
+    return os.environ.get(FORWARD_BACKEND_VARIABLE, "pallas_triton")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +39,7 @@ class PallasConfig:
     own (smaller or equal) query tiles: ``block_q_bwd`` must divide ``block_q``.
 
     block_q: forward query positions per tile (default 128 rows, 64 if D > 128, divided by R).
-    block_k: keys gathered per forward step (capped at ``block_q``, except on "mosaic_gpu", which
+    block_k: keys gathered per forward step (capped at ``block_q``; the Mosaic GPU kernel always
       takes 64).
     block_q_bwd, block_k_bwd: the same for both backward passes (default: ``block_q``, 64).
     block_slots: slots per program of the key-major backward.
@@ -50,8 +56,10 @@ class PallasConfig:
       "pallas_triton" (``pallas_kernels.gpu``, the Triton lowering of Pallas, which JAX 0.11
       deprecates; runs in interpret mode too), "jax_triton" (``pallas_kernels.jax_triton``, a Triton
       kernel launched with ``jax_triton.triton_call``; CUDA only, sequence layout only) or
-      "mosaic_gpu" (``pallas_kernels.mosaic_gpu``; CUDA only, sequence layout only). The backward
-      kernels are the same for all three.
+      "mosaic_gpu" (``pallas_kernels.mosaic_gpu``; Hopper only, sequence layout only, and the limits
+      of ``dma_forward_mosaic``), or "auto": "mosaic_gpu" for the calls it takes on a Hopper GPU,
+      "pallas_triton" for the others. The backward kernels are the same for all. The default is
+      the environment variable ``DMA_FORWARD_BACKEND`` when set, else "pallas_triton".
     """
 
     block_q: int | None = None
@@ -64,11 +72,12 @@ class PallasConfig:
     options_slots: KernelOptions | None = None
     sequence_layout: bool = True
     slot_sums_transposed: bool = True
-    forward_backend: str = "pallas_triton"
+    forward_backend: str = dataclasses.field(default_factory=_default_forward_backend)
 
     def __post_init__(self):
         if self.forward_backend not in FORWARD_BACKENDS:
-            raise ValueError(f"forward_backend must be one of {FORWARD_BACKENDS}, got {self.forward_backend!r}")
+            raise ValueError(f"forward_backend must be one of {FORWARD_BACKENDS}, got {self.forward_backend!r} "
+                             f"(the default comes from ${FORWARD_BACKEND_VARIABLE} when it is set)")
 
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
         """Small tiles and interpret mode, for CPU tests (the layout flags are kept; the forward is
@@ -76,7 +85,7 @@ class PallasConfig:
         options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
         return PallasConfig(block_q=16, block_k=16, block_q_bwd=8, block_k_bwd=8, block_slots=16, options=options,
                             options_bwd=options, sequence_layout=self.sequence_layout,
-                            slot_sums_transposed=self.slot_sums_transposed)
+                            slot_sums_transposed=self.slot_sums_transposed, forward_backend="pallas_triton")
 
     def resolve(self, *, head_dim: int, per_bias: int, dtype) -> "PallasConfig":
         """This config with every field set for a call with head dim D, R = ``per_bias`` query heads
@@ -89,14 +98,11 @@ class PallasConfig:
         options_slots = self.options_slots or self.options_bwd
         dim = padded_head_dim(head_dim)
         sequence_layout = self.sequence_layout and rows_per_pos == per_bias and dim == head_dim
-        # The Mosaic GPU kernel takes 64 keys a step whatever block_q (own-key steps past the tile
-        # are masked by their live ranges); the Triton kernels need block_k <= block_q.
-        block_k = self.block_k if self.forward_backend == "mosaic_gpu" else min(self.block_k, block_q)
-        if self.forward_backend != "pallas_triton" and not sequence_layout:
+        if self.forward_backend in ("jax_triton", "mosaic_gpu") and not sequence_layout:
             raise ValueError(f"forward_backend={self.forward_backend!r} needs the sequence layout: R = {per_bias} "
                              f"query heads per bias head and D = {head_dim} must be powers of two (D >= 16)")
         return dataclasses.replace(
-            self, block_q=block_q, block_k=block_k, block_q_bwd=block_q_bwd,
+            self, block_q=block_q, block_k=min(self.block_k, block_q), block_q_bwd=block_q_bwd,
             block_k_bwd=min(self.block_k_bwd, block_q_bwd), options_slots=options_slots,
             sequence_layout=sequence_layout,
             slot_sums_transposed=self.slot_sums_transposed and _transposed_sums_fit(dtype, dim, options_slots),
@@ -105,7 +111,8 @@ class PallasConfig:
     @property
     def table_multiple(self) -> int:
         """Every key table's width is a multiple of this: the key blocks that read it (resolved)."""
-        return max(self.block_k, self.block_k_bwd, self.block_slots)
+        mosaic = MOSAIC_BLOCK_K if self.forward_backend in ("mosaic_gpu", "auto") else 1
+        return max(self.block_k, self.block_k_bwd, self.block_slots, mosaic)
 
 
 def _next_pow2(n: int) -> int:
@@ -138,21 +145,50 @@ def _kernels(call, q_tiles, k, v, bias, start, end, table, table_bwd):
     return _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd)[0]
 
 
+MOSAIC_BLOCK_K = 64  # keys a step of the Mosaic GPU forward (the only size it takes)
+
+
+def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_heads, own_keys, num_stages,
+                           interpret=False, device=None) -> bool:
+    """Whether ``forward_backend="auto"`` runs this call's forward on Mosaic GPU: a Hopper GPU
+    (compute capability 9.x; not interpret mode, not the sequence-less tile layout) and arguments
+    within ``dma_forward_mosaic``'s limits."""
+    from pallas_kernels.mosaic_gpu.forward import check_arguments
+
+    device = device or jax.devices()[0]
+    hopper = device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
+    if interpret or bias_heads is None or not hopper:
+        return False
+    try:
+        check_arguments(q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K, bias_heads=bias_heads,
+                    num_stages=num_stages, own_keys=own_keys)
+    except ValueError:
+        return False
+    return True
+
+
 def _forward(call, q_tiles, k, v, bias, start, end, table):
     """The forward kernel of ``call.config.forward_backend``: (out, lse), as ``dma_forward``."""
     config = call.config
+    backend = config.forward_backend
+    if backend == "auto":
+        applies = mosaic_forward_applies(q_tiles, k, v, bias, start, end, table, block_q=config.block_q,
+                                         bias_heads=call.sequence_bias_heads, own_keys=call.causal,
+                                         num_stages=config.options.num_stages, interpret=config.options.interpret)
+        backend = "mosaic_gpu" if applies else "pallas_triton"
     common = dict(scale=call.scale, block_q=config.block_q, block_k=config.block_k, q_offset=call.q_offset,
                   own_keys=call.causal)
-    if config.forward_backend == "pallas_triton":
+    if backend == "pallas_triton":
         return dma_forward(q_tiles, k, v, bias, start, end, table, options=config.options,
                            bias_heads=call.sequence_bias_heads, **common)
-    if config.forward_backend == "jax_triton":
+    if backend == "jax_triton":
         from pallas_kernels.jax_triton.forward import dma_forward as forward
 
         return forward(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
                        num_warps=config.options.num_warps, num_stages=config.options.num_stages, **common)
     from pallas_kernels.mosaic_gpu.forward import dma_forward_mosaic
 
+    common["block_k"] = MOSAIC_BLOCK_K
     return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
                               num_stages=config.options.num_stages, **common)
 

@@ -45,8 +45,9 @@ _WARPGROUP = 128
 _SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum per block
 
 
-def _check_args(q, k, v, bias, start, end, table, *, block_q, block_k, bias_heads, num_stages, own_keys):
-    """Validate what this kernel supports; raise ValueError otherwise. Returns the sizes."""
+def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_heads, num_stages, own_keys):
+    """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
+    else return its sizes. ``dma_jax.ops.pallas_gpu`` asks it where the forward backend is "auto"."""
     if bias_heads is None:
         raise ValueError("dma_forward_mosaic needs the sequence layout: pass bias_heads=Hb")
     if q.ndim != 4:
@@ -408,7 +409,7 @@ def dma_forward_mosaic(
       log, rows position-major (row r = position r // R, head hb * R + r % R), +inf (and out 0)
       on rows that keep no key.
     """
-    dims = _check_args(
+    dims = check_arguments(
         q, k, v, bias, start, end, table, block_q=block_q, block_k=block_k, bias_heads=bias_heads,
         num_stages=num_stages, own_keys=own_keys,
     )
