@@ -18,9 +18,8 @@ from pallas_kernels.gpu.reference import interval_attention_reference
 from pallas_kernels.jax_triton.forward_kernel import dma_forward_kernel, launch_constants
 
 CASES = {  # Tk, Tq (unpadded), Hb, Hkv, R, block_q, block_k, window
-    "gqa": (40, 40, 2, 1, 2, 8, 8, 5),
     "tq<tk_padded_rows": (45, 21, 1, 1, 1, 8, 4, 3),
-    "w>T_kv_groups": (33, 33, 2, 2, 4, 16, 8, 40),
+    "gqa_w>T": (33, 33, 2, 1, 4, 16, 8, 40),
 }
 
 

@@ -17,8 +17,8 @@ SHAPES = dict(q_shape=(1, 256, 8, 64), kv_shape=(1, 2, 256, 64), table_shape=(1,
 
 
 def test_kernel_matches_reference_in_triton_interpreter():
-    """Output and log-sum-exp of three cases (GQA, Tq < Tk with padded rows that keep no key,
-    w > T with two KV heads) against the float32 reference; outputs start as NaN."""
+    """Output and log-sum-exp of two cases (Tq < Tk with padded rows that keep no key; two bias
+    heads sharing one KV head, w > T) against the float32 reference; outputs start as NaN."""
     pytest.importorskip("torch")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-m", "tests.kernels.jax_triton_interpreted"], cwd=ROOT, env=env,
