@@ -30,6 +30,7 @@ Mosaic GPU level with ``plgpu.inline_mgpu``.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import jax
@@ -101,6 +102,13 @@ def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_
         batch=batch, q_len=q_len, heads=heads, head_dim=head_dim, kv_heads=kv_heads, kv_len=kv_len,
         per_bias=per_bias, rows=rows, tiles=tiles,
     )
+
+
+def _load_whole(plgpu, ref, layout):
+    """``plgpu.load`` of a whole ref: JAX 0.10 requires an index argument, which 0.11 deprecates."""
+    if inspect.signature(plgpu.load).parameters["idx"].default is inspect.Parameter.empty:
+        return plgpu.load(ref, (), layout=layout)
+    return plgpu.load(ref, layout=layout)
 
 
 def _cp_async_helpers(plgpu, transforms, *, kv_len):
@@ -320,9 +328,9 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
                 return acc_ref[...]
 
             s = pl.run_scoped(qk, plgpu.ACC((rows, block_k), jnp.float32))
-            key_bias = plgpu.load(kb_smem.at[slot], layout=col_layout) * _LOG2E
-            lo = plgpu.load(lo_smem.at[slot], layout=col_layout)
-            hi = plgpu.load(hi_smem.at[slot], layout=col_layout)
+            key_bias = _load_whole(plgpu, kb_smem.at[slot], col_layout) * _LOG2E
+            lo = _load_whole(plgpu, lo_smem.at[slot], col_layout)
+            hi = _load_whole(plgpu, hi_smem.at[slot], col_layout)
             shape = (rows, block_k)
             keep = (lax.broadcast_in_dim(lo, shape, [1]) <= position) & (position < lax.broadcast_in_dim(hi, shape, [1]))
             logits = jnp.where(keep, s * qk_scale + lax.broadcast_in_dim(key_bias, shape, [1]), MASKED)

@@ -1,4 +1,5 @@
-"""The Pallas GPU kernels lower to Triton IR for CUDA, checked on the CPU (no GPU needed).
+"""The Pallas GPU kernels lower for CUDA (Triton IR; Mosaic GPU for that forward backend), checked
+on the CPU (no GPU needed).
 
 ``jax.export`` with ``platforms=["cuda"]`` runs every Pallas Triton lowering rule, so a primitive
 the Triton lowering lacks (``slice``, for one, in JAX 0.10-0.11), or a type mix-up in a loop,
@@ -42,6 +43,24 @@ def test_attention_forward_and_backward_lower_for_cuda(head_dim, dtype, causal, 
     text = _lowers_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), q, kv, kv, bias)
     # the forward and both backward passes (the default selection runs in XLA)
     assert text.count("__gpu$xla.gpu.triton") >= 3
+
+
+def test_mosaic_gpu_forward_lowers_for_cuda_beside_the_triton_backward():
+    """forward_backend="mosaic_gpu": the forward is one Mosaic GPU call (the kernel is traced and
+    lowered to Mosaic GPU's dialect here), the two backward passes stay Triton calls."""
+    q = jax.ShapeDtypeStruct((1, 1000, 8, 128), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((1, 1000, 2, 128), jnp.bfloat16)
+    bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
+
+    def loss(q, k, v, b):
+        out = dma_attention(q, k, v, b, 256, implementation=PallasConfig(forward_backend="mosaic_gpu"))
+        return jnp.sum(out.astype(jnp.float32))
+
+    mosaic = export.DisabledSafetyCheck.custom_call("mosaic_gpu_v2")
+    exported = export.export(jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))), platforms=["cuda"],
+                             disabled_checks=[TRITON, mosaic])(q, kv, kv, bias)
+    text = exported.mlir_module()
+    assert text.count("@mosaic_gpu_v2") == 1 and text.count("__gpu$xla.gpu.triton") >= 2
 
 
 @pytest.mark.parametrize("segments", [False, True])
