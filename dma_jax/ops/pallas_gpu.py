@@ -160,8 +160,8 @@ def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_he
     if interpret or bias_heads is None or not hopper:
         return False
     try:
-        check_arguments(q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K, bias_heads=bias_heads,
-                    num_stages=num_stages, own_keys=own_keys)
+        check_arguments(q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K,
+                        bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys)
     except ValueError:
         return False
     return True
