@@ -1,6 +1,10 @@
 """Random attention problems shared by the test files."""
 
+import jax.numpy as jnp
 import numpy as np
+
+from dma_jax import live_ranges
+from dma_jax.selection.slots import carried_key_table, key_slots
 
 
 def random_qkv(rng: np.random.Generator, case):
@@ -12,3 +16,14 @@ def random_qkv(rng: np.random.Generator, case):
     k = rng.standard_normal((case.batch, case.kv_len, case.kv_heads, case.head_dim))
     v = rng.standard_normal((case.batch, case.kv_len, case.kv_heads, case.head_dim))
     return q, k, v
+
+
+def causal_key_lists(bias, q_len, block_q, window, multiple):
+    """The index inputs of the forward kernels for causal DMA over ``bias`` (B, Hb, Tk): start and
+    end (B, Hb, Tk) and the carried-key table (B, Hb, tiles, W), W padded with -1 to a multiple of
+    ``multiple``."""
+    end = live_ranges(bias, window)
+    start = jnp.broadcast_to(jnp.arange(bias.shape[-1], dtype=jnp.int32), end.shape)
+    table = carried_key_table(end, key_slots(end, window), q_len, block_q, window)
+    width = -(-table.shape[-1] // multiple) * multiple
+    return start, end, jnp.pad(table, ((0, 0),) * 3 + ((0, width - table.shape[-1]),), constant_values=-1)

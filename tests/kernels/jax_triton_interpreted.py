@@ -11,11 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from dma_jax import live_ranges
 from dma_jax.ops.pallas_gpu import _sequence_to_tiles
-from dma_jax.selection.slots import carried_key_table, key_slots
 from pallas_kernels.gpu.reference import interval_attention_reference
 from pallas_kernels.jax_triton.forward_kernel import dma_forward_kernel, launch_constants
+from tests.problems import causal_key_lists
 
 CASES = {  # Tk, Tq (unpadded), Hb, Hkv, R, block_q, block_k, window
     "tq<tk_padded_rows": (45, 21, 1, 1, 1, 8, 4, 3),
@@ -30,11 +29,7 @@ def run_case(seed, kv_len, q_len, bias_heads, kv_heads, per_bias, block_q, block
     q = rng.normal(size=(1, tiles * block_q, bias_heads * per_bias, head_dim)).astype(np.float32)
     k, v = (rng.normal(size=(1, kv_heads, kv_len, head_dim)).astype(np.float32) for _ in range(2))
     bias = jnp.asarray(rng.integers(-2, 3, (1, bias_heads, kv_len)), jnp.float32)
-    end = live_ranges(bias, window)
-    start = jnp.broadcast_to(jnp.arange(kv_len, dtype=jnp.int32), end.shape)
-    table = carried_key_table(end, key_slots(end, window), q_len, block_q, window)
-    width = -(-table.shape[-1] // block_k) * block_k
-    table = jnp.pad(table, ((0, 0),) * 3 + ((0, width - table.shape[-1]),), constant_values=-1)
+    start, end, table = causal_key_lists(bias, q_len, block_q, window, multiple=block_k)
     constants = launch_constants(q.shape, k.shape, table.shape, scale=0.3, block_q=block_q, block_k=block_k,
                                  q_offset=q_offset, bias_heads=bias_heads, own_keys=True, num_stages=2)
     qk_scale = constants.pop("qk_scale")

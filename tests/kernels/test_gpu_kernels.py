@@ -8,12 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dma_jax import live_ranges
-from dma_jax.selection.slots import carried_key_table, key_slots
 from pallas_kernels.gpu.common import KernelOptions
 from pallas_kernels.gpu.backward import dma_backward_queries, dma_backward_slots
 from pallas_kernels.gpu.forward import dma_forward
 from pallas_kernels.gpu.reference import interval_attention_reference
+from problems import causal_key_lists
 
 OPTIONS = KernelOptions(interpret=True, poison_outputs=True)
 
@@ -25,11 +24,7 @@ def _problem(seed, kv_len, q_len, bias_heads, kv_heads, rows_per_pos, block_q, w
     k = jnp.asarray(rng.normal(size=(1, kv_heads, kv_len, head_dim)), jnp.float32)
     v = jnp.asarray(rng.normal(size=(1, kv_heads, kv_len, head_dim)), jnp.float32)
     bias = jnp.asarray(rng.integers(-2, 3, (1, bias_heads, kv_len)), jnp.float32)
-    end = live_ranges(bias, window)
-    start = jnp.broadcast_to(jnp.arange(kv_len, dtype=jnp.int32), end.shape)
-    table = carried_key_table(end, key_slots(end, window), q_len, block_q, window)
-    width = -(-window // 8) * 8
-    table = jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - window)), constant_values=-1)
+    start, end, table = causal_key_lists(bias, q_len, block_q, window, multiple=8)
     return q_tiles, k, v, bias, start, end, table, kv_len - q_len
 
 

@@ -8,11 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dma_jax import live_ranges
 from dma_jax.ops.pallas_gpu import _sequence_to_tiles as _to_tiles
-from dma_jax.selection.slots import carried_key_table, key_slots
 from pallas_kernels.gpu.reference import interval_attention_reference
 from pallas_kernels.mosaic_gpu import dma_forward_mosaic
+from problems import causal_key_lists
 
 BLOCK_K = 64
 
@@ -24,11 +23,7 @@ def _problem(seed, kv_len, q_len, bias_heads, kv_heads, per_bias, block_q, windo
     k = jnp.asarray(rng.normal(size=(1, kv_heads, kv_len, head_dim)), dtype)
     v = jnp.asarray(rng.normal(size=(1, kv_heads, kv_len, head_dim)), dtype)
     bias = jnp.asarray(rng.integers(-2, 3, (1, bias_heads, kv_len)), jnp.float32)
-    end = live_ranges(bias, window)
-    start = jnp.broadcast_to(jnp.arange(kv_len, dtype=jnp.int32), end.shape)
-    table = carried_key_table(end, key_slots(end, window), q_len, block_q, window)
-    width = -(-window // BLOCK_K) * BLOCK_K
-    table = jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - window)), constant_values=-1)
+    start, end, table = causal_key_lists(bias, q_len, block_q, window, multiple=BLOCK_K)
     return q, k, v, bias, start, end, table, kv_len - q_len
 
 
