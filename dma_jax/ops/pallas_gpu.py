@@ -24,10 +24,16 @@ from pallas_kernels.gpu.forward import dma_forward
 
 FORWARD_BACKENDS = ("pallas_triton", "jax_triton", "mosaic_gpu", "auto")
 FORWARD_BACKEND_VARIABLE = "DMA_FORWARD_BACKEND"  # environment variable: PallasConfig's default forward_backend
+BACKWARD_BACKENDS = ("pallas_triton", "mosaic_gpu", "auto")
+BACKWARD_BACKEND_VARIABLE = "DMA_BACKWARD_BACKEND"  # environment variable: PallasConfig's default backward_backend
 
 
 def _default_forward_backend() -> str:
     return os.environ.get(FORWARD_BACKEND_VARIABLE, "pallas_triton")
+
+
+def _default_backward_backend() -> str:
+    return os.environ.get(BACKWARD_BACKEND_VARIABLE, "pallas_triton")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,11 @@ class PallasConfig:
       of ``dma_forward_mosaic``), or "auto": "mosaic_gpu" for the calls it takes on a Hopper GPU,
       "pallas_triton" for the others. The backward kernels are the same for all. The default is
       the environment variable ``DMA_FORWARD_BACKEND`` when set, else "pallas_triton".
+    backward_backend: which compiler builds the key-major backward pass (``BACKWARD_BACKENDS``):
+      "pallas_triton" (``pallas_kernels.gpu``), "mosaic_gpu" (``pallas_kernels.mosaic_gpu``;
+      Hopper only, within the limits of ``dma_backward_slots_mosaic``) or "auto" (Mosaic GPU for the calls it takes on a Hopper GPU).
+      The query-major pass stays "pallas_triton". The default is ``DMA_BACKWARD_BACKEND`` when
+      set, else "pallas_triton".
     """
 
     block_q: int | None = None
@@ -73,11 +84,15 @@ class PallasConfig:
     sequence_layout: bool = True
     slot_sums_transposed: bool = True
     forward_backend: str = dataclasses.field(default_factory=_default_forward_backend)
+    backward_backend: str = dataclasses.field(default_factory=_default_backward_backend)
 
     def __post_init__(self):
         if self.forward_backend not in FORWARD_BACKENDS:
             raise ValueError(f"forward_backend must be one of {FORWARD_BACKENDS}, got {self.forward_backend!r} "
                              f"(the default comes from ${FORWARD_BACKEND_VARIABLE} when it is set)")
+        if self.backward_backend not in BACKWARD_BACKENDS:
+            raise ValueError(f"backward_backend must be one of {BACKWARD_BACKENDS}, got {self.backward_backend!r} "
+                             f"(the default comes from ${BACKWARD_BACKEND_VARIABLE} when it is set)")
 
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
         """Small tiles and interpret mode, for CPU tests (the layout flags are kept; the forward is
@@ -85,7 +100,8 @@ class PallasConfig:
         options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
         return PallasConfig(block_q=16, block_k=16, block_q_bwd=8, block_k_bwd=8, block_slots=16, options=options,
                             options_bwd=options, sequence_layout=self.sequence_layout,
-                            slot_sums_transposed=self.slot_sums_transposed, forward_backend="pallas_triton")
+                            slot_sums_transposed=self.slot_sums_transposed, forward_backend="pallas_triton",
+                            backward_backend="pallas_triton")
 
     def resolve(self, *, head_dim: int, per_bias: int, dtype) -> "PallasConfig":
         """This config with every field set for a call with head dim D, R = ``per_bias`` query heads
@@ -112,7 +128,8 @@ class PallasConfig:
     def table_multiple(self) -> int:
         """Every key table's width is a multiple of this: the key blocks that read it (resolved)."""
         mosaic = MOSAIC_BLOCK_K if self.forward_backend in ("mosaic_gpu", "auto") else 1
-        return max(self.block_k, self.block_k_bwd, self.block_slots, mosaic)
+        mosaic_bwd = MOSAIC_BLOCK_SLOTS if self.backward_backend in ("mosaic_gpu", "auto") else 1
+        return max(self.block_k, self.block_k_bwd, self.block_slots, mosaic, mosaic_bwd)
 
 
 def _next_pow2(n: int) -> int:
@@ -146,6 +163,12 @@ def _kernels(call, q_tiles, k, v, bias, start, end, table, table_bwd):
 
 
 MOSAIC_BLOCK_K = 64  # keys a step of the Mosaic GPU forward (the only size it takes)
+MOSAIC_BLOCK_SLOTS = 64  # slots a program of the Mosaic GPU key-major backward (the only size it takes)
+
+
+def _is_hopper(device=None) -> bool:
+    device = device or jax.devices()[0]
+    return device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
 
 
 def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_heads, own_keys, num_stages,
@@ -155,13 +178,26 @@ def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_he
     within ``dma_forward_mosaic``'s limits."""
     from pallas_kernels.mosaic_gpu.forward import check_arguments
 
-    device = device or jax.devices()[0]
-    hopper = device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
-    if interpret or bias_heads is None or not hopper:
+    if interpret or bias_heads is None or not _is_hopper(device):
         return False
     try:
         check_arguments(q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K,
                         bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys)
+    except ValueError:
+        return False
+    return True
+
+
+def mosaic_backward_applies(*args, block_q, interpret=False, device=None) -> bool:
+    """Whether ``backward_backend="auto"`` runs this call's key-major pass on Mosaic GPU: a Hopper
+    GPU (not interpret mode) and arguments (those of ``dma_backward_slots``) within
+    ``dma_backward_slots_mosaic``'s limits."""
+    from pallas_kernels.mosaic_gpu.backward_slots import check_arguments
+
+    if interpret or not _is_hopper(device):
+        return False
+    try:
+        check_arguments(*args, block_q=block_q)
     except ValueError:
         return False
     return True
@@ -243,8 +279,17 @@ def _kernels_bwd(call, residuals, d_out):
     dq, dk_own, dv_own, db_own = dma_backward_queries(
         *args, block_k=config.block_k_bwd, own_keys=call.causal, options=config.options_bwd, **common
     )
-    dk, dv, dbias = dma_backward_slots(*args, block_slots=config.block_slots, transposed=config.slot_sums_transposed,
-                                       options=config.options_slots, **common)
+    mosaic = config.backward_backend == "mosaic_gpu" or (
+        config.backward_backend == "auto"
+        and mosaic_backward_applies(*args, block_q=config.block_q_bwd, interpret=config.options_slots.interpret))
+    if mosaic:
+        from pallas_kernels.mosaic_gpu.backward_slots import dma_backward_slots_mosaic
+
+        dk, dv, dbias = dma_backward_slots_mosaic(*args, **common)
+    else:
+        dk, dv, dbias = dma_backward_slots(*args, block_slots=config.block_slots,
+                                           transposed=config.slot_sums_transposed, options=config.options_slots,
+                                           **common)
     dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
     if call.sequence_bias_heads is not None:
         dq = _tiles_to_sequence(dq, rows_fwd // config.block_q)

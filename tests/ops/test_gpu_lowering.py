@@ -63,6 +63,24 @@ def test_mosaic_gpu_forward_lowers_for_cuda_beside_the_triton_backward():
     assert text.count("@mosaic_gpu_v2") == 1 and text.count("__gpu$xla.gpu.triton") >= 2
 
 
+def test_mosaic_gpu_key_major_pass_lowers_for_cuda():
+    """backward_backend="mosaic_gpu": the key-major pass is a Mosaic GPU call (beside the Mosaic GPU
+    forward), the query-major pass stays a Triton call."""
+    q = jax.ShapeDtypeStruct((1, 1000, 8, 128), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((1, 1000, 2, 128), jnp.bfloat16)
+    bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
+    config = PallasConfig(forward_backend="mosaic_gpu", backward_backend="mosaic_gpu")
+
+    def loss(q, k, v, b):
+        return jnp.sum(dma_attention(q, k, v, b, 256, implementation=config).astype(jnp.float32))
+
+    mosaic = export.DisabledSafetyCheck.custom_call("mosaic_gpu_v2")
+    exported = export.export(jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))), platforms=["cuda"],
+                             disabled_checks=[TRITON, mosaic])(q, kv, kv, bias)
+    text = exported.mlir_module()
+    assert text.count("@mosaic_gpu_v2") == 2 and text.count("__gpu$xla.gpu.triton") >= 1
+
+
 @pytest.mark.parametrize("segments", [False, True])
 def test_default_pallas_forward_has_no_host_synchronised_loop(segments):
     # On the GPU an XLA while loop reads its condition on the host every turn, which stalls the

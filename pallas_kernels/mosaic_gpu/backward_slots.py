@@ -1,0 +1,305 @@
+"""Key-major backward DMA kernel for Hopper in Pallas Mosaic GPU: dk, dv, dbias of carried keys.
+
+Contract: ``pallas_kernels.gpu.backward.dma_backward_slots`` (tile layout, the slot-structured
+table of ``dma_jax.selection.slots``), except that rows of keys no slot carries are left
+unwritten by the kernel; ``dma_backward_slots_mosaic`` zeroes them. Reference: the gradients of
+``pallas_kernels.gpu.reference.interval_attention_reference``.
+
+Design (one CTA = one warpgroup = one (block of 64 slots, batch, bias head); grid (W / 64, B, Hb)):
+
+- The CTA walks the query tiles n = 0 .. tiles - 1. Its accumulators dK, dV (64 keys x D, f32)
+  and dbias (64) live in registers in the WGMMA layout: the keys are the M dimension (64, one
+  warpgroup's MMA height), so the products need no transposes of the accumulators.
+- Per tile it needs the 64 table entries of its slots at tiles n and n + 1 (the occupant now and
+  next). The table is transposed by the wrapper to (W / 64 slabs, tiles + 1, 64), its last row
+  -1, so that one TMA box of 2 rows brings both; these boxes go through a ring of 3 buffers, two
+  tiles ahead of the compute, because the gather of tile n + 1 reads them.
+- Tile n + 1's query and output-gradient tiles (rows x D, contiguous in the tile layout), lse and
+  delta come by TMA, and its 64 key and value rows (plus each key's bias and live range) by
+  ``cp.async`` gathers into 128B-swizzled slots (``forward._cp_async_helpers``), while tile n
+  computes: S^T = K Q^T, P^T = exp2(S^T - lse) under the exact live-range mask, dP^T = V dO^T,
+  dS^T = P^T (dP^T - delta), dV += P^T dO, dK += dS^T Q (P^T, dS^T from registers), dbias +=
+  rowsum dS^T.
+- Flush: a slot whose occupant at tile n + 1 differs from tile n's (the key's run of tiles ends)
+  writes its rows of dK (times the logit scale), dV and dbias straight from registers to global
+  memory at the key's row (each thread stores the elements it holds; ``plgpu.inline_mgpu``), then
+  zeroes them. Each key occupies one slot over one run of tiles, so every output row is written
+  once, by one CTA: deterministic, no atomics.
+
+Limits: bf16/fp16, D 64 or 128, rows = block_q * R = 64, table width a multiple of 64.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from pallas_kernels.mosaic_gpu.forward import _cp_async_helpers, _load_whole, _SMEM_BYTES
+
+_LOG2E = math.log2(math.e)
+BLOCK_SLOTS = 64  # slots per CTA: one warpgroup MMA's M
+HALF = 64  # query rows per product: a tile of 128 rows is taken in two halves
+
+
+def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, block_q):
+    """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
+    else return its sizes."""
+    if q_tiles.ndim != 5:
+        raise ValueError(f"q_tiles must be (B, Hb, tiles, rows, D) (tile layout), got shape {q_tiles.shape}")
+    batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
+    if do_tiles.shape != q_tiles.shape:
+        raise ValueError(f"do_tiles shape {do_tiles.shape} must equal q_tiles shape {q_tiles.shape}")
+    if k.ndim != 4 or v.shape != k.shape or k.shape[0] != batch or k.shape[-1] != head_dim:
+        raise ValueError(f"k and v must both be (B, Hkv, Tk, D) matching q_tiles {q_tiles.shape}, got {k.shape}, {v.shape}")
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    dtype = jnp.dtype(q_tiles.dtype)
+    if dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ValueError(f"only bfloat16 and float16 are supported, got {q_tiles.dtype}")
+    if any(jnp.dtype(x.dtype) != dtype for x in (do_tiles, k, v)):
+        raise ValueError(f"q, dO, k, v must share a dtype, got {q_tiles.dtype}, {do_tiles.dtype}, {k.dtype}, {v.dtype}")
+    if head_dim not in (64, 128):
+        raise ValueError(f"head dim must be 64 or 128, got {head_dim}")
+    if rows not in (64, 128):
+        raise ValueError(f"rows = block_q * R must be 64 or 128, got {rows}")
+    if rows % block_q:
+        raise ValueError(f"block_q={block_q} must divide the tile's {rows} rows")
+    if bias_heads % kv_heads:
+        raise ValueError(f"need Hb % Hkv == 0, got Hb={bias_heads}, Hkv={kv_heads}")
+    for name, x in (("lse", lse), ("delta", delta)):
+        if x.shape != (batch, bias_heads, tiles, rows):
+            raise ValueError(f"{name} must be (B, Hb, tiles, rows) = {(batch, bias_heads, tiles, rows)}, got {x.shape}")
+    for name, x in (("bias", bias), ("start", start), ("end", end)):
+        if x.shape != (batch, bias_heads, kv_len):
+            raise ValueError(f"{name} must be (B, Hb, Tk) = {(batch, bias_heads, kv_len)}, got {x.shape}")
+    if table.ndim != 4 or table.shape[:3] != (batch, bias_heads, tiles):
+        raise ValueError(f"table must be (B, Hb, tiles, W) = {(batch, bias_heads, tiles)} + (W,), got {table.shape}")
+    if table.shape[-1] % BLOCK_SLOTS:
+        raise ValueError(f"table width {table.shape[-1]} must be a multiple of {BLOCK_SLOTS}")
+    stages = 2
+    smem = 2 * stages * (rows + BLOCK_SLOTS) * head_dim * dtype.itemsize  # q, dO, k, v slots
+    smem += stages * (2 * rows + 3 * BLOCK_SLOTS) * 4 + 3 * 2 * BLOCK_SLOTS * 4 + 64
+    if smem > _SMEM_BYTES:
+        raise ValueError(f"needs {smem} bytes of shared memory (> {_SMEM_BYTES})")
+    return dict(batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,
+                kv_len=kv_len, dtype=dtype)
+
+
+def _flush_helper(plgpu):
+    """inline_mgpu: store the rows of dK, dV (64, D) and dbias (64,) whose target key is >= 0 to
+    row ``target`` of the outputs, each thread the elements it holds (WGMMA layout)."""
+    from jax._src.lib.mlir import ir
+    from jax._src.lib.mlir.dialects import arith, vector
+    from jax.experimental.mosaic.gpu import utils as mgpu_utils
+
+    wgmma = plgpu.Layout.WGMMA
+    row = plgpu.Layout.WGMMA.reduce(1)
+    ref = plgpu.RefType()
+
+    @plgpu.inline_mgpu(arg_types=(wgmma, wgmma, wgmma, row, row, ref, ref, ref))
+    def flush(ctx, dk, dv, target_2d, db, target, dk_out, dv_out, db_out):
+        del ctx
+        index = ir.IndexType.get()
+        i32 = ir.IntegerType.get_signless(32)
+        zero = arith.constant(i32, ir.IntegerAttr.get(i32, 0))
+
+        def store(values, targets, out):
+            for idx, reg_idx in zip(values.layout.thread_idxs(values.shape), np.ndindex(values.registers.shape)):
+                key = vector.extract(targets.registers[reg_idx], dynamic_position=[],
+                                     static_position=ir.DenseI64ArrayAttr.get([0]))
+                with mgpu_utils.when(arith.cmpi(arith.CmpIPredicate.sge, key, zero)):
+                    vector.store(values.registers[reg_idx], out, [arith.index_cast(index, key), *idx[1:]])
+
+        store(dk, target_2d, dk_out)
+        store(dv, target_2d, dv_out)
+        store(db, target, db_out)
+
+    return flush
+
+
+@functools.lru_cache(maxsize=None)
+def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype, block_q, scale, q_offset, blocks):
+    """The Mosaic GPU kernel; inputs (q, dO, lse, delta, k, v, table (slabs, tiles + 1, 64), bias
+    f32, start, end), outputs dk, dv (B, Hb, Tk, D) f32 and dbias (B, Hb, Tk) f32."""
+    import jax.experimental.pallas as pl
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+
+    stages, rings = 2, 3
+    group = bias_heads // kv_heads
+    per_pos = rows // block_q
+    transforms = (plgpu.TilingTransform((8, 128 // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(128))
+    ops = _cp_async_helpers(plgpu, transforms, kv_len=kv_len)
+    flush = _flush_helper(plgpu)
+    commit, wait = ops["commit"], ops["wait"]
+    wgmma_layout = plgpu.Layout.WGMMA
+    key_layout = plgpu.Layout.WGMMA.reduce(1)  # one value per key (row of the 64 x rows tiles)
+    query_layout = plgpu.Layout.WGMMA.reduce(0)  # one value per query row (column)
+    qk_scale = float(scale) * _LOG2E
+    shape = (BLOCK_SLOTS, HALF)  # one product's (keys, query rows)
+
+    def body(*refs):
+        (q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, tbl_ref, bias_ref, start_ref, end_ref,
+         dk_ref, dv_ref, db_ref,
+         q_smem, do_smem, lse_smem, delta_smem, k_smem, v_smem, kb_smem, lo_smem, hi_smem, tbl_smem,
+         data_bar, tbl_bar) = refs
+        s_block = lax.axis_index("slots")
+        b = lax.axis_index("batch")
+        hb = lax.axis_index("head")
+        kvh = lax.div(hb, jnp.int32(group))
+        slab = (b * bias_heads + hb) * blocks + s_block
+        k_src, v_src = k_ref.at[b, kvh], v_ref.at[b, kvh]
+        meta_src = (bias_ref.at[b, hb], start_ref.at[b, hb], end_ref.at[b, hb])
+
+        mod = lambda n, m: n % m if isinstance(n, int) else lax.rem(n, m)
+
+        def fetch_table(n):
+            plgpu.copy_gmem_to_smem(tbl_ref.at[slab, pl.ds(n, 2)], tbl_smem.at[mod(n, rings)], tbl_bar.at[mod(n, rings)])
+
+        def fetch_tile(n):
+            slot, ring = mod(n, stages), mod(n, rings)
+            for src, dst in ((q_ref, q_smem), (do_ref, do_smem), (lse_ref, lse_smem), (delta_ref, delta_smem)):
+                plgpu.copy_gmem_to_smem(src.at[b, hb, n], dst.at[slot], data_bar.at[slot])
+            plgpu.barrier_wait(tbl_bar.at[ring])
+            meta = tuple(zip(meta_src, (kb_smem.at[slot], lo_smem.at[slot], hi_smem.at[slot])))
+            ops["gather_table"](tbl_smem.at[ring, 0], k_src, v_src, k_smem.at[slot], v_smem.at[slot],
+                                *meta)
+
+        fetch_table(0)
+        if tiles > 1:
+            fetch_table(1)
+        fetch_tile(0)
+        commit()
+
+        column = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=wgmma_layout)
+        position_in_tile = q_offset + lax.div(column, per_pos)
+
+        def step(n, carry):
+            dk, dv, db = carry
+            slot = lax.rem(n, stages)
+            ops["barrier"]()  # every thread is done with tile n - 1's slots and table buffer
+
+            @pl.when(n + 2 < tiles)
+            def _():
+                fetch_table(n + 2)
+
+            @pl.when(n + 1 < tiles)
+            def _():
+                fetch_tile(n + 1)
+
+            commit()
+            wait(1)  # tile n's gathers have landed (and are visible to wgmma)
+            plgpu.barrier_wait(data_bar.at[slot])
+            key_bias = _load_whole(plgpu, kb_smem.at[slot], key_layout) * _LOG2E
+            lo = _load_whole(plgpu, lo_smem.at[slot], key_layout)
+            hi = _load_whole(plgpu, hi_smem.at[slot], key_layout)
+
+            for half in range(rows // HALF):  # 64 query rows at a time: (64 keys x 64 rows) tiles
+                part = pl.ds(half * HALF, HALF)
+                q_part, do_part = q_smem.at[slot, part], do_smem.at[slot, part]
+
+                def scores(acc_ref):
+                    plgpu.wgmma(acc_ref, k_smem.at[slot], q_part.transpose((1, 0)))
+                    return acc_ref[...]
+
+                s = pl.run_scoped(scores, plgpu.ACC(shape, jnp.float32))
+                lse = _load_whole(plgpu, lse_smem.at[slot, part], query_layout) * _LOG2E
+                delta = _load_whole(plgpu, delta_smem.at[slot, part], query_layout)
+                position = position_in_tile + (n * block_q + half * HALF // per_pos)
+                keep = (lax.broadcast_in_dim(lo, shape, [0]) <= position) & (position < lax.broadcast_in_dim(hi, shape, [0]))
+                logits = s * qk_scale + lax.broadcast_in_dim(key_bias, shape, [0]) - lax.broadcast_in_dim(lse, shape, [1])
+                p = jnp.where(keep, jnp.exp2(logits), 0.0)
+
+                def products(refs):
+                    dv_ref_, dp_ref_ = refs
+                    plgpu.wgmma(dv_ref_, p.astype(dtype), do_part)
+                    plgpu.wgmma(dp_ref_, v_smem.at[slot], do_part.transpose((1, 0)))
+
+                zeros = plgpu.layout_cast(jnp.full(shape, 0, jnp.float32), wgmma_layout)
+                dv, dp = pl.run_state(products)((plgpu.ACC.init(dv), plgpu.ACC.init(zeros)))
+                ds = p * (dp - lax.broadcast_in_dim(delta, shape, [1]))
+
+                def key_grad(acc_ref):
+                    plgpu.wgmma(acc_ref, ds.astype(dtype), q_part)
+
+                dk = pl.run_state(key_grad)(plgpu.ACC.init(dk))
+                db = db + ds.sum(axis=1)
+
+            ring = lax.rem(n, rings)
+            keys = _load_whole(plgpu, tbl_smem.at[ring, 0], key_layout)
+            following = _load_whole(plgpu, tbl_smem.at[ring, 1], key_layout)
+            ends_here = (keys >= 0) & (keys < kv_len) & (following != keys)
+            target = jnp.where(ends_here, keys, -1)
+            flush(dk * scale, dv, lax.broadcast_in_dim(target, dk.shape, [0]), db, target,
+                  dk_ref.at[b, hb], dv_ref.at[b, hb], db_ref.at[b, hb])
+            cleared = lax.broadcast_in_dim(ends_here, dk.shape, [0])
+            return jnp.where(cleared, 0.0, dk), jnp.where(cleared, 0.0, dv), jnp.where(ends_here, 0.0, db)
+
+        acc = lambda: plgpu.layout_cast(jnp.full((BLOCK_SLOTS, head_dim), 0, jnp.float32), wgmma_layout)
+        init = (acc(), acc(), plgpu.layout_cast(jnp.full((BLOCK_SLOTS,), 0, jnp.float32), key_layout))
+        lax.fori_loop(0, tiles, step, init)
+        wait(0)
+
+    scratch = [
+        plgpu.SMEM((stages, rows, head_dim), dtype, transforms=transforms),  # q
+        plgpu.SMEM((stages, rows, head_dim), dtype, transforms=transforms),  # dO
+        plgpu.SMEM((stages, rows), jnp.float32),  # lse
+        plgpu.SMEM((stages, rows), jnp.float32),  # delta
+        plgpu.SMEM((stages, BLOCK_SLOTS, head_dim), dtype, transforms=transforms),  # k
+        plgpu.SMEM((stages, BLOCK_SLOTS, head_dim), dtype, transforms=transforms),  # v
+        plgpu.SMEM((stages, BLOCK_SLOTS), jnp.float32),  # bias
+        plgpu.SMEM((stages, BLOCK_SLOTS), jnp.int32),  # start
+        plgpu.SMEM((stages, BLOCK_SLOTS), jnp.int32),  # end
+        plgpu.SMEM((rings, 2, BLOCK_SLOTS), jnp.int32),  # table rows n, n + 1
+        plgpu.Barrier(num_arrivals=4, num_barriers=stages),
+        plgpu.Barrier(num_arrivals=1, num_barriers=rings),
+    ]
+    sums = jax.ShapeDtypeStruct((batch, bias_heads, kv_len, head_dim), jnp.float32)
+    return plgpu.kernel(
+        body,
+        out_type=(sums, sums, jax.ShapeDtypeStruct((batch, bias_heads, kv_len), jnp.float32)),
+        scratch_types=scratch,
+        grid=(blocks, batch, bias_heads),
+        grid_names=("slots", "batch", "head"),
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+    )
+
+
+def dma_backward_slots_mosaic(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q,
+                              q_offset):
+    """Key-major backward pass (Mosaic GPU, sm_90): dk, dv, dbias of carried keys.
+
+    Args: as ``pallas_kernels.gpu.backward.dma_backward_slots``: q_tiles, do_tiles (B, Hb, tiles,
+    rows, D) bf16/fp16 with rows = block_q * R = 64 (row r of tile n = position q_offset + n *
+    block_q + r // R); lse, delta float32 (B, Hb, tiles, rows); k, v (B, Hkv, Tk, D); bias, start,
+    end (B, Hb, Tk); table int32 (B, Hb, tiles, W), W a multiple of 64, each key in one slot over
+    one run of consecutive tiles (``dma_jax.selection.slots``); scale, q_offset as the forward.
+
+    Returns:
+      dk, dv float32 (B, Hb, Tk + 1, D) and dbias float32 (B, Hb, Tk + 1): per-key sums over the
+      tiles that carry the key, zeros for keys never carried (row Tk is zero, as the Triton
+      kernel's scratch row).
+    """
+    dims = check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, block_q=block_q)
+    batch, bias_heads, tiles, kv_len = dims["batch"], dims["bias_heads"], dims["tiles"], dims["kv_len"]
+    width = table.shape[-1]
+    blocks = width // BLOCK_SLOTS
+    call = _build(**dims, block_q=block_q, scale=float(scale), q_offset=int(q_offset), blocks=blocks)
+    table = table.astype(jnp.int32)
+    # (B, Hb, tiles, W) -> (B * Hb * blocks, tiles + 1, 64): a CTA's slots at tiles n and n + 1 are
+    # one box; the extra row of -1 ends every run at the last tile.
+    slabs = jnp.pad(table, ((0, 0), (0, 0), (0, 1), (0, 0)), constant_values=-1)
+    slabs = slabs.reshape(batch, bias_heads, tiles + 1, blocks, BLOCK_SLOTS).swapaxes(2, 3)
+    slabs = slabs.reshape(batch * bias_heads * blocks, tiles + 1, BLOCK_SLOTS)
+    dk, dv, db = call(q_tiles, do_tiles, lse.astype(jnp.float32), delta.astype(jnp.float32), k, v, slabs,
+                      bias.astype(jnp.float32), start.astype(jnp.int32), end.astype(jnp.int32))
+    # Rows of keys that no slot carries were never written.
+    present = (table >= 0) & (table < kv_len)
+    rows = jnp.where(present, table, kv_len).reshape(batch, bias_heads, -1)
+    carried = jax.vmap(jax.vmap(lambda r: jnp.zeros((kv_len + 1,), bool).at[r].set(True)))(rows)[..., :kv_len]
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 1)) + ((0, 0),) * (x.ndim - 3))
+    dk, dv = (pad(jnp.where(carried[..., None], x, 0.0)) for x in (dk, dv))
+    return dk, dv, pad(jnp.where(carried, db, 0.0))
