@@ -128,7 +128,9 @@ def test_key_major_pass_is_accurate_and_deterministic(transposed, options_slots)
 def test_sequence_layout_is_accurate_and_matches_the_tile_layout():
     """``PallasConfig(sequence_layout=True)``: the forward gathers q's rows from (B, T, H, D) and
     scatters its output rows back, with segments, a key mask and a length that is no multiple
-    of the tile. Within the bf16 bound, and equal to the tile layout's results."""
+    of the tile. Within the bf16 bound, and equal to the tile layout's results where both run the
+    same kernels (the Mosaic GPU kernels, which "auto" backends pick for the sequence layout only,
+    round differently: then within bf16 rounding)."""
     args, cotangent, kwargs = _problem(6, 1, 2000, 2000, 8, 2, 2, 128, jnp.bfloat16, True, True)
     xla = functools.partial(dma_attention_xla, window=256, causal=True, scale=None, **kwargs)
     with jax.default_matmul_precision("highest"):
@@ -137,10 +139,13 @@ def test_sequence_layout_is_accurate_and_matches_the_tile_layout():
     run = lambda config: _out_and_grads(
         lambda *a: dma_attention_pallas(*a, 256, causal=True, scale=None, config=config, **kwargs), args, cotangent)
     got, tiles = run(PallasConfig(sequence_layout=True)), run(PallasConfig(sequence_layout=False))
+    default = PallasConfig()
+    same_kernels = default.forward_backend == default.backward_backend == "pallas_triton"
     for name, g, t, l, e in zip(("out", "dq", "dk", "dv", "dbias"), got, tiles, low, exact):
         err, ref_err = np.abs(g - e).max(), np.abs(l - e).max()
         assert err <= 2 * ref_err + 1e-3 * np.abs(e).max(), f"{name}: kernel {err:.3g} vs low-precision XLA {ref_err:.3g}"
-        np.testing.assert_allclose(g, t, rtol=0, atol=1e-6 * np.abs(e).max(), err_msg=name)
+        atol = (1e-6 if same_kernels else 2 * ref_err / np.abs(e).max() + 1e-3) * np.abs(e).max()
+        np.testing.assert_allclose(g, t, rtol=0, atol=atol, err_msg=name)
 
 
 def test_default_implementation_is_pallas_on_gpu():
