@@ -1,4 +1,4 @@
-"""The key-major backward pass on each backend, and forward+backward of the op, beside cuDNN.
+"""The backward passes on each backend, and forward+backward of the op, beside cuDNN.
 
     python -m benchmarks.backward_backends --lengths 4096 32768 --window 1024 \\
         --out results/benchmarks/backward_backends_h100.json
@@ -6,11 +6,11 @@
 Shapes of ``benchmarks.attention``: B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias.
 Per length, in one process:
 
-- the key-major pass alone (``PallasConfig.backward_backend``): the Triton kernel
-  (``pallas_kernels.gpu.backward.dma_backward_slots``, transposed sums) and the Mosaic GPU kernel
-  (``pallas_kernels.mosaic_gpu.backward_slots``) on the same inputs (tables from the selection
-  stage, lse and out from the forward kernel, a random output gradient), with the largest
-  difference of their dk, dv, dbias;
+- each backward pass alone (``PallasConfig.backward_backend``), the Triton kernel
+  (``pallas_kernels.gpu.backward``: ``dma_backward_queries``, ``dma_backward_slots`` with
+  transposed sums) and the Mosaic GPU kernel (``pallas_kernels.mosaic_gpu.backward_queries``,
+  ``backward_slots``) on the same inputs (tables from the selection stage, lse and out from the
+  forward kernel, a random output gradient), with the largest difference of their outputs;
 - ``dma_attention`` forward+backward (gradients of q, k, v, bias) for each ``--pairs`` entry
   ``forward_backend/backward_backend``;
 - cuDNN's dense causal forward+backward.
@@ -32,12 +32,14 @@ from benchmarks.cudnn_parity import cudnn
 from dma_jax import PallasConfig, dma_attention
 from dma_jax.ops.pallas_gpu import _Call, _forward, _sequence_to_tiles, selection_stage
 from dma_jax.timing import amortised_seconds
-from pallas_kernels.gpu.backward import dma_backward_slots
+from pallas_kernels.gpu.backward import dma_backward_queries, dma_backward_slots
 
-# Written before the Mosaic GPU key-major pass first ran, kept beside what it measures.
+# Written before each Mosaic GPU pass first ran, kept beside what it measures.
 PREDICTION = ("Mosaic GPU key-major pass (4 wgmma products of 64 keys x 64 rows x 128 per half tile, all 64 key and "
               "value rows re-gathered every tile, flush from registers): 3-4.5 ms at 32K against the Triton kernel's "
-              "8.9 ms (H100), so forward+backward 18 -> 12-13 ms")
+              "8.9 ms (H100), so forward+backward 18 -> 12-13 ms. Mosaic GPU query-major pass (3 wgmma products a "
+              "64-key step, 128-row tiles, likely register spills): 2.5-3.5 ms at 32K against the Triton kernel's "
+              "5.0 ms, so forward+backward with both about 10-11 ms")
 
 
 def key_major_inputs(length, window, config):
@@ -55,32 +57,42 @@ def key_major_inputs(length, window, config):
     return (retile(q_tiles), retile(do_tiles), retile(lse), retile(delta), kt, vt, bias, start, end, table_bwd)
 
 
-def key_major_rows(length, window, *, calls, repeats):
+def pass_rows(length, window, *, calls, repeats):
+    from pallas_kernels.mosaic_gpu.backward_queries import dma_backward_queries_mosaic
     from pallas_kernels.mosaic_gpu.backward_slots import dma_backward_slots_mosaic
 
     config = PallasConfig(forward_backend="pallas_triton", backward_backend="auto").resolve(
         head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS, dtype=jnp.bfloat16)
     args = jax.jit(lambda: key_major_inputs(length, window, config))()
     common = dict(scale=HEAD_DIM**-0.5, block_q=config.block_q_bwd, q_offset=0)
-    kernels = dict(
-        triton=jax.jit(lambda *a: dma_backward_slots(*a, block_slots=config.block_slots, transposed=True,
-                                                     options=config.options_slots, **common)),
-        mosaic_gpu=jax.jit(lambda *a: dma_backward_slots_mosaic(*a, **common)),
-    )
-    rows, results = [], {}
-    for name, fn in kernels.items():
-        row = dict(part="key-major pass", variant=name, T=length, window=window)
-        try:
-            results[name] = jax.block_until_ready(fn(*args))
-            row.update(single_ms=median_ms(fn, *args, repeats=repeats),
-                       amortised_ms=amortised_seconds(fn, *args, calls=calls) * 1e3)
-        except Exception:  # noqa: BLE001 - the error text is the result for a kernel that fails
-            row["error"] = traceback.format_exc()[-3000:]
-        rows.append(row)
-    if len(results) == 2:
-        diffs = {n: float(jnp.abs(a - b).max()) for n, a, b in zip(("dk", "dv", "dbias"), *results.values())}
-        scales = {n: float(jnp.abs(a).max()) for n, a in zip(("dk", "dv", "dbias"), results["triton"])}
-        rows[-1].update(max_diff_vs_triton=diffs, max_abs_triton=scales)
+    passes = {
+        "query-major pass": (("dq", "dk_own", "dv_own", "db_own"), dict(
+            triton=lambda *a: dma_backward_queries(*a, block_k=config.block_k_bwd, options=config.options_bwd,
+                                                   **common),
+            mosaic_gpu=lambda *a: dma_backward_queries_mosaic(*a, block_k=64, **common))),
+        "key-major pass": (("dk", "dv", "dbias"), dict(
+            triton=lambda *a: dma_backward_slots(*a, block_slots=config.block_slots, transposed=True,
+                                                 options=config.options_slots, **common),
+            mosaic_gpu=lambda *a: dma_backward_slots_mosaic(*a, **common))),
+    }
+    rows = []
+    for part, (names, kernels) in passes.items():
+        results = {}
+        for variant, kernel in kernels.items():
+            fn = jax.jit(kernel)
+            row = dict(part=part, variant=variant, T=length, window=window)
+            try:
+                results[variant] = jax.block_until_ready(fn(*args))
+                row.update(single_ms=median_ms(fn, *args, repeats=repeats),
+                           amortised_ms=amortised_seconds(fn, *args, calls=calls) * 1e3)
+            except Exception:  # noqa: BLE001 - the error text is the result for a kernel that fails
+                row["error"] = traceback.format_exc()[-3000:]
+            rows.append(row)
+        if len(results) == 2:
+            f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+            rows[-1].update(
+                max_diff_vs_triton={n: float(jnp.abs(f32(a) - f32(b)).max()) for n, a, b in zip(names, *results.values())},
+                max_abs_triton={n: float(jnp.abs(f32(a)).max()) for n, a in zip(names, results["triton"])})
     return rows
 
 
@@ -131,7 +143,7 @@ def main(argv=None):
     result = dict(**result_header("backward_backends", "benchmarks.backward_backends", argv), prediction=PREDICTION,
                   shape=dict(B=1, H=HEADS, Hkv=KV_HEADS, D=HEAD_DIM, dtype="bfloat16", causal=True), rows=[])
     for length in args.lengths:
-        result["rows"] += key_major_rows(length, args.window, calls=args.calls, repeats=args.repeats)
+        result["rows"] += pass_rows(length, args.window, calls=args.calls, repeats=args.repeats)
         result["rows"] += op_rows(length, args.window, args.pairs, calls=args.calls, repeats=args.repeats)
         write_json(result, args.out)
         print(table(result["rows"]), flush=True)

@@ -66,11 +66,12 @@ class PallasConfig:
       of ``dma_forward_mosaic``), or "auto": "mosaic_gpu" for the calls it takes on a Hopper GPU,
       "pallas_triton" for the others. The backward kernels are the same for all. The default is
       the environment variable ``DMA_FORWARD_BACKEND`` when set, else "pallas_triton".
-    backward_backend: which compiler builds the key-major backward pass (``BACKWARD_BACKENDS``):
+    backward_backend: which compiler builds the two backward passes (``BACKWARD_BACKENDS``):
       "pallas_triton" (``pallas_kernels.gpu``), "mosaic_gpu" (``pallas_kernels.mosaic_gpu``;
-      Hopper only, within the limits of ``dma_backward_slots_mosaic``) or "auto" (Mosaic GPU for the calls it takes on a Hopper GPU).
-      The query-major pass stays "pallas_triton". The default is ``DMA_BACKWARD_BACKEND`` when
-      set, else "pallas_triton".
+      Hopper only, within the limits of ``dma_backward_queries_mosaic`` and
+      ``dma_backward_slots_mosaic``) or "auto" (each pass on Mosaic GPU where it takes the call on
+      a Hopper GPU, else "pallas_triton"). The default is ``DMA_BACKWARD_BACKEND`` when set, else
+      "pallas_triton".
     """
 
     block_q: int | None = None
@@ -188,19 +189,25 @@ def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_he
     return True
 
 
-def mosaic_backward_applies(*args, block_q, interpret=False, device=None) -> bool:
-    """Whether ``backward_backend="auto"`` runs this call's key-major pass on Mosaic GPU: a Hopper
-    GPU (not interpret mode) and arguments (those of ``dma_backward_slots``) within
-    ``dma_backward_slots_mosaic``'s limits."""
-    from pallas_kernels.mosaic_gpu.backward_slots import check_arguments
+def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpret=False,
+                            device=None) -> tuple[bool, bool]:
+    """Whether ``backward_backend="auto"`` runs this call's (query-major, key-major) passes on
+    Mosaic GPU: a Hopper GPU (not interpret mode) and arguments (those of ``dma_backward_slots``)
+    within ``dma_backward_queries_mosaic``'s and ``dma_backward_slots_mosaic``'s limits."""
+    from pallas_kernels.mosaic_gpu import backward_queries, backward_slots
 
     if interpret or not _is_hopper(device):
-        return False
-    try:
-        check_arguments(*args, block_q=block_q)
-    except ValueError:
-        return False
-    return True
+        return False, False
+
+    def fits(check, **kwargs):
+        try:
+            check(*args, block_q=block_q, **kwargs)
+        except ValueError:
+            return False
+        return True
+
+    return (fits(backward_queries.check_arguments, block_k=MOSAIC_BLOCK_K, num_stages=num_stages, own_keys=own_keys),
+            fits(backward_slots.check_arguments))
 
 
 def _forward(call, q_tiles, k, v, bias, start, end, table):
@@ -276,13 +283,20 @@ def _kernels_bwd(call, residuals, d_out):
     q_tiles, d_out, delta, lse = retile(q_tiles), retile(d_out), retile(delta), retile(lse)
     common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset)
     args = (q_tiles, d_out.astype(q_tiles.dtype), lse, delta, k, v, bias, start, end, table)
-    dq, dk_own, dv_own, db_own = dma_backward_queries(
-        *args, block_k=config.block_k_bwd, own_keys=call.causal, options=config.options_bwd, **common
-    )
-    mosaic = config.backward_backend == "mosaic_gpu" or (
-        config.backward_backend == "auto"
-        and mosaic_backward_applies(*args, block_q=config.block_q_bwd, interpret=config.options_slots.interpret))
-    if mosaic:
+    mosaic_queries = mosaic_slots = config.backward_backend == "mosaic_gpu"
+    if config.backward_backend == "auto":
+        mosaic_queries, mosaic_slots = mosaic_backward_applies(
+            *args, block_q=config.block_q_bwd, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
+            interpret=config.options_bwd.interpret or config.options_slots.interpret)
+    if mosaic_queries:
+        from pallas_kernels.mosaic_gpu.backward_queries import dma_backward_queries_mosaic
+
+        dq, dk_own, dv_own, db_own = dma_backward_queries_mosaic(
+            *args, block_k=MOSAIC_BLOCK_K, own_keys=call.causal, num_stages=config.options_bwd.num_stages, **common)
+    else:
+        dq, dk_own, dv_own, db_own = dma_backward_queries(
+            *args, block_k=config.block_k_bwd, own_keys=call.causal, options=config.options_bwd, **common)
+    if mosaic_slots:
         from pallas_kernels.mosaic_gpu.backward_slots import dma_backward_slots_mosaic
 
         dk, dv, dbias = dma_backward_slots_mosaic(*args, **common)

@@ -1,5 +1,5 @@
-"""PallasConfig.backward_backend: the choice is checked, "auto" decides per call, and (GPU) the
-Mosaic GPU key-major pass gives the Triton pass's gradients, bitwise repeatably."""
+"""PallasConfig.backward_backend: the choice is checked, "auto" decides per call and pass, and
+(GPU) the Mosaic GPU passes give the Triton passes' gradients, bitwise repeatably."""
 
 import dataclasses
 from types import SimpleNamespace
@@ -40,21 +40,22 @@ def _slots_call(rows=128, dtype=jnp.bfloat16, head_dim=128, width=128):
 
 
 @pytest.mark.parametrize("change, applies", [
-    (dict(), True),
-    (dict(rows=64), True),
-    (dict(device=SimpleNamespace(platform="gpu", compute_capability="8.0")), False),
-    (dict(device=SimpleNamespace(platform="cpu")), False),
-    (dict(interpret=True), False),
-    (dict(dtype=jnp.float32), False),
-    (dict(head_dim=256), False),
-    (dict(rows=32), False),
-    (dict(width=96), False),
+    (dict(), (True, True)),
+    (dict(rows=64), (True, True)),
+    (dict(device=SimpleNamespace(platform="gpu", compute_capability="8.0")), (False, False)),
+    (dict(device=SimpleNamespace(platform="cpu")), (False, False)),
+    (dict(interpret=True), (False, False)),
+    (dict(dtype=jnp.float32), (False, False)),
+    (dict(head_dim=256), (False, False)),
+    (dict(rows=32), (False, False)),
+    (dict(width=96), (False, False)),
+    (dict(width=64 * 257), (False, True)),  # past the query-major kernel's 256 key steps
 ])
 def test_auto_takes_the_mosaic_key_major_pass_only_where_it_applies(change, applies):
     args = _slots_call(**{k: v for k, v in change.items() if k in ("rows", "dtype", "head_dim", "width")})
     kwargs = dict(block_q=32, interpret=change.get("interpret", False),
                   device=change.get("device", SimpleNamespace(platform="gpu", compute_capability="9.0")))
-    assert mosaic_backward_applies(*args, **kwargs) is applies
+    assert mosaic_backward_applies(*args, **kwargs) == applies
 
 
 def test_auto_runs_the_triton_backward_in_interpret_mode():
