@@ -25,3 +25,26 @@ def varying_like(shapes, args):
                 except TypeError:
                     continue
     return shapes
+
+
+def _varying_axes(x) -> frozenset:
+    """Mesh axes over which ``x`` varies inside ``shard_map`` (JAX 0.10: ``aval.mat.varying``;
+    later versions may use ``aval.vma``); empty outside shard_map."""
+    aval = jax.typeof(x)
+    mat = getattr(aval, "mat", None)
+    if mat is not None and hasattr(mat, "varying"):
+        return frozenset(mat.varying)
+    return frozenset(getattr(aval, "vma", None) or ())
+
+
+def vary_like(values, args):
+    """``values`` cast to vary over every mesh axis that some of ``args`` varies over.
+
+    Kernels whose launch does not carry the variance of their inputs (Mosaic GPU's
+    ``plgpu.kernel`` turns the check off and returns invariant outputs) need this inside
+    ``shard_map``: a custom VJP's gradients must have the variance of its inputs."""
+    axes = frozenset().union(*(_varying_axes(a) for a in args))
+    if not axes:
+        return values
+    cast = lambda v: jax.lax.pcast(v, tuple(sorted(axes - _varying_axes(v))), to="varying")  # noqa: E731
+    return type(values)(cast(v) if v is not None and axes - _varying_axes(v) else v for v in values)

@@ -20,6 +20,7 @@ from dma_jax.selection.tables import KeyTables, key_tables, num_tiles, table_wid
 from pallas_kernels.gpu.backward import dma_backward_queries, dma_backward_slots
 from pallas_kernels.gpu.common import KernelOptions
 from pallas_kernels.gpu.forward import dma_forward
+from pallas_kernels.shared import vary_like
 
 
 FORWARD_BACKENDS = ("pallas_triton", "jax_triton", "mosaic_gpu", "auto")
@@ -237,7 +238,7 @@ def _forward(call, q_tiles, k, v, bias, start, end, table):
 
 
 def _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd):
-    out, lse = _forward(call, q_tiles, k, v, bias, start, end, table)
+    out, lse = vary_like((*_forward(call, q_tiles, k, v, bias, start, end, table),), (q_tiles, k, v, bias))
     return out, (q_tiles, k, v, bias, start, end, table_bwd, out, lse)
 
 
@@ -315,7 +316,9 @@ def _kernels_bwd(call, residuals, d_out):
         dv = dv.at[:, :, call.q_offset :].add(flat(dv_own))
         dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
     per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
-    return dq, per_kv(dk).astype(k.dtype), per_kv(dv).astype(v.dtype), dbias.astype(bias.dtype), None, None, None, None
+    grads = vary_like((dq, per_kv(dk).astype(k.dtype), per_kv(dv).astype(v.dtype), dbias.astype(bias.dtype)),
+                      (q_tiles, k, v, bias))
+    return (*grads, None, None, None, None)
 
 
 _kernels.defvjp(_kernels_fwd, _kernels_bwd)

@@ -81,6 +81,26 @@ def test_mosaic_gpu_kernels_lower_for_cuda():
     assert text.count("@mosaic_gpu_v2") == 3 and "__gpu$xla.gpu.triton" not in text
 
 
+def test_mosaic_gpu_kernels_inside_shard_map_keep_the_varying_axes():
+    """Inside ``shard_map`` (varying axes checked) the Mosaic GPU kernels' outputs, which
+    ``plgpu.kernel`` returns invariant, are cast to the inputs' variance: the custom VJP's
+    gradients must have it (the GPU test ``test_inside_shard_map_with_varying_axes_checked``)."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = jax.make_mesh((1,), ("data",))
+    config = PallasConfig(forward_backend="mosaic_gpu", backward_backend="mosaic_gpu")
+    attention = jax.shard_map(lambda *a: dma_attention(*a, 64, implementation=config), mesh=mesh,
+                              in_specs=(P("data"),) * 4, out_specs=P("data"))
+    shape = lambda *s: jax.ShapeDtypeStruct(s[:-1], s[-1], sharding=NamedSharding(mesh, P("data")))  # noqa: E731
+    args = (shape(1, 512, 4, 64, jnp.bfloat16), shape(1, 512, 2, 64, jnp.bfloat16), shape(1, 512, 2, 64, jnp.bfloat16),
+            shape(1, 2, 512, jnp.float32))
+    loss = lambda *a: jnp.sum(attention(*a).astype(jnp.float32))  # noqa: E731
+    mosaic = export.DisabledSafetyCheck.custom_call("mosaic_gpu_v2")
+    exported = export.export(jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))), platforms=["cuda"],
+                             disabled_checks=[TRITON, mosaic])(*args)
+    assert exported.mlir_module().count("@mosaic_gpu_v2") == 3
+
+
 @pytest.mark.parametrize("segments", [False, True])
 def test_default_pallas_forward_has_no_host_synchronised_loop(segments):
     # On the GPU an XLA while loop reads its condition on the host every turn, which stalls the
