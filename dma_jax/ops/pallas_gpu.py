@@ -30,11 +30,11 @@ BACKWARD_BACKEND_VARIABLE = "DMA_BACKWARD_BACKEND"  # environment variable: Pall
 
 
 def _default_forward_backend() -> str:
-    return os.environ.get(FORWARD_BACKEND_VARIABLE, "pallas_triton")
+    return os.environ.get(FORWARD_BACKEND_VARIABLE, "auto")
 
 
 def _default_backward_backend() -> str:
-    return os.environ.get(BACKWARD_BACKEND_VARIABLE, "pallas_triton")
+    return os.environ.get(BACKWARD_BACKEND_VARIABLE, "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,14 +65,14 @@ class PallasConfig:
       kernel launched with ``jax_triton.triton_call``; CUDA only, sequence layout only) or
       "mosaic_gpu" (``pallas_kernels.mosaic_gpu``; Hopper only, sequence layout only, and the limits
       of ``dma_forward_mosaic``), or "auto": "mosaic_gpu" for the calls it takes on a Hopper GPU,
-      "pallas_triton" for the others. The backward kernels are the same for all. The default is
-      the environment variable ``DMA_FORWARD_BACKEND`` when set, else "pallas_triton".
+      "pallas_triton" for the others. The default is the environment variable
+      ``DMA_FORWARD_BACKEND`` when set, else "auto".
     backward_backend: which compiler builds the two backward passes (``BACKWARD_BACKENDS``):
       "pallas_triton" (``pallas_kernels.gpu``), "mosaic_gpu" (``pallas_kernels.mosaic_gpu``;
       Hopper only, within the limits of ``dma_backward_queries_mosaic`` and
       ``dma_backward_slots_mosaic``) or "auto" (each pass on Mosaic GPU where it takes the call on
       a Hopper GPU, else "pallas_triton"). The default is ``DMA_BACKWARD_BACKEND`` when set, else
-      "pallas_triton".
+      "auto".
     """
 
     block_q: int | None = None

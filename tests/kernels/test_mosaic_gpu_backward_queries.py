@@ -325,9 +325,9 @@ def interpret_mode(monkeypatch):
         backward_queries._build.cache_clear()
 
 
+# One case (5 s on 2 CPU cores): the GPU tests run the others for real. A GQA, Tq < Tk case at
+# 64 rows took 18 s here.
 INTERPRET_CASES = [
-    pytest.param(dict(kv_len=192, q_len=128, bias_heads=2, kv_heads=1, per_position=4, block_q=16, window=40,
-                      head_dim=64), id="rows64-gqa-tq<tk"),
     pytest.param(dict(kv_len=192, q_len=128, bias_heads=1, kv_heads=1, per_position=1, block_q=128, window=150,
                       head_dim=64, dtype=jnp.float16), id="block_q128-two-own-steps-fp16"),
 ]

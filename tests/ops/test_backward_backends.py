@@ -16,8 +16,9 @@ from dma_jax.ops.pallas_gpu import BACKWARD_BACKENDS, mosaic_backward_applies
 def test_config_names_its_backward_backend(monkeypatch):
     with pytest.raises(ValueError, match="backward_backend must be one of"):
         PallasConfig(backward_backend="cutlass")
-    monkeypatch.setenv("DMA_BACKWARD_BACKEND", "auto")
     assert PallasConfig().backward_backend == "auto"
+    monkeypatch.setenv("DMA_BACKWARD_BACKEND", "pallas_triton")
+    assert PallasConfig().backward_backend == "pallas_triton"
     assert PallasConfig().interpreted().backward_backend == "pallas_triton"
     monkeypatch.setenv("DMA_BACKWARD_BACKEND", "mosaic")
     with pytest.raises(ValueError, match="DMA_BACKWARD_BACKEND"):
@@ -25,7 +26,7 @@ def test_config_names_its_backward_backend(monkeypatch):
 
 
 def test_tables_fit_the_mosaic_key_major_pass_where_it_may_run():
-    resolve = lambda backend: PallasConfig(backward_backend=backend).resolve(  # noqa: E731
+    resolve = lambda backend: PallasConfig(forward_backend="pallas_triton", backward_backend=backend).resolve(  # noqa: E731
         head_dim=128, per_bias=4, dtype=jnp.bfloat16)
     assert [resolve(b).table_multiple for b in BACKWARD_BACKENDS] == [32, 64, 64]
 

@@ -23,21 +23,21 @@ def test_config_names_its_backend():
 def test_tables_fit_the_mosaic_kernel_where_it_may_run():
     """Triton kernels step at most block_q keys; the Mosaic GPU kernel 64, so its tables (and those
     of "auto") are padded to a multiple of 64."""
-    resolve = lambda backend: PallasConfig(forward_backend=backend).resolve(  # noqa: E731
+    resolve = lambda backend: PallasConfig(forward_backend=backend, backward_backend="pallas_triton").resolve(  # noqa: E731
         head_dim=128, per_bias=4, dtype=jnp.bfloat16)
     assert [resolve(b).block_k for b in FORWARD_BACKENDS] == [32, 32, 32, 32]
     assert [resolve(b).table_multiple for b in FORWARD_BACKENDS] == [32, 32, 64, 64]
 
 
 def test_default_backend_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("DMA_FORWARD_BACKEND", "auto")
-    assert PallasConfig().forward_backend == "auto"
+    monkeypatch.setenv("DMA_FORWARD_BACKEND", "pallas_triton")
+    assert PallasConfig().forward_backend == "pallas_triton"
     assert PallasConfig().interpreted().forward_backend == "pallas_triton"
     monkeypatch.setenv("DMA_FORWARD_BACKEND", "mosaic")
     with pytest.raises(ValueError, match="DMA_FORWARD_BACKEND"):
         PallasConfig()
     monkeypatch.delenv("DMA_FORWARD_BACKEND")
-    assert PallasConfig().forward_backend == "pallas_triton"
+    assert PallasConfig().forward_backend == "auto"
 
 
 def _mosaic_call(length=256, dtype=jnp.bfloat16, head_dim=128, width=128):
