@@ -145,8 +145,8 @@ def main(argv=None):
                   shape=dict(B=1, H=HEADS, Hkv=KV_HEADS, D=HEAD_DIM, dtype="bfloat16", causal=True), rows=[])
     for length in args.lengths:
         q, k, v, _ = inputs(length, seed=11)
-        # Warm the card: the first kernel timed after compiling gave amortised times 2.7-2.9x its
-        # single-call median (the Triton query-major pass, H100, 4K and 32K).
+        # Warm the card (the Triton query-major pass' amortised time stays 1.8-3.6x its single
+        # call with this too, H100: unexplained, docs/performance.md).
         amortised_seconds(jax.jit(cudnn), q, k, v, calls=args.calls)
         result["rows"] += pass_rows(length, args.window, calls=args.calls, repeats=args.repeats)
         result["rows"] += op_rows(length, args.window, args.pairs, calls=args.calls, repeats=args.repeats)
