@@ -59,13 +59,19 @@ def test_auto_takes_the_mosaic_key_major_pass_only_where_it_applies(change, appl
     assert mosaic_backward_applies(*args, **kwargs) == applies
 
 
-def test_auto_runs_the_triton_backward_in_interpret_mode():
+def test_auto_runs_the_triton_kernels_in_interpret_mode():
+    """Forward and backward "auto" in interpret mode (no Hopper GPU): the Triton-lowered kernels'
+    output and gradients."""
     q, k, v, bias = (jax.random.normal(jax.random.key(i), s) for i, s in
                      enumerate([(1, 40, 4, 16), (1, 40, 2, 16), (1, 40, 2, 16), (1, 2, 40)]))
     config = PallasConfig().interpreted()
-    auto = dataclasses.replace(config, backward_backend="auto")
-    grads = lambda c: jax.grad(lambda *a: dma_attention(*a, 8, implementation=c).sum(), (0, 1, 2, 3))(q, k, v, bias)  # noqa: E731
-    for got, want in zip(grads(auto), grads(config)):
+    auto = dataclasses.replace(config, forward_backend="auto", backward_backend="auto")
+
+    def run(c):
+        out, vjp = jax.vjp(lambda *a: dma_attention(*a, 8, implementation=c), q, k, v, bias)
+        return (out,) + vjp(jnp.ones_like(out))
+
+    for got, want in zip(run(auto), run(config)):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 

@@ -1,7 +1,6 @@
 """PallasConfig.forward_backend: the choice is checked, and (GPU) each backend's forward gives the
 Pallas forward's output and, through the shared backward, its gradients."""
 
-import dataclasses
 from types import SimpleNamespace
 
 import jax
@@ -63,15 +62,6 @@ def test_auto_takes_mosaic_only_where_it_applies(change, applies):
     kwargs.update({k: v for k, v in change.items() if k in ("interpret", "bias_heads", "device")})
     kwargs.setdefault("device", SimpleNamespace(platform="gpu", compute_capability="9.0"))
     assert mosaic_forward_applies(*args, **kwargs) is applies
-
-
-def test_auto_runs_the_pallas_forward_in_interpret_mode():
-    q, k, v, bias = (jax.random.normal(jax.random.key(i), s) for i, s in
-                     enumerate([(1, 40, 4, 16), (1, 40, 2, 16), (1, 40, 2, 16), (1, 2, 40)]))
-    config = PallasConfig().interpreted()
-    auto = dataclasses.replace(config, forward_backend="auto")
-    np.testing.assert_allclose(dma_attention(q, k, v, bias, 8, implementation=auto),
-                               dma_attention(q, k, v, bias, 8, implementation=config), atol=1e-5)
 
 
 @pytest.mark.gpu
