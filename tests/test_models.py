@@ -29,7 +29,8 @@ def test_logits_are_causal(kind):
         model.blocks[0].attn.A[...] = jnp.array([1.0, -0.5])
     tokens = _tokens()
     changed = tokens.at[:, 30].set((tokens[:, 30] + 1) % 256)
-    before, after = model(tokens), model(changed)
+    run = nnx.jit(lambda model, tokens: model(tokens))
+    before, after = run(model, tokens), run(model, changed)
     assert before.shape == (2, 48, 256) and before.dtype == jnp.float32
     np.testing.assert_allclose(before[:, :30], after[:, :30], atol=1e-5)
     assert not np.allclose(before[:, 30:], after[:, 30:])
@@ -45,9 +46,10 @@ def test_packed_documents_match_separate_runs(kind):
     first, second = _tokens(1, 1, 20), _tokens(2, 1, 28)
     packed = jnp.concatenate([first, second], axis=1)
     segment_ids = jnp.concatenate([jnp.zeros((1, 20), jnp.int32), jnp.ones((1, 28), jnp.int32)], axis=1)
-    logits = model(packed, segment_ids=segment_ids)
-    np.testing.assert_allclose(logits[:, :20], model(first), atol=1e-4)
-    np.testing.assert_allclose(logits[:, 20:], model(second), atol=1e-4)
+    run = nnx.jit(lambda model, tokens, segment_ids=None: model(tokens, segment_ids=segment_ids))
+    logits = run(model, packed, segment_ids)
+    np.testing.assert_allclose(logits[:, :20], run(model, first), atol=1e-4)
+    np.testing.assert_allclose(logits[:, 20:], run(model, second), atol=1e-4)
 
 
 def test_positions_restart_in_each_segment():
@@ -161,8 +163,10 @@ def test_scanned_blocks_equal_unrolled_blocks(attention, remat):
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 40)), jnp.int32)
     segment_ids = jnp.asarray(np.repeat([[0, 1]], 2, 0).repeat(20, 1), jnp.int32)
     loss = lambda model: jnp.mean(model(tokens, segment_ids) ** 2)  # noqa: E731
-    np.testing.assert_allclose(scanned(tokens, segment_ids), unrolled(tokens, segment_ids), rtol=1e-5, atol=1e-5)
-    grads_scanned, grads_unrolled = nnx.grad(loss)(scanned), nnx.grad(loss)(unrolled)
+    forward = nnx.jit(lambda model: model(tokens, segment_ids))
+    np.testing.assert_allclose(forward(scanned), forward(unrolled), rtol=1e-5, atol=1e-5)
+    grads = nnx.jit(nnx.grad(loss))  # one compiled program each, not op-by-op dispatch
+    grads_scanned, grads_unrolled = grads(scanned), grads(unrolled)
     for i in range(3):
         got = jax.tree.map(lambda x: x[i], nnx.state(grads_scanned.layers))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

@@ -19,14 +19,15 @@ Design (one CTA = one warpgroup = one (block of 64 slots, batch, bias head); gri
   ``cp.async`` gathers into 128B-swizzled slots (``forward._cp_async_helpers``), while tile n
   computes: S^T = K Q^T, P^T = exp2(S^T - lse) under the exact live-range mask, dP^T = V dO^T,
   dS^T = P^T (dP^T - delta), dV += P^T dO, dK += dS^T Q (P^T, dS^T from registers), dbias +=
-  rowsum dS^T.
+  rowsum dS^T. A 128-row tile is taken in two halves of 64 rows (64 x 64 products), which keeps
+  S^T, dP^T and the two accumulators within the registers of one warpgroup.
 - Flush: a slot whose occupant at tile n + 1 differs from tile n's (the key's run of tiles ends)
   writes its rows of dK (times the logit scale), dV and dbias straight from registers to global
   memory at the key's row (each thread stores the elements it holds; ``plgpu.inline_mgpu``), then
   zeroes them. Each key occupies one slot over one run of tiles, so every output row is written
   once, by one CTA: deterministic, no atomics.
 
-Limits: bf16/fp16, D 64 or 128, rows = block_q * R = 64, table width a multiple of 64.
+Limits: bf16/fp16, D 64 or 128, rows = block_q * R of 64 or 128, table width a multiple of 64.
 """
 
 from __future__ import annotations
@@ -273,8 +274,8 @@ def dma_backward_slots_mosaic(q_tiles, do_tiles, lse, delta, k, v, bias, start, 
     """Key-major backward pass (Mosaic GPU, sm_90): dk, dv, dbias of carried keys.
 
     Args: as ``pallas_kernels.gpu.backward.dma_backward_slots``: q_tiles, do_tiles (B, Hb, tiles,
-    rows, D) bf16/fp16 with rows = block_q * R = 64 (row r of tile n = position q_offset + n *
-    block_q + r // R); lse, delta float32 (B, Hb, tiles, rows); k, v (B, Hkv, Tk, D); bias, start,
+    rows, D) bf16/fp16 with rows = block_q * R in {64, 128} (row r of tile n = position
+    q_offset + n * block_q + r // R); lse, delta float32 (B, Hb, tiles, rows); k, v (B, Hkv, Tk, D); bias, start,
     end (B, Hb, Tk); table int32 (B, Hb, tiles, W), W a multiple of 64, each key in one slot over
     one run of consecutive tiles (``dma_jax.selection.slots``); scale, q_offset as the forward.
 

@@ -32,7 +32,7 @@ def _full_logits(model, prompts, lengths, continuation):
     rows = [np.concatenate([np.asarray(prompts[b, :length]), np.asarray(continuation[b])]) for b, length in enumerate(lengths)]
     width = max(len(r) for r in rows)
     batch = np.stack([np.pad(r, (0, width - len(r))) for r in rows])
-    logits = np.asarray(model(jnp.asarray(batch, jnp.int32)))
+    logits = np.asarray(nnx.jit(lambda model, tokens: model(tokens))(model, jnp.asarray(batch, jnp.int32)))
     return [logits[b, :len(r)] for b, r in enumerate(rows)]
 
 
@@ -101,7 +101,8 @@ def test_chunked_prefill_equals_full_forward(kind):
 
 def test_swa_cache_is_a_ring_of_window_slots():
     model = _model("swa", window=6)
-    _, caches = model.prefill(jnp.zeros((2, 20), jnp.int32), jnp.array([20, 7]), 60)
+    _, caches = nnx.jit(lambda m, t, l: m.prefill(t, l, 60))(model, jnp.zeros((2, 20), jnp.int32), jnp.array([20, 7]))
     assert {c.keys.shape[1] for c in caches} == {6}
-    _, chunked = model.prefill(jnp.zeros((2, 20), jnp.int32), jnp.array([20, 7]), 60, 5)
+    _, chunked = nnx.jit(lambda m, t, l: m.prefill(t, l, 60, 5))(model, jnp.zeros((2, 20), jnp.int32),
+                                                                   jnp.array([20, 7]))
     assert {c.keys.shape[1] for c in chunked} == {6 + 5 - 1}
