@@ -44,10 +44,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.forward import _cp_async_helpers, _load_whole
+from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, cp_async_helpers, load_whole
 
 _LOG2E = math.log2(math.e)
-_SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum per block
 _SMEM_ALIGN = 1024  # Pallas Mosaic GPU aligns every shared-memory buffer to this
 _REDUCTION_SCRATCH = 128 * 4 * 4  # CompilerParams.reduction_scratch_bytes default (dbias sums)
 _MAX_STEPS = 256
@@ -122,8 +121,8 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
         rows=rows, head_dim=head_dim, itemsize=jnp.dtype(q_tiles.dtype).itemsize, block_k=block_k,
         num_stages=num_stages, table_steps=table_steps, own_keys=own_keys,
     )
-    if smem > _SMEM_BYTES:
-        raise ValueError(f"needs {smem} bytes of shared memory (> {_SMEM_BYTES}): lower W or num_stages")
+    if smem > SMEM_BYTES:
+        raise ValueError(f"needs {smem} bytes of shared memory (> {SMEM_BYTES}): lower W or num_stages")
     return dict(
         batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,
         kv_len=kv_len, table_steps=table_steps, own_steps=own_steps,
@@ -145,7 +144,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
     own_keys = own_steps > 0
     transforms = (plgpu.TilingTransform((8, 128 // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(128))
     f32_transforms = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
-    ops = _cp_async_helpers(plgpu, transforms, kv_len=kv_len)
+    ops = cp_async_helpers(plgpu, transforms, kv_len=kv_len)
     commit, wait, barrier = ops["commit"], ops["wait"], ops["barrier"]
     wgmma_layout = plgpu.Layout.WGMMA
     col_layout = plgpu.Layout.WGMMA.reduce(0)
@@ -214,8 +213,8 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         position = q_offset + t0 + lax.div(
             plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=wgmma_layout), jnp.int32(per_position)
         )
-        lse = _load_whole(plgpu, lse_smem, row_layout) * _LOG2E
-        delta = _load_whole(plgpu, delta_smem, row_layout)
+        lse = load_whole(plgpu, lse_smem, row_layout) * _LOG2E
+        delta = load_whole(plgpu, delta_smem, row_layout)
 
         def probabilities(slot):
             """P and dS (rows, 64) float32 of the keys in ``slot``."""
@@ -226,9 +225,9 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
                 return s_ref[...], dp_ref[...]
 
             s, dp = pl.run_scoped(products, plgpu.ACC(shape, jnp.float32), plgpu.ACC(shape, jnp.float32))
-            key_bias = _load_whole(plgpu, kb_smem.at[slot], col_layout) * _LOG2E
-            lo = _load_whole(plgpu, lo_smem.at[slot], col_layout)
-            hi = _load_whole(plgpu, hi_smem.at[slot], col_layout)
+            key_bias = load_whole(plgpu, kb_smem.at[slot], col_layout) * _LOG2E
+            lo = load_whole(plgpu, lo_smem.at[slot], col_layout)
+            hi = load_whole(plgpu, hi_smem.at[slot], col_layout)
             per_key = lambda x: lax.broadcast_in_dim(x, shape, [1])
             per_row = lambda x: lax.broadcast_in_dim(x, shape, [0])
             keep = (per_key(lo) <= position) & (position < per_key(hi))

@@ -16,7 +16,7 @@ Design (one CTA = one warpgroup = one (block of 64 slots, batch, bias head); gri
   tiles ahead of the compute, because the gather of tile n + 1 reads them.
 - Tile n + 1's query and output-gradient tiles (rows x D, contiguous in the tile layout), lse and
   delta come by TMA, and its 64 key and value rows (plus each key's bias and live range) by
-  ``cp.async`` gathers into 128B-swizzled slots (``forward._cp_async_helpers``), while tile n
+  ``cp.async`` gathers into 128B-swizzled slots (``common.cp_async_helpers``), while tile n
   computes: S^T = K Q^T, P^T = exp2(S^T - lse) under the exact live-range mask, dP^T = V dO^T,
   dS^T = P^T (dP^T - delta), dV += P^T dO, dK += dS^T Q (P^T, dS^T from registers), dbias +=
   rowsum dS^T. A 128-row tile is taken in two halves of 64 rows (64 x 64 products), which keeps
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.forward import _cp_async_helpers, _load_whole, _SMEM_BYTES
+from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, cp_async_helpers, load_whole
 
 _LOG2E = math.log2(math.e)
 BLOCK_SLOTS = 64  # slots per CTA: one warpgroup MMA's M
@@ -84,8 +84,8 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
     stages = 2
     smem = 2 * stages * (rows + BLOCK_SLOTS) * head_dim * dtype.itemsize  # q, dO, k, v slots
     smem += stages * (2 * rows + 3 * BLOCK_SLOTS) * 4 + 3 * 2 * BLOCK_SLOTS * 4 + 64
-    if smem > _SMEM_BYTES:
-        raise ValueError(f"needs {smem} bytes of shared memory (> {_SMEM_BYTES})")
+    if smem > SMEM_BYTES:
+        raise ValueError(f"needs {smem} bytes of shared memory (> {SMEM_BYTES})")
     return dict(batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,
                 kv_len=kv_len, dtype=dtype)
 
@@ -133,7 +133,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
     group = bias_heads // kv_heads
     per_pos = rows // block_q
     transforms = (plgpu.TilingTransform((8, 128 // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(128))
-    ops = _cp_async_helpers(plgpu, transforms, kv_len=kv_len)
+    ops = cp_async_helpers(plgpu, transforms, kv_len=kv_len)
     flush = _flush_helper(plgpu)
     commit, wait = ops["commit"], ops["wait"]
     wgmma_layout = plgpu.Layout.WGMMA
@@ -194,9 +194,9 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
             commit()
             wait(1)  # tile n's gathers have landed (and are visible to wgmma)
             plgpu.barrier_wait(data_bar.at[slot])
-            key_bias = _load_whole(plgpu, kb_smem.at[slot], key_layout) * _LOG2E
-            lo = _load_whole(plgpu, lo_smem.at[slot], key_layout)
-            hi = _load_whole(plgpu, hi_smem.at[slot], key_layout)
+            key_bias = load_whole(plgpu, kb_smem.at[slot], key_layout) * _LOG2E
+            lo = load_whole(plgpu, lo_smem.at[slot], key_layout)
+            hi = load_whole(plgpu, hi_smem.at[slot], key_layout)
 
             for half in range(rows // HALF):  # 64 query rows at a time: (64 keys x 64 rows) tiles
                 part = pl.ds(half * HALF, HALF)
@@ -207,8 +207,8 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
                     return acc_ref[...]
 
                 s = pl.run_scoped(scores, plgpu.ACC(shape, jnp.float32))
-                lse = _load_whole(plgpu, lse_smem.at[slot, part], query_layout) * _LOG2E
-                delta = _load_whole(plgpu, delta_smem.at[slot, part], query_layout)
+                lse = load_whole(plgpu, lse_smem.at[slot, part], query_layout) * _LOG2E
+                delta = load_whole(plgpu, delta_smem.at[slot, part], query_layout)
                 position = position_in_tile + (n * block_q + half * HALF // per_pos)
                 keep = (lax.broadcast_in_dim(lo, shape, [0]) <= position) & (position < lax.broadcast_in_dim(hi, shape, [0]))
                 logits = s * qk_scale + lax.broadcast_in_dim(key_bias, shape, [0]) - lax.broadcast_in_dim(lse, shape, [1])
@@ -230,8 +230,8 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
                 db = db + ds.sum(axis=1)
 
             ring = lax.rem(n, rings)
-            keys = _load_whole(plgpu, tbl_smem.at[ring, 0], key_layout)
-            following = _load_whole(plgpu, tbl_smem.at[ring, 1], key_layout)
+            keys = load_whole(plgpu, tbl_smem.at[ring, 0], key_layout)
+            following = load_whole(plgpu, tbl_smem.at[ring, 1], key_layout)
             ends_here = (keys >= 0) & (keys < kv_len) & (following != keys)
             target = jnp.where(ends_here, keys, -1)
             flush(dk * scale, dv, lax.broadcast_in_dim(target, dk.shape, [0]), db, target,

@@ -1,0 +1,148 @@
+"""Pieces the Mosaic GPU kernels share: the cp.async row gathers into swizzled shared memory,
+whole-ref loads that work with JAX 0.10 and 0.11, and the sm_90 shared-memory limit.
+
+Everything here is traced inside a kernel body (``plgpu`` is ``jax.experimental.pallas.mosaic_gpu``,
+imported lazily by the callers, so the argument checks run without Mosaic GPU).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+WARPGROUP = 128  # threads of one warpgroup: the CTA of every Mosaic GPU kernel here
+SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum of shared memory per block
+
+
+def load_whole(plgpu, ref, layout):
+    """``plgpu.load`` of a whole ref: JAX 0.10 requires an index argument, which 0.11 deprecates."""
+    if inspect.signature(plgpu.load).parameters["idx"].default is inspect.Parameter.empty:
+        return plgpu.load(ref, (), layout=layout)
+    return plgpu.load(ref, layout=layout)
+
+
+def cp_async_helpers(plgpu, transforms, *, kv_len):
+    """inline_mgpu helpers: the cp.async row gathers, commit, wait(+fence+barrier), barrier.
+
+    Keys are gathered by index into the (8, 64)-tiled, 128B-swizzled layout that wgmma reads:
+    16-byte chunk c of row r of a ``block_k x D`` slot lives at byte
+    ``(r // 8) * D * 16 + (c // 8) * 1024 + (r % 8) * 128 + ((c % 8) ^ (r % 8)) * 16``.
+    Absent keys (index < 0 or >= Tk) copy nothing and are zero-filled (cp.async src-size 0), so
+    their key, value, bias and live range [0, 0) are all zero: never kept, never NaN.
+    """
+    from jax._src.lib.mlir import ir
+    from jax._src.lib.mlir.dialects import arith, llvm, memref, nvvm
+    from jax.experimental.mosaic.gpu import utils as mgpu_utils
+
+    def c(value, ty):
+        return arith.constant(ty, ir.IntegerAttr.get(ty, value))
+
+    def issue_rows(row_key, k_src, v_src, k_dst, v_dst, meta=None):
+        """row_key(row: i32) -> (safe index, present); meta = ((src, dst) x3) or None."""
+        i8 = ir.IntegerType.get_signless(8)
+        i32 = ir.IntegerType.get_signless(32)
+        i64 = ir.IntegerType.get_signless(64)
+        src_ty = ir.MemRefType(k_src.type)
+        _, head_dim = src_ty.shape
+        elem_ty = src_ty.element_type
+        elem_bytes = mgpu_utils.bitwidth(elem_ty) // 8
+        n_rows = ir.MemRefType(k_dst.type).shape[0] * ir.MemRefType(k_dst.type).shape[2]
+        chunks_per_row = head_dim * elem_bytes // 16  # 16-byte chunks
+        swizzle_elems = 128 // elem_bytes  # one 128-byte swizzle row = one tile column
+        row_tile_bytes = (head_dim // swizzle_elems) * 1024  # 8 rows x D
+        total = n_rows * chunks_per_row
+        assert total % WARPGROUP == 0, (n_rows, chunks_per_row)
+        tid = arith.remui(mgpu_utils.thread_idx(), c(WARPGROUP, i32))
+        global_ptr = llvm.PointerType.get(address_space=1)
+        as_global = lambda ref: llvm.addrspacecast(global_ptr, mgpu_utils.memref_ptr(ref))
+        bases = [(as_global(src), mgpu_utils.memref_ptr(dst)) for src, dst in ((k_src, k_dst), (v_src, v_dst))]
+        for it in range(total // WARPGROUP):
+            lin = arith.addi(tid, c(it * WARPGROUP, i32))
+            row = arith.divui(lin, c(chunks_per_row, i32))
+            chunk = arith.remui(lin, c(chunks_per_row, i32))
+            key, present = row_key(row)
+            src_off = arith.addi(
+                arith.muli(arith.extui(i64, key), c(head_dim, i64)),
+                arith.extui(i64, arith.muli(chunk, c(16 // elem_bytes, i32))),
+            )
+            row_in = arith.remui(row, c(8, i32))
+            row_tile = arith.divui(row, c(8, i32))
+            col_tile = arith.divui(chunk, c(8, i32))
+            chunk_in = arith.remui(chunk, c(8, i32))
+            dst_off = arith.addi(
+                arith.addi(arith.muli(row_tile, c(row_tile_bytes, i32)), arith.muli(col_tile, c(1024, i32))),
+                arith.addi(arith.muli(row_in, c(128, i32)), arith.muli(arith.xori(chunk_in, row_in), c(16, i32))),
+            )
+            size = arith.select(present, c(16, i32), c(0, i32))
+            for gbase, sbase in bases:
+                gptr = mgpu_utils.getelementptr(gbase, [src_off], elem_ty)
+                sptr = mgpu_utils.getelementptr(sbase, [dst_off], i8)
+                nvvm.cp_async_shared_global(sptr, gptr, 16, nvvm.LoadCacheModifierKind.CG, cp_size=size)
+        if meta is not None:  # threads 0..n_rows-1: bias, start, end of their row (4 bytes each)
+            with mgpu_utils.when(arith.cmpi(arith.CmpIPredicate.ult, tid, c(n_rows, i32))):
+                key, present = row_key(tid)
+                size = arith.select(present, c(4, i32), c(0, i32))
+                for src, dst in meta:
+                    src_ty = ir.MemRefType(src.type).element_type
+                    gptr = mgpu_utils.getelementptr(as_global(src), [arith.extui(i64, key)], src_ty)
+                    sptr = mgpu_utils.getelementptr(mgpu_utils.memref_ptr(dst), [tid], src_ty)
+                    nvvm.cp_async_shared_global(sptr, gptr, 4, nvvm.LoadCacheModifierKind.CA, cp_size=size)
+
+    def checked(raw):
+        i32 = ir.IntegerType.get_signless(32)
+        present = arith.andi(
+            arith.cmpi(arith.CmpIPredicate.sge, raw, c(0, i32)),
+            arith.cmpi(arith.CmpIPredicate.slt, raw, c(kv_len, i32)),
+        )
+        return arith.select(present, raw, c(0, i32)), present
+
+    def table_key(idx_ref):
+        index = ir.IndexType.get()
+        return lambda row: checked(memref.load(idx_ref, [arith.index_cast(index, row)]))
+
+    ref = plgpu.RefType()
+    tiled = plgpu.RefType(transforms)
+
+    @plgpu.inline_mgpu(arg_types=(ref, ref, ref, tiled, tiled, (ref, ref), (ref, ref), (ref, ref)))
+    def gather_table(ctx, idx_ref, k_src, v_src, k_dst, v_dst, *meta):
+        """Table entries idx_ref[r] (raw: -1 / out of range = absent), with bias/start/end."""
+        del ctx
+        issue_rows(table_key(idx_ref), k_src, v_src, k_dst, v_dst, meta)
+
+    @plgpu.inline_mgpu(
+        arg_types=(plgpu.Layout.WG_SPLAT, plgpu.Layout.WG_SPLAT, ref, ref, tiled, tiled, (ref, ref), (ref, ref), (ref, ref))
+    )
+    def gather_own(ctx, first, count, k_src, v_src, k_dst, v_dst, *meta):
+        """Contiguous keys first + r for r < count (absent beyond), with bias/start/end."""
+        del ctx
+        i32 = ir.IntegerType.get_signless(32)
+        first, count = first.registers.item(), count.registers.item()
+
+        def own_key(row):
+            raw = arith.select(arith.cmpi(arith.CmpIPredicate.slt, row, count), arith.addi(first, row), c(-1, i32))
+            return checked(raw)
+
+        issue_rows(own_key, k_src, v_src, k_dst, v_dst, meta)
+
+    @plgpu.inline_mgpu()
+    def commit(ctx):
+        del ctx
+        nvvm.cp_async_commit_group()
+
+    def wait(n):
+        @plgpu.inline_mgpu()
+        def _wait(ctx):
+            del ctx
+            nvvm.cp_async_wait_group(n)
+            # cp.async writes are generic-proxy writes; wgmma reads through the async proxy.
+            nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
+            mgpu_utils.warpgroup_barrier()
+
+        _wait()
+
+    @plgpu.inline_mgpu()
+    def barrier(ctx):
+        del ctx
+        mgpu_utils.warpgroup_barrier()
+
+    return dict(gather_table=gather_table, gather_own=gather_own, commit=commit, wait=wait,
+                barrier=barrier)
