@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, cp_async_helpers, load_whole
+from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, check_keys_and_table, cp_async_helpers, load_whole
 
 _LOG2E = math.log2(math.e)
 _SMEM_ALIGN = 1024  # Pallas Mosaic GPU aligns every shared-memory buffer to this
@@ -103,13 +103,8 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
         raise ValueError(f"rows = block_q * R must be 64 or 128, got {rows}")
     if block_q % 8 or rows % block_q:
         raise ValueError(f"block_q must be a multiple of 8 dividing rows={rows}, got {block_q}")
-    for name, x in (("bias", bias), ("start", start), ("end", end)):
-        if x.shape != (batch, bias_heads, kv_len):
-            raise ValueError(f"{name} must be (B, Hb, Tk) = {(batch, bias_heads, kv_len)}, got {x.shape}")
-    if table.ndim != 4 or table.shape[:3] != (batch, bias_heads, tiles):
-        raise ValueError(f"table must be (B, Hb, tiles, W) = {(batch, bias_heads, tiles)} + (W,), got {table.shape}")
-    if table.shape[-1] % block_k:
-        raise ValueError(f"table width {table.shape[-1]} must be a multiple of block_k={block_k}")
+    check_keys_and_table(bias, start, end, table, batch=batch, bias_heads=bias_heads, tiles=tiles, kv_len=kv_len,
+                         multiple=block_k)
     if num_stages < 2:
         raise ValueError(f"num_stages must be at least 2, got {num_stages}")
     table_steps = max(table.shape[-1] // block_k, 1)

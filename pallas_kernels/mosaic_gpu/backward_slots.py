@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, cp_async_helpers, load_whole
+from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, check_keys_and_table, cp_async_helpers, load_whole
 
 _LOG2E = math.log2(math.e)
 BLOCK_SLOTS = 64  # slots per CTA: one warpgroup MMA's M
@@ -74,13 +74,8 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
     for name, x in (("lse", lse), ("delta", delta)):
         if x.shape != (batch, bias_heads, tiles, rows):
             raise ValueError(f"{name} must be (B, Hb, tiles, rows) = {(batch, bias_heads, tiles, rows)}, got {x.shape}")
-    for name, x in (("bias", bias), ("start", start), ("end", end)):
-        if x.shape != (batch, bias_heads, kv_len):
-            raise ValueError(f"{name} must be (B, Hb, Tk) = {(batch, bias_heads, kv_len)}, got {x.shape}")
-    if table.ndim != 4 or table.shape[:3] != (batch, bias_heads, tiles):
-        raise ValueError(f"table must be (B, Hb, tiles, W) = {(batch, bias_heads, tiles)} + (W,), got {table.shape}")
-    if table.shape[-1] % BLOCK_SLOTS:
-        raise ValueError(f"table width {table.shape[-1]} must be a multiple of {BLOCK_SLOTS}")
+    check_keys_and_table(bias, start, end, table, batch=batch, bias_heads=bias_heads, tiles=tiles, kv_len=kv_len,
+                         multiple=BLOCK_SLOTS)
     stages = 2
     smem = 2 * stages * (rows + BLOCK_SLOTS) * head_dim * dtype.itemsize  # q, dO, k, v slots
     smem += stages * (2 * rows + 3 * BLOCK_SLOTS) * 4 + 3 * 2 * BLOCK_SLOTS * 4 + 64

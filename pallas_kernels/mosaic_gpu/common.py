@@ -13,6 +13,18 @@ WARPGROUP = 128  # threads of one warpgroup: the CTA of every Mosaic GPU kernel 
 SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum of shared memory per block
 
 
+def check_keys_and_table(bias, start, end, table, *, batch, bias_heads, tiles, kv_len, multiple):
+    """Raise a ValueError unless bias, start, end are (B, Hb, Tk) and the key table is
+    (B, Hb, tiles, W) with W a multiple of ``multiple`` (the argument checks of every kernel here)."""
+    for name, x in (("bias", bias), ("start", start), ("end", end)):
+        if x.shape != (batch, bias_heads, kv_len):
+            raise ValueError(f"{name} must be (B, Hb, Tk) = {(batch, bias_heads, kv_len)}, got {x.shape}")
+    if table.ndim != 4 or table.shape[:3] != (batch, bias_heads, tiles):
+        raise ValueError(f"table must be (B, Hb, tiles, W) = {(batch, bias_heads, tiles)} + (W,), got {table.shape}")
+    if table.shape[-1] % multiple:
+        raise ValueError(f"table width {table.shape[-1]} must be a multiple of {multiple} (keys a step)")
+
+
 def load_whole(plgpu, ref, layout):
     """``plgpu.load`` of a whole ref: JAX 0.10 requires an index argument, which 0.11 deprecates."""
     if inspect.signature(plgpu.load).parameters["idx"].default is inspect.Parameter.empty:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, cp_async_helpers, load_whole
+from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, check_keys_and_table, cp_async_helpers, load_whole
 from pallas_kernels.shared import MASKED
 
 _LOG2E = math.log2(math.e)
@@ -76,13 +76,8 @@ def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_
     if q_len % block_q:
         raise ValueError(f"q's length {q_len} must be a multiple of block_q={block_q}")
     tiles = q_len // block_q
-    for name, x in (("bias", bias), ("start", start), ("end", end)):
-        if x.shape != (batch, bias_heads, kv_len):
-            raise ValueError(f"{name} must be (B, Hb, Tk) = {(batch, bias_heads, kv_len)}, got {x.shape}")
-    if table.ndim != 4 or table.shape[:3] != (batch, bias_heads, tiles):
-        raise ValueError(f"table must be (B, Hb, tiles, W) = {(batch, bias_heads, tiles)} + (W,), got {table.shape}")
-    if table.shape[-1] % block_k:
-        raise ValueError(f"table width {table.shape[-1]} must be a multiple of block_k={block_k}")
+    check_keys_and_table(bias, start, end, table, batch=batch, bias_heads=bias_heads, tiles=tiles, kv_len=kv_len,
+                         multiple=block_k)
     if num_stages < 2:
         raise ValueError(f"num_stages must be at least 2, got {num_stages}")
     table_steps = max(table.shape[-1] // block_k, 1)
