@@ -44,7 +44,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, check_keys_and_table, cp_async_helpers, load_whole
+from pallas_kernels.mosaic_gpu.common import (
+    SMEM_BYTES, check_backward_tiles, check_keys_and_table, cp_async_helpers, load_whole,
+)
 
 _LOG2E = math.log2(math.e)
 _SMEM_ALIGN = 1024  # Pallas Mosaic GPU aligns every shared-memory buffer to this
@@ -74,35 +76,11 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
                     num_stages, own_keys):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
     else return its sizes."""
-    if q_tiles.ndim != 5:
-        raise ValueError(f"q_tiles must be (B, Hb, tiles, rows, D) (tile layout), got shape {q_tiles.shape}")
-    batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
-    if do_tiles.shape != q_tiles.shape:
-        raise ValueError(f"do_tiles shape {do_tiles.shape} must equal q_tiles shape {q_tiles.shape}")
-    for name, x in (("lse", lse), ("delta", delta)):
-        if x.shape != (batch, bias_heads, tiles, rows):
-            raise ValueError(f"{name} must be (B, Hb, tiles, rows) = {(batch, bias_heads, tiles, rows)}, got {x.shape}")
-    if k.ndim != 4 or v.shape != k.shape:
-        raise ValueError(f"k and v must both be (B, Hkv, Tk, D), got {k.shape} and {v.shape}")
-    _, kv_heads, kv_len, kd = k.shape
-    if k.shape[0] != batch or kd != head_dim:
-        raise ValueError(f"k shape {k.shape} does not match q_tiles shape {q_tiles.shape}")
-    if jnp.dtype(q_tiles.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-        raise ValueError(f"only bfloat16 and float16 are supported, got {q_tiles.dtype}")
-    if any(x.dtype != q_tiles.dtype for x in (do_tiles, k, v)):
-        raise ValueError(
-            f"q_tiles, do_tiles, k, v must share a dtype, got {q_tiles.dtype}, {do_tiles.dtype}, {k.dtype}, {v.dtype}"
-        )
-    if head_dim not in (64, 128):
-        raise ValueError(f"head dim must be 64 or 128, got {head_dim}")
+    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q)
+    batch, bias_heads, tiles, rows, head_dim = (dims[n] for n in ("batch", "bias_heads", "tiles", "rows", "head_dim"))
+    kv_len = dims["kv_len"]
     if block_k != 64:
         raise ValueError(f"only block_k=64 is supported, got {block_k}")
-    if bias_heads % kv_heads:
-        raise ValueError(f"need Hb % Hkv == 0, got {bias_heads=}, {kv_heads=}")
-    if rows not in (64, 128):
-        raise ValueError(f"rows = block_q * R must be 64 or 128, got {rows}")
-    if block_q % 8 or rows % block_q:
-        raise ValueError(f"block_q must be a multiple of 8 dividing rows={rows}, got {block_q}")
     check_keys_and_table(bias, start, end, table, batch=batch, bias_heads=bias_heads, tiles=tiles, kv_len=kv_len,
                          multiple=block_k)
     if num_stages < 2:
@@ -118,10 +96,7 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
     )
     if smem > SMEM_BYTES:
         raise ValueError(f"needs {smem} bytes of shared memory (> {SMEM_BYTES}): lower W or num_stages")
-    return dict(
-        batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,
-        kv_len=kv_len, table_steps=table_steps, own_steps=own_steps,
-    )
+    return dict(dims, table_steps=table_steps, own_steps=own_steps)
 
 
 @functools.lru_cache(maxsize=None)

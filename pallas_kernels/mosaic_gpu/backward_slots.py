@@ -40,7 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, check_keys_and_table, cp_async_helpers, load_whole
+from pallas_kernels.mosaic_gpu.common import (
+    SMEM_BYTES, check_backward_tiles, check_keys_and_table, cp_async_helpers, load_whole,
+)
 
 _LOG2E = math.log2(math.e)
 BLOCK_SLOTS = 64  # slots per CTA: one warpgroup MMA's M
@@ -50,30 +52,9 @@ HALF = 64  # query rows per product: a tile of 128 rows is taken in two halves
 def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, block_q):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
     else return its sizes."""
-    if q_tiles.ndim != 5:
-        raise ValueError(f"q_tiles must be (B, Hb, tiles, rows, D) (tile layout), got shape {q_tiles.shape}")
-    batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
-    if do_tiles.shape != q_tiles.shape:
-        raise ValueError(f"do_tiles shape {do_tiles.shape} must equal q_tiles shape {q_tiles.shape}")
-    if k.ndim != 4 or v.shape != k.shape or k.shape[0] != batch or k.shape[-1] != head_dim:
-        raise ValueError(f"k and v must both be (B, Hkv, Tk, D) matching q_tiles {q_tiles.shape}, got {k.shape}, {v.shape}")
-    kv_heads, kv_len = k.shape[1], k.shape[2]
-    dtype = jnp.dtype(q_tiles.dtype)
-    if dtype not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-        raise ValueError(f"only bfloat16 and float16 are supported, got {q_tiles.dtype}")
-    if any(jnp.dtype(x.dtype) != dtype for x in (do_tiles, k, v)):
-        raise ValueError(f"q, dO, k, v must share a dtype, got {q_tiles.dtype}, {do_tiles.dtype}, {k.dtype}, {v.dtype}")
-    if head_dim not in (64, 128):
-        raise ValueError(f"head dim must be 64 or 128, got {head_dim}")
-    if rows not in (64, 128):
-        raise ValueError(f"rows = block_q * R must be 64 or 128, got {rows}")
-    if rows % block_q:
-        raise ValueError(f"block_q={block_q} must divide the tile's {rows} rows")
-    if bias_heads % kv_heads:
-        raise ValueError(f"need Hb % Hkv == 0, got Hb={bias_heads}, Hkv={kv_heads}")
-    for name, x in (("lse", lse), ("delta", delta)):
-        if x.shape != (batch, bias_heads, tiles, rows):
-            raise ValueError(f"{name} must be (B, Hb, tiles, rows) = {(batch, bias_heads, tiles, rows)}, got {x.shape}")
+    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q)
+    batch, bias_heads, tiles, rows, head_dim = (dims[n] for n in ("batch", "bias_heads", "tiles", "rows", "head_dim"))
+    kv_len, dtype = dims["kv_len"], jnp.dtype(q_tiles.dtype)
     check_keys_and_table(bias, start, end, table, batch=batch, bias_heads=bias_heads, tiles=tiles, kv_len=kv_len,
                          multiple=BLOCK_SLOTS)
     stages = 2
@@ -81,8 +62,7 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
     smem += stages * (2 * rows + 3 * BLOCK_SLOTS) * 4 + 3 * 2 * BLOCK_SLOTS * 4 + 64
     if smem > SMEM_BYTES:
         raise ValueError(f"needs {smem} bytes of shared memory (> {SMEM_BYTES})")
-    return dict(batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,
-                kv_len=kv_len, dtype=dtype)
+    return dict(dims, dtype=dtype)
 
 
 def _flush_helper(plgpu):

@@ -13,6 +13,39 @@ WARPGROUP = 128  # threads of one warpgroup: the CTA of every Mosaic GPU kernel 
 SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum of shared memory per block
 
 
+def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q) -> dict:
+    """The checks both backward passes share: the tile layout of q, dO, lse and delta, k and v, the
+    dtype, the head dim, 64- or 128-row tiles and GQA; raise a ValueError naming the limit, else
+    return the sizes (batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len)."""
+    import jax.numpy as jnp
+
+    if q_tiles.ndim != 5:
+        raise ValueError(f"q_tiles must be (B, Hb, tiles, rows, D) (tile layout), got shape {q_tiles.shape}")
+    batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
+    if do_tiles.shape != q_tiles.shape:
+        raise ValueError(f"do_tiles shape {do_tiles.shape} must equal q_tiles shape {q_tiles.shape}")
+    for name, x in (("lse", lse), ("delta", delta)):
+        if x.shape != (batch, bias_heads, tiles, rows):
+            raise ValueError(f"{name} must be (B, Hb, tiles, rows) = {(batch, bias_heads, tiles, rows)}, got {x.shape}")
+    if k.ndim != 4 or v.shape != k.shape or k.shape[0] != batch or k.shape[-1] != head_dim:
+        raise ValueError(f"k and v must both be (B, Hkv, Tk, D) matching q_tiles {q_tiles.shape}, got {k.shape}, {v.shape}")
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    if jnp.dtype(q_tiles.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ValueError(f"only bfloat16 and float16 are supported, got {q_tiles.dtype}")
+    if any(x.dtype != q_tiles.dtype for x in (do_tiles, k, v)):
+        raise ValueError(f"q, dO, k, v must share a dtype, got {q_tiles.dtype}, {do_tiles.dtype}, {k.dtype}, {v.dtype}")
+    if head_dim not in (64, 128):
+        raise ValueError(f"head dim must be 64 or 128, got {head_dim}")
+    if rows not in (64, 128):
+        raise ValueError(f"rows = block_q * R must be 64 or 128, got {rows}")
+    if block_q % 8 or rows % block_q:
+        raise ValueError(f"block_q must be a multiple of 8 dividing rows={rows}, got {block_q}")
+    if bias_heads % kv_heads:
+        raise ValueError(f"need Hb % Hkv == 0, got Hb={bias_heads}, Hkv={kv_heads}")
+    return dict(batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,
+                kv_len=kv_len)
+
+
 def check_keys_and_table(bias, start, end, table, *, batch, bias_heads, tiles, kv_len, multiple):
     """Raise a ValueError unless bias, start, end are (B, Hb, Tk) and the key table is
     (B, Hb, tiles, W) with W a multiple of ``multiple`` (the argument checks of every kernel here)."""
