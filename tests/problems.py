@@ -27,3 +27,22 @@ def causal_key_lists(bias, q_len, block_q, window, multiple):
     table = carried_key_table(end, key_slots(end, window), q_len, block_q, window)
     width = -(-table.shape[-1] // multiple) * multiple
     return start, end, jnp.pad(table, ((0, 0),) * 3 + ((0, width - table.shape[-1]),), constant_values=-1)
+
+
+def op_output_and_grads(length, window, config):
+    """A jitted no-argument call: ``dma_attention``'s output and the gradients of q, k, v and bias
+    for a random cotangent, on ``benchmarks.common.inputs(length)`` (B = 1, H = 32, Hkv = 8,
+    D = 128, bf16) with ``config`` as the implementation. For GPU tests comparing kernel backends."""
+    import jax
+
+    from benchmarks.common import inputs
+    from dma_jax import dma_attention
+
+    q, k, v, bias = inputs(length, seed=4)
+    cotangent = jax.random.normal(jax.random.key(2), q.shape, q.dtype)
+
+    def run():
+        out, vjp = jax.vjp(lambda *a: dma_attention(*a, window, implementation=config), q, k, v, bias)
+        return (out,) + vjp(cotangent)
+
+    return jax.jit(run)

@@ -11,6 +11,7 @@ import pytest
 
 from dma_jax import PallasConfig, dma_attention
 from dma_jax.ops.pallas_gpu import BACKWARD_BACKENDS, mosaic_backward_applies
+from problems import op_output_and_grads
 
 
 def test_config_names_its_backward_backend(monkeypatch):
@@ -79,19 +80,9 @@ def test_auto_runs_the_triton_kernels_in_interpret_mode():
 @pytest.mark.parametrize("backend", ["mosaic_gpu", "auto"])
 @pytest.mark.parametrize("length, window", [(2048, 256), (1000, 100)])
 def test_backward_backend_equals_the_triton_backward_on_gpu(backend, length, window):
-    from benchmarks.common import inputs
-
-    q, k, v, bias = inputs(length, seed=4)
-    cotangent = jax.random.normal(jax.random.key(2), q.shape, q.dtype)
-
-    def run(name):
-        fn = lambda *a: dma_attention(*a, window, implementation=PallasConfig(backward_backend=name))  # noqa: E731
-        out, vjp = jax.vjp(fn, q, k, v, bias)
-        return vjp(cotangent)
-
-    call = jax.jit(lambda: run(backend))
-    got, again = call(), call()
-    want = jax.jit(lambda: run("pallas_triton"))()
+    call = op_output_and_grads(length, window, PallasConfig(backward_backend=backend))
+    got, again = call()[1:], call()[1:]
+    want = op_output_and_grads(length, window, PallasConfig(backward_backend="pallas_triton"))()[1:]
     for name, g, a, w in zip(("dq", "dk", "dv", "dbias"), got, again, want):
         assert np.array_equal(np.asarray(g), np.asarray(a)), name
         g, w = np.asarray(g, np.float32), np.asarray(w, np.float32)

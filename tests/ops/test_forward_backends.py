@@ -3,13 +3,13 @@ Pallas forward's output and, through the shared backward, its gradients."""
 
 from types import SimpleNamespace
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dma_jax import PallasConfig, dma_attention
+from dma_jax import PallasConfig
 from dma_jax.ops.pallas_gpu import FORWARD_BACKENDS, mosaic_forward_applies
+from problems import op_output_and_grads
 
 
 def test_config_names_its_backend():
@@ -68,17 +68,8 @@ def test_auto_takes_mosaic_only_where_it_applies(change, applies):
 @pytest.mark.parametrize("backend", ["jax_triton", "mosaic_gpu", "auto"])
 @pytest.mark.parametrize("length, window", [(2048, 256), (1000, 100)])
 def test_forward_backend_equals_pallas_forward_on_gpu(backend, length, window):
-    from benchmarks.common import inputs
-
-    q, k, v, bias = inputs(length, seed=4)
-    cotangent = jax.random.normal(jax.random.key(2), q.shape, q.dtype)
-
-    def run(name):
-        fn = lambda *a: dma_attention(*a, window, implementation=PallasConfig(forward_backend=name))  # noqa: E731
-        out, vjp = jax.vjp(fn, q, k, v, bias)
-        return (out,) + vjp(cotangent)
-
-    got, want = jax.jit(lambda: run(backend))(), jax.jit(lambda: run("pallas_triton"))()
+    run = lambda name: op_output_and_grads(length, window, PallasConfig(forward_backend=name))()  # noqa: E731
+    got, want = run(backend), run("pallas_triton")
     for name, g, w in zip(("out", "dq", "dk", "dv", "dbias"), got, want):
         g, w = np.asarray(g, np.float32), np.asarray(w, np.float32)
         assert np.abs(g - w).max() <= 2e-2 * max(1.0, np.abs(w).max()), name
