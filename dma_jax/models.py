@@ -30,7 +30,7 @@ from dma_jax.selection.segments import segment_bounds
 from dma_jax.sharding import annotate
 
 ATTENTION_KINDS = ("dma", "mha", "swa", "mla", "nsa")
-DENSE_IMPLEMENTATIONS = (None, "xla", "cudnn")
+DENSE_IMPLEMENTATIONS = ("auto", None, "xla", "cudnn")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -73,7 +73,9 @@ class ModelConfig:
     norm_eps: float = 1e-6
     dtype: str = "float32"
     implementation: str | None = None  # DMA's: see dma_jax.dma_attention
-    dense_implementation: str | None = None  # MHA, SWA, MLA: jax.nn.dot_product_attention's (None, "xla", "cudnn")
+    # MHA, SWA, MLA: "auto" (cuDNN's fused kernel on a GPU for bf16/fp16, else XLA) or
+    # jax.nn.dot_product_attention's None, "xla", "cudnn"
+    dense_implementation: str | None = "auto"
     remat: bool = False  # recompute each block's activations in the backward pass (saves memory)
     scan_layers: bool = False  # blocks stacked and run by one nnx.scan: compile time stops growing with depth
 

@@ -102,6 +102,34 @@ def test_dense_implementation_reaches_dot_product_attention(kind, monkeypatch):
     assert seen == ["xla"] * len(chosen.blocks)
 
 
+@pytest.mark.parametrize("backend,dtype,head_dim,expected", [
+    ("gpu", jnp.bfloat16, 64, "cudnn"), ("gpu", jnp.float16, 128, "cudnn"), ("gpu", jnp.float32, 64, None),
+    ("gpu", jnp.bfloat16, 256, None), ("gpu", jnp.bfloat16, 60, None), ("cpu", jnp.bfloat16, 64, None),
+    ("tpu", jnp.bfloat16, 64, None),
+])
+def test_auto_dense_implementation_takes_cudnn_only_where_it_applies(monkeypatch, backend, dtype, head_dim, expected):
+    from dma_jax.nn.attention_layers import resolve_dense_implementation
+
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    q = jax.ShapeDtypeStruct((1, 8, 2, head_dim), dtype)
+    assert resolve_dense_implementation("auto", q) == expected
+    assert resolve_dense_implementation("xla", q) == "xla" and resolve_dense_implementation(None, q) is None
+
+
+def test_the_default_dense_implementation_is_auto_and_xla_on_the_cpu(monkeypatch):
+    assert ModelConfig.preset("tiny", attention="mha").dense_implementation == "auto"
+    original, seen = jax.nn.dot_product_attention, []
+
+    def spy(*args, implementation=None, **kwargs):
+        seen.append(implementation)
+        return original(*args, implementation=implementation, **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    model = _model("mha", dtype="bfloat16")
+    model(_tokens())
+    assert seen == [None] * len(model.blocks)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["mha", "swa", "mla"])
 def test_cudnn_dense_layers_match_xla_on_gpu(kind):

@@ -71,8 +71,15 @@ def encode_documents(tokenizer: Tokenizer, texts: Sequence[str], chunk: int = 51
 
 
 def tokenize_corpus(corpus: str | Path, out: str | Path, vocab_size: int, *,
-                    validation_fraction: float = 0.02, min_frequency: int = 2) -> dict:
-    """Train the BPE on the corpus's training documents, encode all documents, write the files."""
+                    validation_fraction: float = 0.02, min_frequency: int = 2,
+                    tokenizer_file: str | Path | None = None) -> dict:
+    """Train the BPE on the corpus's training documents, encode all documents, write the files.
+
+    With ``tokenizer_file`` (a ``tokenizer.json`` written here before) the BPE is loaded instead of
+    trained, so a copy of the corpus and of that file rebuilds the same token files on another
+    machine: ``meta.json``'s ``tokens_sha256`` tells whether they match. ``vocab_size`` and
+    ``min_frequency`` are then unused.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     documents = list(read_documents(corpus))
@@ -80,12 +87,19 @@ def tokenize_corpus(corpus: str | Path, out: str | Path, vocab_size: int, *,
     texts = [d["text"] for d in documents]
     validation = np.array([is_validation_document(i, validation_fraction) for i in ids], bool)
     start = time.perf_counter()
-    tokenizer = train_bpe((t for t, v in zip(texts, validation) if not v), vocab_size, min_frequency)
+    if tokenizer_file is None:
+        tokenizer = train_bpe((t for t, v in zip(texts, validation) if not v), vocab_size, min_frequency)
+    else:
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise ValueError(f"{tokenizer_file} lacks the special tokens {missing}: not a tokenizer written here")
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     tokens, offsets = encode_documents(tokenizer, texts)
     encode_seconds = time.perf_counter() - start
-    tokenizer.save(str(out / "tokenizer.json"))
+    if tokenizer_file is None or Path(tokenizer_file).resolve() != (out / "tokenizer.json").resolve():
+        tokenizer.save(str(out / "tokenizer.json"))
     np.save(out / "tokens.npy", tokens)
     np.save(out / "offsets.npy", offsets)
     np.save(out / "validation.npy", validation)
@@ -97,7 +111,8 @@ def tokenize_corpus(corpus: str | Path, out: str | Path, vocab_size: int, *,
         "tokens": int(tokens.size), "validation_tokens": int(lengths[validation].sum()),
         "text_bytes": sum(len(t.encode()) for t in texts), "validation_fraction": validation_fraction,
         "bpe_train_seconds": round(train_seconds, 1), "encode_seconds": round(encode_seconds, 1),
-        "corpus": str(corpus),
+        "corpus": str(corpus), "tokenizer": "trained" if tokenizer_file is None else str(tokenizer_file),
+        "tokens_sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
     }
     meta["bytes_per_token"] = round(meta["text_bytes"] / max(1, meta["tokens"] - meta["documents"]), 3)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -111,9 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--validation-fraction", type=float, default=0.02, help="share of documents held out")
     parser.add_argument("--min-frequency", type=int, default=2, help="BPE merges need at least this count")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="encode with this tokenizer.json instead of training one (rebuilds the same tokens "
+                             "on another machine; --vocab-size is then unused)")
     args = parser.parse_args(argv)
-    meta = tokenize_corpus(args.corpus, args.out, args.vocab_size,
-                           validation_fraction=args.validation_fraction, min_frequency=args.min_frequency)
+    meta = tokenize_corpus(args.corpus, args.out, args.vocab_size, validation_fraction=args.validation_fraction,
+                           min_frequency=args.min_frequency, tokenizer_file=args.tokenizer)
     print(json.dumps(meta))
 
 

@@ -233,15 +233,29 @@ class DynamicMaskAttention(_ProjectedAttention):
         return self.output(cached_attention(q[:, 0], cache)[:, None].astype(x.dtype)), cache
 
 
-def dense_causal_attention(q, k, v, *, window, segment_ids, implementation=None):
+def resolve_dense_implementation(implementation, q) -> str | None:
+    """What ``jax.nn.dot_product_attention`` gets for ``implementation`` (see
+    ``dense_causal_attention``): "auto" is "cudnn" when JAX's default backend is a GPU, q is
+    bf16/fp16 and the head dim is a multiple of 8 up to 128, and None (XLA) otherwise."""
+    if implementation != "auto":
+        return implementation
+    head_dim = q.shape[-1]
+    on_gpu = jax.default_backend() == "gpu"
+    fused = q.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if on_gpu and fused else None
+
+
+def dense_causal_attention(q, k, v, *, window, segment_ids, implementation="auto"):
     """Causal attention through ``jax.nn.dot_product_attention``.
 
-    ``implementation``: None (JAX's default, which is XLA's dense path on every backend in
-    JAX 0.10-0.11: O(T^2) work and memory, also for a window, which is a mask over it), "xla", or
-    "cudnn" (NVIDIA GPUs, bf16/fp16 only: a fused flash kernel; the window is its sliding window).
+    ``implementation``: "auto" (cuDNN where it applies, ``resolve_dense_implementation``), None
+    (JAX's default, which is XLA's dense path on every backend in JAX 0.10-0.11: O(T^2) work and
+    memory, also for a window, which is a mask over it), "xla", or "cudnn" (NVIDIA GPUs, bf16/fp16
+    only: a fused flash kernel; the window is its sliding window).
     ``window``: keys ``t - window < j <= t`` only. ``segment_ids`` become an explicit
     (B, 1, T, T) mask.
     """
+    implementation = resolve_dense_implementation(implementation, q)
     mask = None
     if segment_ids is not None:
         mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
@@ -253,12 +267,13 @@ def dense_causal_attention(q, k, v, *, window, segment_ids, implementation=None)
 class _DenseCausalAttention(_ProjectedAttention):
     """Causal attention to the last ``window`` keys (all keys when None), with a KV cache.
 
-    ``implementation`` picks ``jax.nn.dot_product_attention``'s: None, "xla" or "cudnn".
+    ``implementation``: "auto" (cuDNN on a GPU where it applies), or ``jax.nn.dot_product_attention``'s
+    None, "xla" or "cudnn" (``dense_causal_attention``).
     """
 
     window: int | None = None
 
-    def __init__(self, *args, implementation: str | None = None, **kwargs):
+    def __init__(self, *args, implementation: str | None = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.implementation = implementation
 

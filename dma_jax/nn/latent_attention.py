@@ -22,8 +22,8 @@ from dma_jax.sharding import annotate
 class MultiHeadLatentAttention(nnx.Module):
     """Call: ``layer(x, *, positions=None, segment_ids=None)``, x (B, T, d_model) -> same shape.
 
-    ``implementation`` picks ``jax.nn.dot_product_attention``'s for the full-sequence call: None
-    (JAX's default, XLA), "xla" or "cudnn".
+    ``implementation`` for the full-sequence call: "auto" (cuDNN on a GPU where it applies), or
+    ``jax.nn.dot_product_attention``'s None (XLA), "xla" or "cudnn" (``dense_causal_attention``).
     """
 
     def __init__(
@@ -35,7 +35,7 @@ class MultiHeadLatentAttention(nnx.Module):
         rope_dim: int | None = None,
         *,
         rope_base: float = 10000.0,
-        implementation: str | None = None,
+        implementation: str | None = "auto",
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, models
 
 from dma_jax.data.corpus import read_documents
 from dma_jax.data.tokenize import EOD, is_validation_document, main, token_dtype, train_bpe
@@ -61,3 +61,20 @@ def test_bpe_encodes_any_bytes():
     tokenizer = train_bpe(["hello world"] * 10, vocab_size=300)
     text = "z\u00fc\u4e2d \U0001f600"
     assert tokenizer.decode(tokenizer.encode(text).ids) == text
+
+
+def test_a_given_tokenizer_rebuilds_the_same_tokens(built, tmp_path):
+    main(["--corpus", str(built / "corpus"), "--out", str(tmp_path / "again"),
+          "--tokenizer", str(built / "tokens/tokenizer.json"), "--validation-fraction", "0.2"])
+    first = json.loads((built / "tokens/meta.json").read_text())
+    again = json.loads((tmp_path / "again/meta.json").read_text())
+    assert again["tokens_sha256"] == first["tokens_sha256"] and again["tokenizer"].endswith("tokenizer.json")
+    np.testing.assert_array_equal(np.load(tmp_path / "again/tokens.npy"), np.load(built / "tokens/tokens.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "again/offsets.npy"), np.load(built / "tokens/offsets.npy"))
+
+
+def test_a_tokenizer_without_the_special_tokens_is_refused(built, tmp_path):
+    foreign = Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a"))
+    foreign.save(str(tmp_path / "foreign.json"))
+    with pytest.raises(ValueError, match="special tokens"):
+        main(["--corpus", str(built / "corpus"), "--out", str(tmp_path / "x"), "--tokenizer", str(tmp_path / "foreign.json")])

@@ -1,5 +1,6 @@
 """train(): exact resumption, gradient accumulation, metrics files, and config errors from train.py."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +13,16 @@ from dma_jax.training.loop import train
 from small_runs import small_config, train_losses
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def train_cli(argv, capsys) -> tuple[int, str]:
+    """train.py's main() in this process (its config errors come before JAX is touched):
+    (exit status, stderr). The README test below runs the script itself."""
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    status = script.main([str(a) for a in argv])
+    return status, capsys.readouterr().err
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -54,13 +65,11 @@ def test_gradient_accumulation_matches_one_batch(tmp_path):
      ("model.attention=nsa model.nsa_num_selected=1", "num_selected must be >= 3")],
     ids=["type", "unknown", "data", "schedule", "vocab", "attention-kind", "layer-check"],
 )
-def test_bad_config_fails_before_compute_naming_the_key(tmp_path, override, message):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "smoke.py"), "--workdir",
-         str(tmp_path), *override.split()], capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr
+def test_bad_config_fails_before_compute_naming_the_key(tmp_path, capsys, override, message):
+    status, stderr = train_cli(["--config", ROOT / "configs" / "smoke.py", "--workdir", tmp_path, *override.split()],
+                               capsys)
+    assert status == 2, stderr[-2000:]
+    assert message in stderr
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -107,10 +116,9 @@ def test_a_config_file_may_define_dataclasses(tmp_path):
     ("X = 1\n", "is not a training config: it defines no get_config()"),
     ("def get_config():\n    return {'steps': 3}\n", "get_config() returned a dict, not a TrainConfig"),
 ], ids=["no-get-config", "wrong-type"])
-def test_a_file_that_is_not_a_training_config_gets_one_line(tmp_path, body, message):
+def test_a_file_that_is_not_a_training_config_gets_one_line(tmp_path, capsys, body, message):
     path = tmp_path / "not_a_config.py"
     path.write_text(body)
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(path), "--workdir",
-                             str(tmp_path / "run")], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert result.returncode == 2 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    status, stderr = train_cli(["--config", path, "--workdir", tmp_path / "run"], capsys)
+    assert status == 2 and message in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
