@@ -7,7 +7,8 @@ For each sequence length T and attention, one decoder LM (default: d_model 1024,
 8 heads of 128, 8 kv heads, SwiGLU, bf16 compute, every block rematerialised) is timed on random
 tokens:
 - the train step (forward, backward, AdamW update): tokens/s from the median of waited-for steps
-  and amortised over back-to-back steps with one wait, as a training loop runs them;
+  and amortised over back-to-back steps with one wait, as a training loop runs them, and its
+  compile time (the first call less one step);
 - prefill (the whole prompt of T tokens) and decode (``--decode-tokens`` more, one at a time with
   the caches) tokens/s, from ``generate``;
 - MFU of the amortised train step: ``dma_jax.training.flops`` (6 FLOPs per weight per token with
@@ -155,7 +156,7 @@ def main(argv=None) -> dict:
             print(row, flush=True)
     plot(result, os.path.join(args.out_dir, "model_throughput.png"))
     print(f"\n{'attention':<10}{'T':>7}{'w':>6}{'B':>4}{'train tok/s':>13}{'amortised':>12}{'prefill':>11}"
-          f"{'decode':>10}{'peak GiB':>9}{'MFU':>7}")
+          f"{'decode':>10}{'peak GiB':>9}{'MFU':>7}{'compile s':>10}")
     for r in result["rows"]:
         if "error" in r:
             print(f"{r['attention']:<10}{r['T']:>7}  error: {r['error'][:70]}")
@@ -165,7 +166,8 @@ def main(argv=None) -> dict:
               f"{r['train']['tokens_per_s']:>13,.0f}{r['train']['tokens_per_s_amortised']:>12,.0f}"
               f"{r['inference']['prefill_tokens_per_s']:>11,.0f}{r['inference']['decode_tokens_per_s']:>10,.0f}"
               f"{'-' if memory is None else f'{memory:.1f}':>9}"
-              f"{'-' if r['train'].get('mfu') is None else format(r['train']['mfu'], '.1%'):>7}")
+              f"{'-' if r['train'].get('mfu') is None else format(r['train']['mfu'], '.1%'):>7}"
+              f"{r['train'].get('compile_s', float('nan')):>10.1f}")
     return result
 
 

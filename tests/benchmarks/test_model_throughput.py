@@ -18,6 +18,7 @@ def test_toy_run_writes_rows_json_and_plot(tmp_path, capsys):
     assert {r["window"] for r in rows} == {8}  # min(8, T / 4)
     for r in rows:
         assert r["train"]["tokens_per_s"] > 0 and r["train"]["tokens_per_s_amortised"] > 0
+        assert r["train"]["compile_s"] > 0
         assert r["train"]["flops_per_token"] > 0 and r["train"]["mfu"] is None  # no peak known for a CPU
         assert r["inference"]["prefill_tokens_per_s"] > 0 and r["inference"]["decode_tokens_per_s"] > 0
     stored = json.loads((tmp_path / "model_throughput.json").read_text())
