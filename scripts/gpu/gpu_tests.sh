@@ -4,7 +4,7 @@
 # non-causal, the local-window variant, bitwise-reproducible gradients, the layouts, inside
 # shard_map, the dense regime on cuDNN; the Mosaic GPU kernels and the jax-triton forward). 53
 # tests; most of their time is compilation on the CPU, so they run in PROCESSES parallel pytest
-# processes (default 4; 8 took 4.5 minutes on an H100 with 16 CPU cores) sharing the one GPU,
+# processes (default 4; 10 took 230 s on an H100 with 16 CPU cores) sharing the one GPU,
 # each on every PROCESSES-th test; each process' log is
 # gpu_tests.N.log in LOG_DIR (default: a temporary directory), and the exit code is nonzero if
 # any process failed. Warnings are not suppressed: JAX 0.11's deprecation of the Triton lowering
