@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -101,38 +102,36 @@ def kept_sets_to_mask(kept, kv_len) -> np.ndarray:
 def naive_attention_with_kept(q, k, v, bias, kept, *, scale=None):
     """Differentiable attention over fixed kept lists ``kept[b][hb][t]``.
 
-    A jnp function of (q, k, v, bias): use it under ``jax.grad`` / ``jax.vjp``.
+    A jnp function of (q, k, v, bias): use it under ``jax.grad`` / ``jax.vjp``. Each query row
+    gathers exactly its listed keys (lists padded to the longest, the padding weighted 0) and takes
+    a softmax over them; a row that keeps nothing is zeros, with no gradient.
     """
     batch, q_len, heads, head_dim = q.shape
-    kv_heads = k.shape[2]
-    bias_heads = bias.shape[1]
+    kv_heads, bias_heads = k.shape[2], bias.shape[1]
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
-    rows_per_kv = heads // kv_heads
-    rows_per_bias = heads // bias_heads
-    zeros = jnp.zeros((head_dim,), q.dtype)
-    rows = []
+    width = max(1, max(len(row) for per_head in kept for per_query in per_head for row in per_query))
+    index = np.zeros((batch, heads, q_len, width), np.int32)
+    listed = np.zeros((batch, heads, q_len, width), bool)
     for b in range(batch):
-        # Per (batch, head) slices, taken once: (Tk, D) keys/values, (Tk,) bias.
-        k_b = [k[b, :, g, :] for g in range(kv_heads)]
-        v_b = [v[b, :, g, :] for g in range(kv_heads)]
-        bias_b = [bias[b, g, :] for g in range(bias_heads)]
-        for t in range(q_len):
-            for h in range(heads):
-                hk = h // rows_per_kv
-                hb = h // rows_per_bias
-                idx = kept[b][hb][t]
-                if not idx:
-                    rows.append(zeros)  # nothing kept: zeros, no gradient
-                    continue
-                idx_arr = jnp.asarray(np.asarray(idx, dtype=np.int32))
-                keys = jnp.take(k_b[hk], idx_arr, axis=0)  # (n, D)
-                values = jnp.take(v_b[hk], idx_arr, axis=0)  # (n, D)
-                logits = scale * (keys @ q[b, t, h]) + jnp.take(bias_b[hb], idx_arr)  # (n,)
-                weights = jnp.exp(logits - jnp.max(logits))
-                probs = weights / jnp.sum(weights)
-                rows.append(probs @ values)  # (D,)
-    return jnp.stack(rows).reshape(batch, q_len, heads, head_dim)
+        for h in range(heads):
+            for t in range(q_len):
+                row = kept[b][h // (heads // bias_heads)][t]
+                index[b, h, t, : len(row)], listed[b, h, t, : len(row)] = row, True
+    kv_head = np.arange(heads) // (heads // kv_heads)
+    bias_head = np.arange(heads) // (heads // bias_heads)
+    rows = np.arange(batch)[:, None, None, None], kv_head[None, :, None, None]
+    keys = k.transpose(0, 2, 1, 3)[rows[0], rows[1], index]  # (B, H, Tq, n, D)
+    values = v.transpose(0, 2, 1, 3)[rows[0], rows[1], index]
+    key_bias = bias[np.arange(batch)[:, None, None, None], bias_head[None, :, None, None], index]  # (B, H, Tq, n)
+    logits = scale * jnp.einsum("bhtnd,bthd->bhtn", keys, q) + key_bias
+    logits = jnp.where(listed, logits, -jnp.inf)
+    top = jnp.where(listed.any(-1, keepdims=True), jnp.max(logits, axis=-1, keepdims=True), 0.0)
+    weights = jnp.where(listed, jnp.exp(logits - jax.lax.stop_gradient(top)), 0.0)
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    probs = weights / jnp.where(total > 0, total, 1.0)
+    out = jnp.einsum("bhtn,bhtnd->bthd", probs, values)
+    return out.astype(q.dtype)
 
 
 def naive_dma_attention(
