@@ -22,15 +22,17 @@ CASES = {  # q_len, kv_len, heads, bias_heads, head_dim, causal, masks
 }
 
 
-def _outputs_and_grads(config, case, seed=0):
+def _outputs_and_grads(config, case, seed=0, batch=1):
+    """One row of the batch: the layouts differ within a row (interpret mode runs every program
+    on the CPU, so a second row doubles the time and tests no more)."""
     q_len, kv_len, heads, bias_heads, dim, causal, masks = case
     keys = jax.random.split(jax.random.key(seed), 4)
-    q = jax.random.normal(keys[0], (2, q_len, heads, dim))
-    k = jax.random.normal(keys[1], (2, kv_len, bias_heads, dim))
-    v = jax.random.normal(keys[2], (2, kv_len, bias_heads, dim))
-    bias = jax.random.normal(keys[3], (2, bias_heads, kv_len))
-    segment_ids = jnp.asarray(np.repeat([[0, 1, 2]], 2, 0).repeat(15, 1)) if masks else None
-    key_mask = jnp.asarray(np.random.default_rng(seed).random((2, kv_len)) < 0.8) if masks else None
+    q = jax.random.normal(keys[0], (batch, q_len, heads, dim))
+    k = jax.random.normal(keys[1], (batch, kv_len, bias_heads, dim))
+    v = jax.random.normal(keys[2], (batch, kv_len, bias_heads, dim))
+    bias = jax.random.normal(keys[3], (batch, bias_heads, kv_len))
+    segment_ids = jnp.asarray(np.repeat([[0, 1, 2]], batch, 0).repeat(15, 1)) if masks else None
+    key_mask = jnp.asarray(np.random.default_rng(seed).random((batch, kv_len)) < 0.8) if masks else None
 
     def loss(q, k, v, bias):
         out = dma_attention_pallas(q, k, v, bias, 7, causal=causal, scale=None, segment_ids=segment_ids,
