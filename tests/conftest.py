@@ -11,21 +11,13 @@ Most of the suite's time is XLA compiling small programs for the CPU, so the tes
 train.py / eval.py processes they start, which inherit the environment) compile with LLVM's
 optimisations off unless ``XLA_FLAGS`` is already set: about a fifth less time, and no change to
 floating-point results (XLA's CPU backend does not use fast-math, so LLVM may not reorder them).
-They also share one persistent compilation cache (below).
 """
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
-# Many tests (and the train.py processes they start) compile the same small programs: keep every
-# compiled program, however quick its compile, in one persistent cache that the pytest workers and
-# their subprocesses share (about 7% off the model, decoding and evaluation tests from an empty cache).
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "dma_jax_tests_compilation"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
