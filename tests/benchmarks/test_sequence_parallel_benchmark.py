@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from small_runs import host_devices_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_small_run_on_eight_cpu_devices(tmp_path):
     env = host_devices_env(8, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "benchmarks.sequence_parallel", "--lengths", "512", "--devices", "1", "4", "8",

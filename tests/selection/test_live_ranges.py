@@ -125,7 +125,6 @@ def test_live_ranges_under_jit_and_vmap():
         np.testing.assert_array_equal(np.asarray(batched[i]), np.asarray(live_ranges(bias[i], 4)))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("length", [32768, 131072], ids=["32K", "128K"])
 def test_long_sequences_without_quadratic_memory(length):
     window = 1024

@@ -1,9 +1,10 @@
 """Failures a long run meets, each reproduced: kills at the worst moments, a second trainer, damaged
 checkpoints, a torn metrics line, a config that does not match the checkpoint, preemption.
 
-Runs that must die go through ``train.py`` in a subprocess (``DMA_FAULT`` picks where it is
-killed); the rest call ``train`` in-process. Every case ends by comparing the metrics log with an
-uninterrupted run's, record for record (timings aside).
+Runs that must die, and the checks of train.py's exit status, go through ``train.py`` in a
+subprocess (``DMA_FAULT`` picks where it is killed); the rest call ``train`` in-process on the same
+config (``train_here``). Every case ends by comparing the metrics log with an uninterrupted
+subprocess run's, record for record (timings aside).
 """
 
 import json
@@ -18,6 +19,7 @@ import pytest
 
 from dma_jax.models import ModelConfig
 from dma_jax.training.checkpointing import Checkpointer, CheckpointMismatch
+from dma_jax.training.config import load_config
 from dma_jax.training.loop import train
 from dma_jax.training.workdir import WorkdirBusy, WorkdirLock, read_records
 from small_runs import small_config
@@ -40,6 +42,13 @@ def run_train(workdir, *extra, fault=None, timeout=300, wait=True):
     return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def train_here(workdir, *extra, stop_after=None):
+    """``run_train``'s run (same config and overrides) in this process, for runs that are not
+    killed: a subprocess costs another import and compile. Its stdout goes to pytest's capsys."""
+    config = load_config(ROOT / "configs" / "smoke.py", [*OVERRIDES, *extra])
+    return train(config, workdir, stop_after=stop_after, progress=False)
+
+
 def comparable(records):
     return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
 
@@ -60,14 +69,14 @@ def uninterrupted(tmp_path_factory):
 def test_a_kill_while_the_metrics_log_is_rewritten_loses_no_history(tmp_path, uninterrupted):
     """Case 1: on resume the log drops records past the checkpoint; a kill in that window must
     leave the old file whole (it used to be truncated in place: a 0-byte log)."""
-    assert run_train(tmp_path).returncode == 0
+    train_here(tmp_path)
     before = (tmp_path / "metrics.jsonl").read_text()
     for step in (6, 4):  # back to checkpoint 2: records of steps 3-6 must go on resume
         Checkpointer(tmp_path / "checkpoints", every=0, keep=10).manager.delete(step)
     killed = run_train(tmp_path, fault="metrics_rewrite")
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     assert (tmp_path / "metrics.jsonl").read_text() == before
-    assert run_train(tmp_path).returncode == 0
+    train_here(tmp_path)
     assert logged(tmp_path) == uninterrupted
 
 
@@ -76,9 +85,8 @@ def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, uninterrupted):
     killed = run_train(tmp_path, "--stop-after", "3", fault="metrics_append")
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "metrics.jsonl").read_text().endswith("\n")
-    resumed = run_train(tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "torn last line" in resumed.stderr
+    with pytest.warns(UserWarning, match="torn last line"):
+        train_here(tmp_path)
     assert logged(tmp_path) == uninterrupted
 
 
@@ -133,24 +141,25 @@ def _damage(step_dir: Path, how: str) -> None:
         next((step_dir / "data").glob("process_*.json")).write_text("")
 
 
-def test_damaged_latest_checkpoints_fall_back_to_the_newest_good_one(tmp_path, uninterrupted):
+def test_damaged_latest_checkpoints_fall_back_to_the_newest_good_one(tmp_path, uninterrupted, capsys):
     """Case 6: checkpoints 6, 5 and 4 damaged three ways (a truncated array file, a deleted
     metadata file, an empty iterator state): restore says which it skipped and why, sets them
     aside, resumes from 3, and the run ends as the uninterrupted one."""
-    assert run_train(tmp_path, "checkpoint_every=1").returncode == 0
+    train_here(tmp_path, "checkpoint_every=1")
     for step, how in ((6, "truncated-array"), (5, "state-metadata-deleted"), (4, "empty-iterator-state")):
         _damage(tmp_path / "checkpoints" / str(step), how)
-    more = run_train(tmp_path, "checkpoint_every=1")
-    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
-    assert "resumed from step 3" in more.stdout, more.stdout[-3000:]
+    capsys.readouterr()
+    train_here(tmp_path, "checkpoint_every=1")
+    out = capsys.readouterr().out
+    assert "resumed from step 3" in out, out[-3000:]
     for step in (6, 5, 4):
-        assert f"skipped checkpoint {step}" in more.stdout and (tmp_path / "damaged_checkpoints" / str(step)).is_dir()
+        assert f"skipped checkpoint {step}" in out and (tmp_path / "damaged_checkpoints" / str(step)).is_dir()
     assert {6, 5, 4} <= {int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()}
     assert logged(tmp_path) == uninterrupted
 
 
 def test_no_checkpoint_restoring_is_a_clear_error(tmp_path):
-    assert run_train(tmp_path, "--stop-after", "2").returncode == 0
+    train_here(tmp_path, stop_after=2)
     for metadata in (tmp_path / "checkpoints").glob("*/state/_METADATA"):
         metadata.unlink()
     failed = run_train(tmp_path)
@@ -190,7 +199,7 @@ def test_a_kill_before_the_first_checkpoint_logs_start_once(tmp_path, uninterrup
     first attempt's start event (or its steps)."""
     killed = run_train(tmp_path, "checkpoint_every=4", "log_every=1", fault="metrics_append")
     assert killed.returncode == -signal.SIGKILL
-    assert run_train(tmp_path).returncode == 0
+    train_here(tmp_path)
     assert logged(tmp_path) == uninterrupted
 
 
@@ -208,16 +217,16 @@ def test_stop_after_logs_what_an_uninterrupted_run_logs(tmp_path):
     assert [r["step"] for r in split] == [4, 8] and all(r["tokens_per_s"] > 0 for r in split)
 
 
-def test_resume_says_where_it_resumed_and_when_nothing_is_left(tmp_path):
+def test_resume_says_where_it_resumed_and_when_nothing_is_left(tmp_path, capsys):
     """Also: a checkpoint without its top-level _CHECKPOINT_METADATA (descriptive only: Orbax
     restores without it and warns) is no damage."""
-    first = run_train(tmp_path, "--stop-after", "4")
-    assert first.returncode == 0 and "resumed" not in first.stdout
+    train_here(tmp_path, stop_after=4)
+    assert "resumed" not in capsys.readouterr().out
     (tmp_path / "checkpoints" / "4" / "_CHECKPOINT_METADATA").unlink()
-    second = run_train(tmp_path)
-    assert "resumed from step 4" in second.stdout
-    third = run_train(tmp_path)
-    assert third.returncode == 0 and "already at step 6, nothing to do" in third.stdout
+    train_here(tmp_path)
+    assert "resumed from step 4" in capsys.readouterr().out
+    train_here(tmp_path)
+    assert "already at step 6, nothing to do" in capsys.readouterr().out
 
 
 def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_cleanly(tmp_path, uninterrupted):

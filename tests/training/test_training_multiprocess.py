@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from small_runs import host_devices_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     single = subprocess.run(command(tmp_path / "one"), env=env(4), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]

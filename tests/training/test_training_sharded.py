@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from small_runs import host_devices_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,7 @@ def test_sharded_training_matches_one_device(tmp_path):
     np.testing.assert_allclose(got[:, 1], expected[:, 1], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_py_with_the_sequence_split_matches_one_device_and_resumes(tmp_path):
     """train.py with mesh.sequence=4 (and mesh.data=2) on 8 CPU devices: the losses of one device,
     also across a stop and a resume from the checkpoint."""
