@@ -79,6 +79,8 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
     dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q)
     batch, bias_heads, tiles, rows, head_dim = (dims[n] for n in ("batch", "bias_heads", "tiles", "rows", "head_dim"))
     kv_len = dims["kv_len"]
+    if block_q % 8:
+        raise ValueError(f"block_q must be a multiple of 8 dividing rows={rows}, got {block_q}")
     if block_k != 64:
         raise ValueError(f"only block_k=64 is supported, got {block_k}")
     check_keys_and_table(bias, start, end, table, batch=batch, bias_heads=bias_heads, tiles=tiles, kv_len=kv_len,

@@ -15,7 +15,7 @@ SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum of shared memory per block
 
 def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q) -> dict:
     """The checks both backward passes share: the tile layout of q, dO, lse and delta, k and v, the
-    dtype, the head dim, 64- or 128-row tiles and GQA; raise a ValueError naming the limit, else
+    dtype, the head dim, 64- or 128-row tiles that block_q divides, and GQA; raise a ValueError naming the limit, else
     return the sizes (batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len)."""
     import jax.numpy as jnp
 
@@ -38,8 +38,8 @@ def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q) -> dic
         raise ValueError(f"head dim must be 64 or 128, got {head_dim}")
     if rows not in (64, 128):
         raise ValueError(f"rows = block_q * R must be 64 or 128, got {rows}")
-    if block_q % 8 or rows % block_q:
-        raise ValueError(f"block_q must be a multiple of 8 dividing rows={rows}, got {block_q}")
+    if rows % block_q:
+        raise ValueError(f"block_q={block_q} must divide the tile's {rows} rows")
     if bias_heads % kv_heads:
         raise ValueError(f"need Hb % Hkv == 0, got Hb={bias_heads}, Hkv={kv_heads}")
     return dict(batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,

@@ -216,6 +216,7 @@ def _arguments(change):
         (dict(head_dim=96), "head dim"),
         (dict(rows=32, block_q=8), "rows"),
         (dict(block_q_arg=12), "block_q"),
+        (dict(block_q_arg=4), "multiple of 8"),
         (dict(width=96), "multiple of 64"),
         (dict(num_stages=1), "num_stages"),
         (dict(width=64 * 300), "key steps"),

@@ -13,7 +13,7 @@ from jax import export
 
 from pallas_kernels.gpu.backward import dma_backward_slots
 from pallas_kernels.gpu.reference import interval_attention_reference
-from pallas_kernels.mosaic_gpu.backward_slots import dma_backward_slots_mosaic
+from pallas_kernels.mosaic_gpu.backward_slots import check_arguments, dma_backward_slots_mosaic
 from problems import causal_key_lists
 
 SCALE = 0.3
@@ -113,6 +113,18 @@ def test_rejects_unsupported_arguments(change, message):
     with pytest.raises(ValueError, match=message):
         dma_backward_slots_mosaic(q, q, rows_f32, rows_f32, kv, kv, per_key.astype(jnp.float32), per_key, per_key,
                                   jnp.full((1, 2, 4, width), -1, jnp.int32), scale=1.0, block_q=16, q_offset=0)
+
+
+def test_takes_any_block_q_that_divides_the_rows():
+    """Unlike the query-major pass, the key-major one needs no multiple of 8 (4 positions x R = 16)."""
+    q = jax.ShapeDtypeStruct((1, 2, 4, 64, 128), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((1, 1, 64, 128), jnp.bfloat16)
+    rows = jax.ShapeDtypeStruct((1, 2, 4, 64), jnp.float32)
+    per_key = jax.ShapeDtypeStruct((1, 2, 64), jnp.int32)
+    table = jax.ShapeDtypeStruct((1, 2, 4, 64), jnp.int32)
+    assert check_arguments(q, q, rows, rows, kv, kv, per_key, per_key, per_key, table, block_q=4)["rows"] == 64
+    with pytest.raises(ValueError, match="must divide"):
+        check_arguments(q, q, rows, rows, kv, kv, per_key, per_key, per_key, table, block_q=24)
 
 
 @pytest.mark.parametrize("head_dim,dtype,rows", [(128, jnp.bfloat16, 128), (64, jnp.float16, 64)])
