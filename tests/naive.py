@@ -118,12 +118,12 @@ def naive_attention_with_kept(q, k, v, bias, kept, *, scale=None):
             for t in range(q_len):
                 row = kept[b][h // (heads // bias_heads)][t]
                 index[b, h, t, : len(row)], listed[b, h, t, : len(row)] = row, True
-    kv_head = np.arange(heads) // (heads // kv_heads)
-    bias_head = np.arange(heads) // (heads // bias_heads)
-    rows = np.arange(batch)[:, None, None, None], kv_head[None, :, None, None]
-    keys = k.transpose(0, 2, 1, 3)[rows[0], rows[1], index]  # (B, H, Tq, n, D)
-    values = v.transpose(0, 2, 1, 3)[rows[0], rows[1], index]
-    key_bias = bias[np.arange(batch)[:, None, None, None], bias_head[None, :, None, None], index]  # (B, H, Tq, n)
+    row = np.arange(batch)[:, None, None, None]  # broadcast against index (B, H, Tq, n)
+    kv_head = (np.arange(heads) // (heads // kv_heads))[None, :, None, None]
+    bias_head = (np.arange(heads) // (heads // bias_heads))[None, :, None, None]
+    keys = k.transpose(0, 2, 1, 3)[row, kv_head, index]  # (B, H, Tq, n, D)
+    values = v.transpose(0, 2, 1, 3)[row, kv_head, index]
+    key_bias = bias[row, bias_head, index]  # (B, H, Tq, n)
     logits = scale * jnp.einsum("bhtnd,bthd->bhtn", keys, q) + key_bias
     logits = jnp.where(listed, logits, -jnp.inf)
     top = jnp.where(listed.any(-1, keepdims=True), jnp.max(logits, axis=-1, keepdims=True), 0.0)

@@ -83,6 +83,18 @@ def test_bad_config_fails_early(overrides, match):
         ModelConfig.preset("tiny", **overrides)
 
 
+def _implementations_seen(monkeypatch) -> list:
+    """The ``implementation`` of every later ``jax.nn.dot_product_attention`` call, in order."""
+    original, seen = jax.nn.dot_product_attention, []
+
+    def spy(*args, implementation=None, **kwargs):
+        seen.append(implementation)
+        return original(*args, implementation=implementation, **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    return seen
+
+
 @pytest.mark.parametrize("kind", ["mha", "swa", "mla"])
 def test_dense_implementation_reaches_dot_product_attention(kind, monkeypatch):
     """``dense_implementation`` is what the dense layers hand to ``jax.nn.dot_product_attention``;
@@ -91,13 +103,7 @@ def test_dense_implementation_reaches_dot_product_attention(kind, monkeypatch):
     chosen = _model(kind, dense_implementation="xla")
     tokens = _tokens()
     expected = default(tokens)
-    original, seen = jax.nn.dot_product_attention, []
-
-    def spy(*args, implementation=None, **kwargs):
-        seen.append(implementation)
-        return original(*args, implementation=implementation, **kwargs)
-
-    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    seen = _implementations_seen(monkeypatch)
     np.testing.assert_allclose(chosen(tokens), expected, atol=1e-6)
     assert seen == ["xla"] * len(chosen.blocks)
 
@@ -118,13 +124,7 @@ def test_auto_dense_implementation_takes_cudnn_only_where_it_applies(monkeypatch
 
 def test_the_default_dense_implementation_is_auto_and_xla_on_the_cpu(monkeypatch):
     assert ModelConfig.preset("tiny", attention="mha").dense_implementation == "auto"
-    original, seen = jax.nn.dot_product_attention, []
-
-    def spy(*args, implementation=None, **kwargs):
-        seen.append(implementation)
-        return original(*args, implementation=implementation, **kwargs)
-
-    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    seen = _implementations_seen(monkeypatch)
     model = _model("mha", dtype="bfloat16")
     model(_tokens())
     assert seen == [None] * len(model.blocks)
