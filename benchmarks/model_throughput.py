@@ -19,7 +19,9 @@ tokens:
 DMA and SWA keep ``w = min(--window, T * --max-window-fraction)`` keys (T/4 at 2K, 1024 from 4K on,
 the performance targets' settings); dense attention runs on cuDNN on a GPU. The batch holds
 ``--tokens-per-batch`` tokens (at least one row). ``--model 1.7b`` times the paper's 1.7B shape
-instead (configs/lm_1p7b.py: w = 2048, scanned blocks). Writes model_throughput.json (card and
+instead (configs/lm_1p7b.py: w = 2048, scanned blocks). ``--remat-saves nothing attention`` times each
+attention both ways: the blocks recompute everything in the backward pass, or keep the attention's
+outputs and DMA's selection tables (``ModelConfig.remat_saves``). Writes model_throughput.json (card and
 command) and model_throughput.png (tokens/s against T), and prints a table last.
 """
 
@@ -36,6 +38,7 @@ from benchmarks.common import result_header, write_json
 from dma_jax.data import DataConfig
 from dma_jax.evaluation.throughput import inference_throughput, training_throughput
 from dma_jax.models import DecoderLM, ModelConfig
+from dma_jax.remat import SAVES
 from dma_jax.training.config import TrainConfig, load_config
 from dma_jax.training.flops import count_matmul_params, peak_flops, training_flops_per_token
 from dma_jax.training.optimizer import OptimConfig
@@ -43,11 +46,11 @@ from dma_jax.training.optimizer import OptimConfig
 KINDS = ("dma", "mha", "swa")
 
 
-def model_config(args, attention: str, length: int) -> ModelConfig:
+def model_config(args, attention: str, length: int, remat_saves: str = "nothing") -> ModelConfig:
     """The model of one row: the fixed shape of the flags (or the 1.7B preset) with this attention."""
     on_gpu = jax.default_backend() == "gpu"
     window = max(1, min(args.window, int(length * args.max_window_fraction)))
-    common = dict(attention=attention, dtype=args.dtype, remat=not args.no_remat,
+    common = dict(attention=attention, dtype=args.dtype, remat=not args.no_remat, remat_saves=remat_saves,
                   dense_implementation="cudnn" if on_gpu else None)
     if args.model == "1.7b":
         return ModelConfig.preset("1.7b", scan_layers=True, window=2048 if attention != "mha" else None, **common)
@@ -70,13 +73,13 @@ def peak_memory_gib() -> float | None:
     return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
 
 
-def measure(args, attention: str, length: int) -> dict:
-    model = model_config(args, attention, length)
+def measure(args, attention: str, length: int, remat_saves: str = "nothing") -> dict:
+    model = model_config(args, attention, length, remat_saves)
     batch = max(1, args.tokens_per_batch // length)
     config = TrainConfig(model=model, data=DataConfig(kind="mqar", seq_len=length, global_batch_size=batch,
                                                       vocab_size=model.vocab_size),
                          optim=OptimConfig(warmup_steps=1), steps=100, logits_piece=logits_piece(args))
-    row = dict(attention=attention, T=length, window=model.window, batch=batch)
+    row = dict(attention=attention, T=length, window=model.window, batch=batch, remat_saves=remat_saves)
     try:
         row["train"] = training_throughput(config, seq_len=length, batch=batch, repeats=args.repeats)
         lm = DecoderLM(model, rngs=nnx.Rngs(0))
@@ -104,9 +107,12 @@ def plot(result: dict, path: str) -> str:
               ("inference", "decode_tokens_per_s", "decode"))
     for ax, (part, key, title) in zip(fig.subplots(1, 3), panels):
         for attention in KINDS:
-            rows = [r for r in result["rows"] if r["attention"] == attention and part in r]
-            if rows:
-                ax.plot([r["T"] for r in rows], [r[part][key] for r in rows], "o-", label=attention)
+            for saves in result["settings"].get("remat_saves", ["nothing"]):
+                rows = [r for r in result["rows"] if r["attention"] == attention and part in r
+                        and r.get("remat_saves", "nothing") == saves]
+                label = attention if len(result["settings"].get("remat_saves", [])) < 2 else f"{attention}, saves {saves}"
+                if rows:
+                    ax.plot([r["T"] for r in rows], [r[part][key] for r in rows], "o-", label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length T")
@@ -135,6 +141,8 @@ def main(argv=None) -> dict:
     p.add_argument("--max-window-fraction", type=float, default=0.25)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-remat", action="store_true")
+    p.add_argument("--remat-saves", nargs="+", choices=SAVES, default=["nothing"],
+                   help="what the rematerialised blocks keep (ModelConfig.remat_saves); several: each is timed")
     p.add_argument("--tokens-per-batch", type=int, default=65536)
     p.add_argument("--logits-piece", type=int, default=None,
                    help="positions per piece of the LM head and loss (0: all at once; default: the 1.7B config's for 1.7b, else all)")
@@ -149,20 +157,21 @@ def main(argv=None) -> dict:
                   settings=dict(vars(args)), rows=[])
     json_path = os.path.join(args.out_dir, "model_throughput.json")
     for length in args.lengths:
-        for attention in args.attentions:
-            row = measure(args, attention, length)
-            result["rows"].append(row)
-            write_json(result, json_path)
-            print(row, flush=True)
+        for saves in args.remat_saves:
+            for attention in args.attentions:
+                row = measure(args, attention, length, saves)
+                result["rows"].append(row)
+                write_json(result, json_path)
+                print(row, flush=True)
     plot(result, os.path.join(args.out_dir, "model_throughput.png"))
-    print(f"\n{'attention':<10}{'T':>7}{'w':>6}{'B':>4}{'train tok/s':>13}{'amortised':>12}{'prefill':>11}"
+    print(f"\n{'attention':<10}{'saves':>10}{'T':>7}{'w':>6}{'B':>4}{'train tok/s':>13}{'amortised':>12}{'prefill':>11}"
           f"{'decode':>10}{'peak GiB':>9}{'MFU':>7}{'compile s':>10}")
     for r in result["rows"]:
         if "error" in r:
-            print(f"{r['attention']:<10}{r['T']:>7}  error: {r['error'][:70]}")
+            print(f"{r['attention']:<10}{r['remat_saves']:>10}{r['T']:>7}  error: {r['error'][:70]}")
             continue
         memory = r["peak_memory_gib"]
-        print(f"{r['attention']:<10}{r['T']:>7}{str(r['window'] or '-'):>6}{r['batch']:>4}"
+        print(f"{r['attention']:<10}{r['remat_saves']:>10}{r['T']:>7}{str(r['window'] or '-'):>6}{r['batch']:>4}"
               f"{r['train']['tokens_per_s']:>13,.0f}{r['train']['tokens_per_s_amortised']:>12,.0f}"
               f"{r['inference']['prefill_tokens_per_s']:>11,.0f}{r['inference']['decode_tokens_per_s']:>10,.0f}"
               f"{'-' if memory is None else f'{memory:.1f}':>9}"

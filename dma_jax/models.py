@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dma_jax.ops import IMPLEMENTATIONS
+from dma_jax.remat import SAVES as REMAT_SAVES
+from dma_jax.remat import policy as remat_policy
 from dma_jax.nn import (
     DynamicMaskAttention,
     MultiHeadAttention,
@@ -77,6 +79,10 @@ class ModelConfig:
     # jax.nn.dot_product_attention's None, "xla", "cudnn"
     dense_implementation: str | None = "auto"
     remat: bool = False  # recompute each block's activations in the backward pass (saves memory)
+    # what remat keeps instead of recomputing (dma_jax.remat): "nothing", or "attention" (the
+    # attention outputs, their softmax statistics and DMA's selection tables: no attention forward
+    # and no selection in the backward pass, for about one more (B, T, H, D) activation per layer)
+    remat_saves: str = "nothing"
     scan_layers: bool = False  # blocks stacked and run by one nnx.scan: compile time stops growing with depth
 
     def __post_init__(self):
@@ -87,6 +93,8 @@ class ModelConfig:
         if self.dense_implementation not in DENSE_IMPLEMENTATIONS:
             raise ValueError(f"dense_implementation must be one of {DENSE_IMPLEMENTATIONS}, "
                              f"got {self.dense_implementation!r}")
+        if self.remat_saves not in REMAT_SAVES:
+            raise ValueError(f"remat_saves must be one of {REMAT_SAVES}, got {self.remat_saves!r}")
         if self.attention in ("swa", "nsa") and self.window is None:
             raise ValueError(f"attention={self.attention!r} needs a window")
         if isinstance(self.implementation, str) or self.implementation is None:
@@ -251,7 +259,7 @@ class DecoderLM(nnx.Module):
         x = self.embed(tokens)
         run_block = lambda block, x, positions, segment_ids: block(x, positions=positions, segment_ids=segment_ids)
         if self.config.remat:
-            run_block = nnx.remat(run_block)
+            run_block = nnx.remat(run_block, policy=remat_policy(self.config.remat_saves))
         if self.layers is not None:
             scanned = nnx.scan(lambda x, block, p, s: run_block(block, x, p, s), in_axes=(nnx.Carry, 0, None, None),
                                out_axes=nnx.Carry)

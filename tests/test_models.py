@@ -76,6 +76,7 @@ def test_presets_have_the_paper_sizes(name, non_embedding_millions):
         (dict(num_heads=5, num_kv_heads=2), "num_kv_heads"),
         (dict(attention="swa", window=None), "window"),
         (dict(dense_implementation="flash"), "dense_implementation"),
+        (dict(remat_saves="everything"), "remat_saves"),
     ],
 )
 def test_bad_config_fails_early(overrides, match):

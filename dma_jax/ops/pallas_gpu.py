@@ -15,7 +15,9 @@ import os
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
+from dma_jax.remat import OUTPUT, STATS
 from dma_jax.selection.tables import KeyTables, key_tables, num_tiles, table_width
 from pallas_kernels.gpu.backward import dma_backward_queries, dma_backward_slots
 from pallas_kernels.gpu.common import KernelOptions
@@ -239,6 +241,7 @@ def _forward(call, q_tiles, k, v, bias, start, end, table):
 
 def _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd):
     out, lse = vary_like((*_forward(call, q_tiles, k, v, bias, start, end, table),), (q_tiles, k, v, bias))
+    out, lse = checkpoint_name(out, OUTPUT), checkpoint_name(lse, STATS)
     return out, (q_tiles, k, v, bias, start, end, table_bwd, out, lse)
 
 

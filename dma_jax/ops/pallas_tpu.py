@@ -17,7 +17,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
+from dma_jax.remat import OUTPUT, STATS
 from dma_jax.selection.tables import key_tables, num_tiles, table_width
 from pallas_kernels.tpu.backward import ARRIVES, LEAVES, dma_backward_queries_tpu, dma_backward_slots_tpu
 from pallas_kernels.tpu.common import LANES, SUBLANES, TpuKernelOptions
@@ -158,6 +160,7 @@ def _kernels_fwd(call, q_tiles, k, v, bias, lists, lists_bwd):
         _offsets(rows, rows // config.block_q), scale=call.scale, block_q=config.block_q, q_offset=call.q_offset,
         own_chunks=call.own_chunks, zero_row=call.zero_row, options=config.options,
     )
+    out, lse = checkpoint_name(out, OUTPUT), checkpoint_name(lse, STATS)
     return out, (q_tiles, k, v, bias, lists_bwd, out, lse)
 
 

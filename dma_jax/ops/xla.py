@@ -14,8 +14,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from dma_jax.ops.reference import masked_softmax
+from dma_jax.remat import SELECTION
 from dma_jax.selection.tables import key_intervals, num_tiles, tile_key_lists
 
 _ELEMENTS_PER_STEP = 1 << 24  # logits per lax.map step, across batch and heads
@@ -63,11 +65,13 @@ def dma_attention_xla(q, k, v, bias, window, *, causal, scale, segment_ids, key_
     tiles = num_tiles(q_len, block_q)
     q_offset = kv_len - q_len if causal else 0
 
-    start, end = key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids, key_mask=key_mask,
-                               local_window=local_window, sink_keys=sink_keys)
+    start, end = checkpoint_name(key_intervals(bias, window, q_len, causal=causal, segment_ids=segment_ids,
+                                               key_mask=key_mask, local_window=local_window, sink_keys=sink_keys),
+                                 SELECTION)
     sparse = causal and window is not None and window + block_q < kv_len
     if sparse:
-        lists = tile_key_lists(end, q_len, block_q, window, segment_ids=segment_ids, key_mask=key_mask, bias=bias)
+        lists = checkpoint_name(tile_key_lists(end, q_len, block_q, window, segment_ids=segment_ids,
+                                               key_mask=key_mask, bias=bias), SELECTION)
         lists = jnp.moveaxis(lists, 2, 0)  # (tiles, B, Hb, K)
         keys_per_tile = window + block_q
     else:

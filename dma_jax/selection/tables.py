@@ -24,7 +24,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
+from dma_jax.remat import SELECTION
 from dma_jax.selection import noncausal
 from dma_jax.selection.ranges import live_ranges_unchecked, static_keep_unchecked
 from dma_jax.selection.segments import segment_bounds
@@ -179,4 +181,5 @@ def key_tables(
             raise ValueError(f"width {width} is below the {table.shape[-1]} columns the tables need")
         return jnp.pad(table, ((0, 0), (0, 0), (0, 0), (0, width - table.shape[-1])), constant_values=-1)
 
-    return KeyTables(start, end, tuple(table_for(tile_q) for tile_q in tile_sizes))
+    # Named so that a rematerialised block can keep the tables (dma_jax.ops.remat).
+    return checkpoint_name(KeyTables(start, end, tuple(table_for(tile_q) for tile_q in tile_sizes)), SELECTION)
