@@ -192,8 +192,8 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
             """P and dS (rows, 64) float32 of the keys in ``slot``."""
 
             def products(s_ref, dp_ref):
-                plgpu.wgmma(s_ref, q_smem, plgpu.transpose_ref(k_smem.at[slot], (1, 0)))
-                plgpu.wgmma(dp_ref, do_smem, plgpu.transpose_ref(v_smem.at[slot], (1, 0)))
+                plgpu.wgmma(s_ref, q_smem, k_smem.at[slot].transpose((1, 0)))
+                plgpu.wgmma(dp_ref, do_smem, v_smem.at[slot].transpose((1, 0)))
                 return s_ref[...], dp_ref[...]
 
             s, dp = pl.run_scoped(products, plgpu.ACC(shape, jnp.float32), plgpu.ACC(shape, jnp.float32))
@@ -235,7 +235,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
 
             def key_major(weights_smem, operand_smem):
                 def product(acc_ref):
-                    plgpu.wgmma(acc_ref, plgpu.transpose_ref(weights_smem, (1, 0)), operand_smem)
+                    plgpu.wgmma(acc_ref, weights_smem.transpose((1, 0)), operand_smem)
                     return acc_ref[...]
 
                 return pl.run_scoped(product, plgpu.ACC((block_k, head_dim), jnp.float32))
