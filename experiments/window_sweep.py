@@ -14,6 +14,12 @@ of tokens at positions < w in their document and of the rest (``--ppl-split-at w
 the share of each query's kept keys that are among its ``--recent-keys`` (default w) latest
 positions, and the learned A per layer.
 
+``--cost`` trains nothing: it times each cell's train step and its decoding in this process, one
+cell after another on the whole device (``experiments/cell_cost.py``), into --results' "cost"
+(one entry per cell, whatever the seeds), so that the table puts tokens/s beside perplexity:
+
+    python experiments/window_sweep.py --cost --results results/ppl/window_sweep.json
+
 Writes --results (JSON: card, commands, per-run records with wall time and FLOPs) and two plots
 beside it: perplexity against attention FLOPs per token (mean and range over seeds), and the loss
 split by position. Prints a table last. Cells already in --results are skipped (a sweep resumes).
@@ -29,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from experiments.cell_cost import add_costs  # noqa: E402
 from experiments.cells import SYNTAX, Cell, parse_cell, parse_cells_or_exit  # noqa: E402
 from experiments.launch import (Job, add_grid_arguments, base_model, report_summary, run_eval,  # noqa: E402
                                 run_grid_from_args)
@@ -91,6 +98,21 @@ def evaluate(args):
     return after
 
 
+def measure_costs(args) -> dict:
+    """``--cost``: add the missing cells' costs to --results (created if absent) and return it."""
+    import json
+
+    from dma_jax.card import device_card
+
+    path = Path(args.results)
+    results = json.loads(path.read_text()) if path.exists() else {"card": device_card(), "cells": {}}
+    results["cost_command"] = " ".join(["python", *sys.argv])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    add_costs(results, path, [parse_cell(c) for c in args.cells], args.config, args.overrides, seq_len=args.seq_len,
+              batch=args.batch, decode_tokens=args.decode_tokens, repeats=args.cost_repeats)
+    return results
+
+
 def summary(results: dict) -> list[dict]:
     """One row per cell spec: perplexity mean/min/max over its seeds, the split losses' means, the
     recent-key share (mean over layers and seeds), GPU-seconds and attention FLOPs."""
@@ -99,7 +121,9 @@ def summary(results: dict) -> list[dict]:
         if "perplexity" in run:
             by_cell.setdefault(run["cell"]["cell"], []).append(run)
     rows = []
+    costs = results.get("cost", {})
     for spec, runs in by_cell.items():
+        cost = costs.get(spec, {})
         ppl = [r["perplexity"]["perplexity"] for r in runs]
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         split = [r["perplexity"].get("by_position", {}) for r in runs]
@@ -113,6 +137,8 @@ def summary(results: dict) -> list[dict]:
             "eval_perplexity": mean([r["eval"]["eval_perplexity"] for r in runs if (r.get("eval") or {}).get("eval_perplexity")]),
             "attention_flops_per_token": runs[0]["cell"]["attention_flops_per_token"],
             "window": runs[0]["cell"]["window"], "family": family(runs[0]["cell"]),
+            "train_tokens_per_s": cost.get("train", {}).get("tokens_per_s_amortised"),
+            "decode_tokens_per_s": cost.get("inference", {}).get("decode_tokens_per_s"),
         })
     return sorted(rows, key=lambda r: (r["family"], r["window"] or 0))
 
@@ -143,13 +169,14 @@ def plot(rows: list[dict], results: dict, path: Path) -> list[Path]:
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'cell':<18}{'seeds':>6}{'ppl':>9}{'range':>16}{'ppl all':>9}{'loss t<w':>10}{'loss t>=w':>10}"
-          f"{'recent':>8}{'attn MFLOP/tok':>15}{'wall s':>8}")
+          f"{'recent':>8}{'attn MFLOP/tok':>15}{'wall s':>8}{'train tok/s':>13}{'decode tok/s':>13}")
     fmt = lambda x, spec: format(x, spec) if x is not None else "-"  # noqa: E731
     for r in rows:
         spread = f"{r['min']:.2f}-{r['max']:.2f}"
         print(f"{r['cell']:<18}{r['seeds']:>6}{r['perplexity']:>9.2f}{spread:>16}{fmt(r['eval_perplexity'], '.2f'):>9}"
               f"{fmt(r['loss_before_w'], '.3f'):>10}{fmt(r['loss_after_w'], '.3f'):>10}{fmt(r['recent_share'], '.3f'):>8}"
-              f"{r['attention_flops_per_token'] / 1e6:>15.2f}{r['wall_s']:>8.0f}")
+              f"{r['attention_flops_per_token'] / 1e6:>15.2f}{r['wall_s']:>8.0f}"
+              f"{fmt(r.get('train_tokens_per_s'), ',.0f'):>13}{fmt(r.get('decode_tokens_per_s'), ',.1f'):>13}")
 
 
 def main(argv=None):
@@ -166,10 +193,17 @@ def main(argv=None):
                    help="R of the recent-key share (eval.py --recent-keys); 0: the cell's window w")
     p.add_argument("--ppl-max-batches", type=int, default=0,
                    help="score at most this many held-out batches (0: the whole held-out split)")
+    p.add_argument("--cost", action="store_true",
+                   help="train nothing: time each cell's train step and decoding here, into --results' \"cost\"")
+    p.add_argument("--decode-tokens", type=int, default=32, help="--cost: cached decoding steps timed (batch 1)")
+    p.add_argument("--cost-repeats", type=int, default=5, help="--cost: timed train steps")
     add_grid_arguments(p, results="results/ppl/window_sweep.json", workroot="runs/window_sweep", timeout=4 * 3600)
     args = p.parse_args(argv)
     parse_cells_or_exit((*args.cells, *args.seeded_cells))
-    results = run_grid_from_args(jobs(args) if not args.plot_only else [], args, after=evaluate(args))
+    if args.cost:
+        results = measure_costs(args)
+    else:
+        results = run_grid_from_args(jobs(args) if not args.plot_only else [], args, after=evaluate(args))
     report_summary(results, args, summary(results), plot, print_table, "no cell has a perplexity yet",
                    seq_len=args.seq_len, batch=args.batch, tokens_per_param=args.tokens_per_param)
 

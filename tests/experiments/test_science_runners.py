@@ -76,6 +76,20 @@ def test_window_sweep_trains_scores_and_plots(tmp_path, tokens):
     assert (tmp_path / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep_by_position.png").stat().st_size > 1000
     assert "dma:16:l4" in out.splitlines()[-1] or "dma:16:l4" in out
 
+    # --cost (in this process): tokens/s of each cell beside its perplexity, nothing trained
+    from experiments import window_sweep
+
+    window_sweep.main(["--config", str(ROOT / "configs" / "smoke.py"), "--cost", "--cells", "dma:16:l4", "mha",
+                       "--seq-len", "64", "--batch", "4", "--decode-tokens", "3", "--cost-repeats", "2",
+                       "--results", str(results), *TINY, "model.vocab_size=300"])
+    stored = json.loads(results.read_text())
+    assert set(stored["cost"]) == {"dma:16:l4", "mha"} and len(stored["cells"]) == 1  # no run added
+    for cost in stored["cost"].values():
+        assert "error" not in cost, cost["error"]
+        assert cost["train"]["tokens_per_s_amortised"] > 0 and cost["inference"]["decode_tokens_per_s"] > 0
+    [row] = stored["summary"]
+    assert row["train_tokens_per_s"] == stored["cost"]["dma:16:l4"]["train"]["tokens_per_s_amortised"]
+
 
 def test_mqar_seeds_trains_scores_and_summarises(tmp_path):
     results = tmp_path / "seeds.json"
