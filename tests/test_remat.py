@@ -97,7 +97,10 @@ def test_saved_attention_gives_the_same_gradients_on_gpu(attention):
     kernels run), MHA on cuDNN; the saved forward equals the recomputed one."""
     grads = _gradients_by_saves(length=256, attention=attention, window=64, dtype="bfloat16",
                                 dense_implementation="cudnn")
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads["nothing"], grads["attention"])
+    for a, b in zip(jax.tree.leaves(grads["nothing"]), jax.tree.leaves(grads["attention"])):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        print(f"relative difference {np.linalg.norm(b - a) / (np.linalg.norm(a) + 1e-12):.2e}")
+        assert np.linalg.norm(b - a) <= 1e-2 * np.linalg.norm(a) + 1e-6
 
 
 def test_unknown_saves_are_refused():
