@@ -4,9 +4,9 @@
 w = 256-2048; the local-window variant) and its steps, about 15 tokens per parameter.
 
 Hardware: a GPU. Size: 12.9M parameters (d_model 384, 6 layers, 6 heads of 64, 3 kv heads,
-vocabulary 8192), 16 rows of 2048 tokens a step. Time (predicted, not measured yet): 10-15 min a
-run on one H100 with four runs sharing it (the 9.3M-parameter s10m runs of configs/lm_scaling.py
-took 6-8 min for 5,000 steps that way on an H200). Needs the tokenized corpus.
+vocabulary 8192), 16 rows of 2048 tokens a step. Time: 394 s for DMA w = 512 alone on one H100
+(5,899 steps, scoring included); runs sharing a card share its throughput
+(results/ppl/shared_card_probe_h200.json). Needs the tokenized corpus.
 
     python train.py --config configs/window_sweep.py --workdir runs/window_dma512
 """

@@ -94,12 +94,12 @@ def test_model_gradients_do_not_depend_on_what_remat_saves(attention, implementa
 @pytest.mark.parametrize("attention", ["dma", "mha"])
 def test_saved_attention_gives_the_same_gradients_on_gpu(attention):
     """bf16 on the GPU: DMA on the default Pallas kernels (w = 64 of 256, so the gathered-tile
-    kernels run), MHA on cuDNN; the saved forward equals the recomputed one."""
+    kernels run), MHA on cuDNN. The two programs fuse their bf16 arithmetic differently, so a few
+    gradients differ by rounding (on an H200: two leaves by 1.6e-3 of their norm, the rest bitwise)."""
     grads = _gradients_by_saves(length=256, attention=attention, window=64, dtype="bfloat16",
                                 dense_implementation="cudnn")
     for a, b in zip(jax.tree.leaves(grads["nothing"]), jax.tree.leaves(grads["attention"])):
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        print(f"relative difference {np.linalg.norm(b - a) / (np.linalg.norm(a) + 1e-12):.2e}")
         assert np.linalg.norm(b - a) <= 1e-2 * np.linalg.norm(a) + 1e-6
 
 
