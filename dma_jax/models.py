@@ -19,8 +19,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dma_jax.ops import IMPLEMENTATIONS
-from dma_jax.remat import SAVES as REMAT_SAVES
-from dma_jax.remat import policy as remat_policy
 from dma_jax.nn import (
     DynamicMaskAttention,
     MultiHeadAttention,
@@ -28,6 +26,8 @@ from dma_jax.nn import (
     NativeSparseAttention,
     SlidingWindowAttention,
 )
+from dma_jax.remat import SAVES as REMAT_SAVES
+from dma_jax.remat import policy as remat_policy
 from dma_jax.selection.segments import segment_bounds
 from dma_jax.sharding import annotate
 
