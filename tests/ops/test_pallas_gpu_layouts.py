@@ -39,7 +39,7 @@ def _outputs_and_grads(config, case, seed=0, batch=1):
                                    key_mask=key_mask, config=config)
         return jnp.sum(out * jnp.cos(out)), out
 
-    (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(q, k, v, bias)
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(q, k, v, bias)
     return out, grads
 
 

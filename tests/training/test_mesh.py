@@ -87,7 +87,7 @@ SCRIPT = textwrap.dedent(
         tokens = jnp.asarray(rng.integers(0, 256, (4, 37)), jnp.int32)
         segments = jnp.asarray(np.repeat([[1] * 20 + [2] * 17], 4, 0), jnp.int32)
         loss = lambda p, t, s: jnp.mean(nnx.merge(graphdef, p)(t, s) ** 2)
-        expected, expected_grads = jax.value_and_grad(loss)(params, tokens, segments)
+        expected, expected_grads = jax.jit(jax.value_and_grad(loss))(params, tokens, segments)  # one program, not op by op
         mesh = make_mesh(mesh_config)
         with jax.set_mesh(mesh):
             shardings = tree_shardings(params, mesh)
@@ -122,7 +122,7 @@ SEQUENCE_SCRIPT = textwrap.dedent(
         tokens = jnp.asarray(rng.integers(0, 256, (2, 64)), jnp.int32)
         segments = jnp.asarray(np.repeat([[1] * 21 + [2] * 30 + [3] * 13], 2, 0), jnp.int32)  # across shard borders
         loss = lambda p, t, s: jnp.mean(nnx.merge(graphdef, p)(t, s) ** 2)
-        expected, expected_grads = jax.value_and_grad(loss)(params, tokens, segments)
+        expected, expected_grads = jax.jit(jax.value_and_grad(loss))(params, tokens, segments)  # one program, not op by op
         for mesh_config in meshes:
             mesh = make_mesh(mesh_config)
             with jax.set_mesh(mesh):
