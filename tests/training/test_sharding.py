@@ -36,7 +36,8 @@ SCRIPT = textwrap.dedent(
     def loss(fn, q, k, v, bias):
         return jnp.sum(jnp.sin(fn(q, k, v, bias)))
 
-    reference = jax.grad(lambda *a: loss(lambda *b: dma_attention_reference(*b, 6, segment_ids=seg), *a), argnums=(0, 1, 2, 3))(q, k, v, bias)
+    reference = jax.jit(jax.grad(lambda *a: loss(lambda *b: dma_attention_reference(*b, 6, segment_ids=seg), *a),
+                                 argnums=(0, 1, 2, 3)))(q, k, v, bias)
     # Pallas interpret mode trips JAX's varying-axes check of its own grid loop (JAX asks for
     # check_vma=False there); the XLA path and the compiled GPU kernels run with the check on.
     for impl, check_vma in (("xla", True), ("pallas", False)):
