@@ -21,13 +21,13 @@ from pallas_kernels.gpu.common import KernelOptions
 HEADS, KV_HEADS, HEAD_DIM, DTYPE = 32, 8, 128, jnp.bfloat16
 
 
-def inputs(length, seed=0, *, heads=HEADS, kv_heads=KV_HEADS, head_dim=HEAD_DIM, dtype=DTYPE):
-    """Random q (1, T, H, D), k, v (1, T, Hkv, D) in ``dtype`` and a float32 bias (1, Hkv, T)."""
+def inputs(length, seed=0, *, heads=HEADS, kv_heads=KV_HEADS, head_dim=HEAD_DIM, dtype=DTYPE, batch=1):
+    """Random q (B, T, H, D), k, v (B, T, Hkv, D) in ``dtype`` and a float32 bias (B, Hkv, T)."""
     keys = jax.random.split(jax.random.key(seed + length), 4)
-    q = jax.random.normal(keys[0], (1, length, heads, head_dim), dtype)
-    k = jax.random.normal(keys[1], (1, length, kv_heads, head_dim), dtype)
-    v = jax.random.normal(keys[2], (1, length, kv_heads, head_dim), dtype)
-    bias = jax.random.normal(keys[3], (1, kv_heads, length), jnp.float32)
+    q = jax.random.normal(keys[0], (batch, length, heads, head_dim), dtype)
+    k = jax.random.normal(keys[1], (batch, length, kv_heads, head_dim), dtype)
+    v = jax.random.normal(keys[2], (batch, length, kv_heads, head_dim), dtype)
+    bias = jax.random.normal(keys[3], (batch, kv_heads, length), jnp.float32)
     return q, k, v, bias
 
 

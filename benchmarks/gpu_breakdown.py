@@ -4,13 +4,19 @@
 
 For each T (and each ``--digit-bits``: bits per level of the selection's wavelet matrix, to compare
 level counts in one run) it traces ``--runs`` calls of four jitted parts, with the shapes of
-``benchmarks.attention`` (B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias):
+``benchmarks.attention`` (B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias; ``--batch``,
+``--heads``, ``--kv-heads`` and ``--segments`` change them, e.g. to a model layer's call):
 ``live_ranges`` (the wavelet matrix), the whole selection stage of the Pallas path (live ranges,
 slots, both key tables), the forward and the forward+backward through ``dma_attention``. From the
 trace (``jax.profiler``, no Nsight needed) it reports per call: wall time (median, untraced),
 amortised wall time (``--calls`` back-to-back calls, one wait), device busy time (the sum of kernel durations on the GPU's streams), the number of kernels
 launched, and the kernels that take the most time. Wall minus busy is time the GPU sat idle:
 launch gaps and host round trips (a ``while_loop`` reads its condition on the host every turn).
+``--cudnn`` adds dense causal forward+backward on cuDNN at the same shape, for the backward's
+comparison:
+
+    python -m benchmarks.gpu_breakdown --lengths 2048 --window 512 --batch 32 --heads 8 --kv-heads 8 --segments --cudnn --out results/benchmarks/gpu_breakdown_lm_2k.json
+
 Also draws ``<out>.png``: each call's wall time split into the DMA kernels, layout copies, the
 other XLA kernels (mostly selection) and idle time. ``--plot-only`` redraws it from ``--out``.
 """
@@ -24,12 +30,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 
-from benchmarks.attention import selection_stage
-from benchmarks.common import card_label, forward_and_backward, inputs, median_ms, result_header
+import jax.numpy as jnp
+
+from benchmarks.common import HEADS, KV_HEADS, card_label, forward_and_backward, inputs, median_ms, result_header
 from dma_jax import PallasConfig, dma_attention, live_ranges
+from dma_jax.ops.pallas_gpu import selection_stage as pallas_selection_stage
 from dma_jax.selection import order_statistics
 from dma_jax.timing import amortised_seconds
 
@@ -125,6 +134,18 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+class Shape(NamedTuple):
+    """The attention call's shape: ``benchmarks.attention``'s by default (B = 1, H = 32, Hkv = 8);
+    ``segments``: pass all-ones segment ids (as a model's packed batches do); ``cudnn``: also time
+    dense causal attention on cuDNN at this shape."""
+
+    batch: int = 1
+    heads: int = HEADS
+    kv_heads: int = KV_HEADS
+    segments: bool = False
+    cudnn: bool = False
+
+
 def trace(fn, args, runs: int) -> list:
     """Kernel events of ``runs`` calls of the (already compiled) ``fn``."""
     from jax.profiler import ProfileData
@@ -139,17 +160,24 @@ def trace(fn, args, runs: int) -> list:
         return list(kernel_events(ProfileData.from_file(paths[0])))
 
 
-def parts(length: int, window: int):
-    """(name, jitted fn, args) of the four parts at one length."""
-    q, k, v, bias = inputs(length)
-    stage = selection_stage(window, length, PallasConfig())
-    attend = lambda q, k, v, b: dma_attention(q, k, v, b, window, implementation="pallas")
-    return [
-        ("live_ranges", jax.jit(lambda b: live_ranges(b, window)), (bias,)),
+def parts(length: int, window: int, shape: Shape = Shape()):
+    """(name, jitted fn, args) of the four parts at one length (five with ``shape.cudnn``)."""
+    q, k, v, bias = inputs(length, batch=shape.batch, heads=shape.heads, kv_heads=shape.kv_heads)
+    segment_ids = jnp.ones((shape.batch, length), jnp.int32) if shape.segments else None
+    config = PallasConfig().resolve(head_dim=q.shape[-1], per_bias=shape.heads // shape.kv_heads, dtype=q.dtype)
+    stage = lambda b: pallas_selection_stage(b, window, length, causal=True, segment_ids=segment_ids, key_mask=None,
+                                             config=config)
+    attend = lambda q, k, v, b: dma_attention(q, k, v, b, window, segment_ids=segment_ids, implementation="pallas")
+    out = [
+        ("live_ranges", jax.jit(lambda b: live_ranges(b, window, segment_ids=segment_ids)), (bias,)),
         ("selection_stage", jax.jit(stage), (bias,)),
         ("forward", jax.jit(attend), (q, k, v, bias)),
         ("forward_backward", forward_and_backward(attend), (q, k, v, bias)),
     ]
+    if shape.cudnn:  # dense causal attention at the same shape, on cuDNN's fused kernels
+        dense = lambda q, k, v, b: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        out.append(("cudnn_forward_backward", forward_and_backward(dense), (q, k, v, bias)))
+    return out
 
 
 def main(argv=None):
@@ -161,6 +189,11 @@ def main(argv=None):
     p.add_argument("--calls", type=int, default=100, help="back-to-back calls per amortised time")
     p.add_argument("--digit-bits", type=int, nargs="+", default=[order_statistics.DIGIT_BITS],
                    help="bits per wavelet-matrix level of the selection, one pass each (1: binary)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=HEADS)
+    p.add_argument("--kv-heads", type=int, default=KV_HEADS)
+    p.add_argument("--segments", action="store_true", help="all-ones segment ids, as a model's batches carry")
+    p.add_argument("--cudnn", action="store_true", help="also time cuDNN's dense causal forward+backward")
     p.add_argument("--top", type=int, default=12, help="kernels listed per part")
     p.add_argument("--out", default="gpu_breakdown.json")
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
@@ -172,11 +205,13 @@ def main(argv=None):
         return
     result = dict(**result_header("gpu_breakdown", "benchmarks.gpu_breakdown", argv),
                   xla_flags=os.environ.get("XLA_FLAGS", ""), window=args.window, rows=[])
+    shape = Shape(args.batch, args.heads, args.kv_heads, args.segments, args.cudnn)
+    result["shape"] = shape._asdict()
     for digit_bits in args.digit_bits:
         order_statistics.DIGIT_BITS = digit_bits
         jax.clear_caches()  # the selection's jitted functions were traced with the previous value
         for length in args.lengths:
-            for name, fn, fn_args in parts(length, args.window):
+            for name, fn, fn_args in parts(length, args.window, shape):
                 wall_ms = median_ms(fn, *fn_args, repeats=args.repeats)
                 amortised_ms = amortised_seconds(fn, *fn_args, calls=args.calls) * 1e3
                 row = dict(T=length, part=name, digit_bits=digit_bits, wall_ms=wall_ms, amortised_ms=amortised_ms,

@@ -56,3 +56,17 @@ def test_plot_writes_a_png(tmp_path):
     result = dict(card="test card", jax="0", window=1024, rows=[_row(), dict(_row("forward_backward"), T=32768)])
     plot(result, str(tmp_path / "breakdown.png"))
     assert (tmp_path / "breakdown.png").stat().st_size > 1000
+
+
+def test_parts_take_a_model_layers_shape():
+    """--batch/--heads/--kv-heads/--segments reach every part; --cudnn adds the dense comparison
+    (listed here, run only on a GPU)."""
+    from benchmarks.gpu_breakdown import Shape, parts
+
+    listed = parts(64, 8, Shape(batch=2, heads=4, kv_heads=2, segments=True, cudnn=True))
+    assert [name for name, _, _ in listed] == ["live_ranges", "selection_stage", "forward", "forward_backward",
+                                               "cudnn_forward_backward"]
+    by_name = {name: (fn, args) for name, fn, args in listed}
+    q, k, v, bias = by_name["forward"][1]
+    assert q.shape == (2, 64, 4, 128) and k.shape == (2, 64, 2, 128) and bias.shape == (2, 2, 64)
+    assert by_name["live_ranges"][0](bias).shape == (2, 2, 64)  # one end per key and row
