@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-
 import jax.numpy as jnp
 
 from benchmarks.common import HEADS, KV_HEADS, card_label, forward_and_backward, inputs, median_ms, result_header
@@ -77,6 +76,7 @@ CATEGORIES = (  # (label, colour, substrings of kernel names), first match wins
     ("DMA forward kernel", "tab:blue", ("_forward_kernel",)),
     ("DMA backward, query-major", "tab:orange", ("_queries_kernel",)),
     ("DMA backward, key-major", "tab:red", ("_slots_kernel", "without_initial_refs")),
+    ("cuDNN attention (--cudnn)", "tab:purple", ("cudnn", "sdpa")),
     ("transposes and copies", "tab:gray", ("transpose", "Memcpy", "copy")),
 )
 
