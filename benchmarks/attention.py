@@ -32,11 +32,11 @@ from dma_jax import PallasConfig, dma_attention, dma_attention_reference, live_r
 from dma_jax.ops.pallas_gpu import selection_stage as pallas_selection_stage
 
 
-def selection_stage(window, length, config):
+def selection_stage(window, length, config, *, per_bias=HEADS // KV_HEADS, segment_ids=None):
     """bias -> the whole selection stage of the Pallas path (live ranges, slots, both key tables), causal, at
-    this benchmark's head shapes."""
-    config = config.resolve(head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS, dtype=jnp.bfloat16)
-    return lambda b: pallas_selection_stage(b, window, length, causal=True, segment_ids=None, key_mask=None,
+    this benchmark's head shapes (``per_bias`` query heads per bias head) unless told otherwise."""
+    config = config.resolve(head_dim=HEAD_DIM, per_bias=per_bias, dtype=jnp.bfloat16)
+    return lambda b: pallas_selection_stage(b, window, length, causal=True, segment_ids=segment_ids, key_mask=None,
                                             config=config)
 
 

@@ -35,9 +35,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from benchmarks.attention import selection_stage
 from benchmarks.common import HEADS, KV_HEADS, card_label, forward_and_backward, inputs, median_ms, result_header
 from dma_jax import PallasConfig, dma_attention, live_ranges
-from dma_jax.ops.pallas_gpu import selection_stage as pallas_selection_stage
 from dma_jax.selection import order_statistics
 from dma_jax.timing import amortised_seconds
 
@@ -164,9 +164,8 @@ def parts(length: int, window: int, shape: Shape = Shape()):
     """(name, jitted fn, args) of the four parts at one length (five with ``shape.cudnn``)."""
     q, k, v, bias = inputs(length, batch=shape.batch, heads=shape.heads, kv_heads=shape.kv_heads)
     segment_ids = jnp.ones((shape.batch, length), jnp.int32) if shape.segments else None
-    config = PallasConfig().resolve(head_dim=q.shape[-1], per_bias=shape.heads // shape.kv_heads, dtype=q.dtype)
-    stage = lambda b: pallas_selection_stage(b, window, length, causal=True, segment_ids=segment_ids, key_mask=None,
-                                             config=config)
+    stage = selection_stage(window, length, PallasConfig(), per_bias=shape.heads // shape.kv_heads,
+                            segment_ids=segment_ids)
     attend = lambda q, k, v, b: dma_attention(q, k, v, b, window, segment_ids=segment_ids, implementation="pallas")
     out = [
         ("live_ranges", jax.jit(lambda b: live_ranges(b, window, segment_ids=segment_ids)), (bias,)),

@@ -41,6 +41,7 @@ from dma_jax.models import DecoderLM, ModelConfig
 from dma_jax.remat import SAVES
 from dma_jax.training.config import TrainConfig, load_config
 from dma_jax.training.flops import count_matmul_params, peak_flops, training_flops_per_token
+from dma_jax.training.loop import peak_memory_gib
 from dma_jax.training.optimizer import OptimConfig
 
 KINDS = ("dma", "mha", "swa")
@@ -66,11 +67,6 @@ def logits_piece(args) -> int | None:
     if args.model == "1.7b":
         return load_config(Path(__file__).resolve().parents[1] / "configs" / "lm_1p7b.py", validate=False).logits_piece
     return None
-
-
-def peak_memory_gib() -> float | None:
-    stats = jax.local_devices()[0].memory_stats() or {}
-    return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
 
 
 def measure(args, attention: str, length: int, remat_saves: str = "nothing") -> dict:

@@ -15,28 +15,27 @@ import json
 from pathlib import Path
 
 from experiments.cells import Cell
+from experiments.launch import base_model
 
 
 def cell_cost(config_path: str, cell: Cell, overrides: list[str], *, seq_len: int, batch: int, decode_tokens: int,
               repeats: int) -> dict:
     """{"train": training_throughput(...), "inference": inference_throughput(...), "peak_memory_gib"}."""
-    import jax
     from flax import nnx
 
     from dma_jax.evaluation.throughput import inference_throughput, training_throughput
     from dma_jax.models import DecoderLM
     from dma_jax.training.config import load_config
+    from dma_jax.training.loop import peak_memory_gib
 
-    base = load_config(config_path, [o for o in overrides if o.startswith("model.")], validate=False).model
+    base = base_model(config_path, overrides)
     config = load_config(config_path, [*cell.overrides(base.num_heads), f"data.seq_len={seq_len}",
                                        f"data.global_batch_size={batch}", *overrides], validate=False)
     train = training_throughput(config, seq_len=seq_len, batch=batch, repeats=repeats)
     model = DecoderLM(config.model, rngs=nnx.Rngs(0))
     inference = inference_throughput(model, prompt_len=seq_len, new_tokens=decode_tokens, batch=1,
                                      repeats=max(1, repeats // 2))
-    stats = jax.local_devices()[0].memory_stats() or {}
-    return {"train": train, "inference": inference,
-            "peak_memory_gib": stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None}
+    return {"train": train, "inference": inference, "peak_memory_gib": peak_memory_gib()}
 
 
 def add_costs(results: dict, results_path: Path, cells: list[Cell], config_path: str, overrides: list[str], *,

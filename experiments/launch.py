@@ -145,6 +145,14 @@ def follow(process: subprocess.Popen, name: str, workdir: Path, timeout_s: float
     return process.returncode
 
 
+def load_results(results_path: Path) -> dict:
+    """A runner's results file (a JSON with "card" and "cells"), or a new one for this device."""
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
+    results.setdefault("cells", {})
+    results.setdefault("card", device_card())
+    return results
+
+
 def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,
              retry_errors: bool = False, start_before_s: float | None = None, gpus: list[str] | None = None,
              after=None) -> dict:
@@ -157,9 +165,7 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     the environment of its training (same GPU, same memory share), while other cells go on
     training; the dict it returns joins the cell's record.
     """
-    results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
-    results.setdefault("cells", {})
-    results.setdefault("card", device_card())
+    results = load_results(results_path)
     results["command"] = " ".join(["python", *sys.argv])
     done = {name for name, r in results["cells"].items() if not (retry_errors and "error" in r)}
     todo = [job for job in jobs if job.name not in done]

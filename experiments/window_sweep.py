@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.cell_cost import add_costs  # noqa: E402
 from experiments.cells import SYNTAX, Cell, parse_cell, parse_cells_or_exit  # noqa: E402
-from experiments.launch import (Job, add_grid_arguments, base_model, report_summary, run_eval,  # noqa: E402
-                                run_grid_from_args)
+from experiments.launch import (Job, add_grid_arguments, base_model, load_results, report_summary,  # noqa: E402
+                                run_eval, run_grid_from_args)
 
 DEFAULT_CELLS = ("mha", "swa:256", "swa:512", "swa:1024", "dma:256", "dma:512", "dma:1024", "dma:2048",
                  "dma:512:l64", "dma:512:l128", "dma:512:l64:s4")
@@ -100,12 +100,8 @@ def evaluate(args):
 
 def measure_costs(args) -> dict:
     """``--cost``: add the missing cells' costs to --results (created if absent) and return it."""
-    import json
-
-    from dma_jax.card import device_card
-
     path = Path(args.results)
-    results = json.loads(path.read_text()) if path.exists() else {"card": device_card(), "cells": {}}
+    results = load_results(path)
     results["cost_command"] = " ".join(["python", *sys.argv])
     path.parent.mkdir(parents=True, exist_ok=True)
     add_costs(results, path, [parse_cell(c) for c in args.cells], args.config, args.overrides, seq_len=args.seq_len,
