@@ -1,11 +1,11 @@
 """Base config of the perplexity-against-T/w sweep: one LM shape with the paper's head ratio
 (Hkv = H/2), trained at T = 2048 on the packed corpus (docs/data.md).
 ``experiments/window_sweep.py`` sets each run's attention and window (MHA; SWA and DMA at
-w = 256-2048; the local-window variant) and its steps, about 15 tokens per parameter.
+w = 256-2048; the local-window variant) and its steps, about 7.5 tokens per parameter.
 
 Hardware: a GPU. Size: 12.9M parameters (d_model 384, 6 layers, 6 heads of 64, 3 kv heads,
-vocabulary 8192), 16 rows of 2048 tokens a step. Time: 394 s for DMA w = 512 alone on one H100
-(5,899 steps, scoring included); runs sharing a card share its throughput
+vocabulary 8192), 16 rows of 2048 tokens a step. Time: 180-215 s a cell alone on one H100 (2,950
+steps, scoring included); runs sharing a card share its throughput
 (results/ppl/shared_card_probe_h200.json). Needs the tokenized corpus.
 
     python train.py --config configs/window_sweep.py --workdir runs/window_dma512

@@ -153,6 +153,18 @@ def load_results(results_path: Path) -> dict:
     return results
 
 
+def check_same_cells(jobs: list[Job], results: dict, results_path: Path) -> None:
+    """Exit if a cell already in ``results`` was run with other settings than its job now asks for
+    (say, other steps after a change of ``--tokens-per-param``): resuming would mix the two."""
+    for job in jobs:
+        stored = results["cells"].get(job.name, {}).get("cell", {})
+        changed = {key: (stored[key], value) for key, value in job.cell.items() if key in stored and stored[key] != value}
+        if changed:
+            detail = ", ".join(f"{key} {old!r} there, {new!r} now" for key, (old, new) in changed.items())
+            raise SystemExit(f"{results_path}: cell {job.name} was run with other settings ({detail}); "
+                             f"give this grid another --results file")
+
+
 def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,
              retry_errors: bool = False, start_before_s: float | None = None, gpus: list[str] | None = None,
              after=None) -> dict:
@@ -166,6 +178,7 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     training; the dict it returns joins the cell's record.
     """
     results = load_results(results_path)
+    check_same_cells(jobs, results, results_path)
     results["command"] = " ".join(["python", *sys.argv])
     done = {name for name, r in results["cells"].items() if not (retry_errors and "error" in r)}
     todo = [job for job in jobs if job.name not in done]

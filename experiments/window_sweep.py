@@ -1,7 +1,7 @@
 """Perplexity against T/w: how much DMA, SWA and the local-window variant lose as they keep fewer
 keys, at one model shape (``configs/window_sweep.py``: 12.9M parameters, Hkv = H/2, T = 2048).
 
-    python experiments/window_sweep.py --jobs 4 --results results/ppl/window_sweep.json      # the GPU sweep
+    python experiments/window_sweep.py --results results/ppl/window_sweep.json      # the GPU sweep, one cell at a time
     python experiments/window_sweep.py --cells mha swa:64 dma:64 dma:64:l16 --seq-len 256 --batch 8 \\
         --tokens-per-param 0.5 model.d_model=128 model.num_layers=2 model.num_heads=4 model.num_kv_heads=2 \\
         --results results/ppl/window_sweep_cpu.json --workroot runs/window_sweep_cpu             # CPU scale
@@ -152,9 +152,10 @@ def plot(rows: list[dict], results: dict, path: Path) -> list[Path]:
     card = results.get("card", {}).get("device_kind", "")
     series = {}
     for r in rows:
-        series.setdefault(r["family"], []).append((r["attention_flops_per_token"], r["perplexity"], r["min"], r["max"]))
+        series.setdefault(r["family"], []).append((r["attention_flops_per_token"] / 1e6, r["perplexity"], r["min"], r["max"]))
+    ticks = sorted({round(point[0], 1) for points in series.values() for point in points})
     lines(series, path, f"perplexity against attention FLOPs per token (mean, range over seeds)\n{card}",
-          "attention FLOPs per training token", "validation perplexity", log_y=True, log_x=True)
+          "attention MFLOPs per training token", "validation perplexity", log_y=True, log_x=True, xticks=ticks)
     split_path = path.with_name(path.stem + "_by_position.png")
     groups = {r["cell"]: {"t < w": r["loss_before_w"], "t >= w": r["loss_after_w"]} for r in rows
               if r["loss_before_w"] is not None and r["loss_after_w"] is not None}
@@ -182,7 +183,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every cell")
     p.add_argument("--seeded-cells", nargs="*", default=list(SEEDED_CELLS), help="cells also run with --extra-seeds")
     p.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2])
-    p.add_argument("--tokens-per-param", type=float, default=15.0)
+    p.add_argument("--tokens-per-param", type=float, default=7.5)
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--recent-keys", type=int, default=0,

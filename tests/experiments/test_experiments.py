@@ -77,6 +77,14 @@ def test_grid_leaves_cells_it_may_not_start_for_a_later_call(tmp_path):
     assert late["cells"] == {} and late["calls"][0]["cells"] == []
 
 
+def test_grid_refuses_to_resume_cells_run_with_other_settings(tmp_path):
+    results = tmp_path / "grid.json"
+    results.write_text(json.dumps({"card": {"device_kind": "cpu"}, "cells": {"dma": {"cell": {"steps": 10, "seed": 0}}}}))
+    with pytest.raises(SystemExit, match="dma was run with other settings .steps 10 there, 5 now"):
+        run_grid([Job("dma", SMOKE, QUICK, {"steps": 5, "seed": 0})], results, tmp_path / "runs")
+    assert json.loads(results.read_text())["cells"]["dma"]["cell"]["steps"] == 10  # untouched
+
+
 def test_grid_spreads_jobs_over_the_listed_gpus(tmp_path, monkeypatch):
     import threading
 
