@@ -76,6 +76,7 @@ CATEGORIES = (  # (label, colour, substrings of kernel names), first match wins
     ("DMA forward kernel", "tab:blue", ("_forward_kernel",)),
     ("DMA backward, query-major", "tab:orange", ("_queries_kernel",)),
     ("DMA backward, key-major", "tab:red", ("_slots_kernel", "without_initial_refs")),
+    ("DMA kernels on Mosaic GPU (one name for all)", "tab:cyan", ("mosaic_gpu",)),
     ("cuDNN attention (--cudnn)", "tab:purple", ("cudnn", "sdpa")),
     ("transposes and copies", "tab:gray", ("transpose", "Memcpy", "copy")),
 )
@@ -126,10 +127,10 @@ def plot(result: dict, path: str) -> None:
         ax.set_title(f"T = {length}, w = {result['window']}")
         ax.set_xlim(0, max(row["wall_ms"] for row in rows) * 1.2)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, frameon=False)
     flags = f", XLA_FLAGS={result['xla_flags']}" if result.get("xla_flags") else ""
     fig.suptitle(f"Where a DMA call's time goes ({card_label(result)}{flags})", fontsize=10)
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -146,8 +147,9 @@ class Shape(NamedTuple):
     cudnn: bool = False
 
 
-def trace(fn, args, runs: int) -> list:
-    """Kernel events of ``runs`` calls of the (already compiled) ``fn``."""
+def trace(fn, args, runs: int, reader=kernel_events) -> list:
+    """Kernel events of ``runs`` calls of the (already compiled) ``fn``: what ``reader`` takes
+    from the ``jax.profiler.ProfileData`` (default ``kernel_events``)."""
     from jax.profiler import ProfileData
 
     with tempfile.TemporaryDirectory() as folder:
@@ -157,7 +159,7 @@ def trace(fn, args, runs: int) -> list:
         paths = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)
         if not paths:
             raise RuntimeError("the profiler wrote no .xplane.pb")
-        return list(kernel_events(ProfileData.from_file(paths[0])))
+        return list(reader(ProfileData.from_file(paths[0])))
 
 
 def parts(length: int, window: int, shape: Shape = Shape()):

@@ -4,6 +4,7 @@ waited-for calls, and for the train step also amortised over back-to-back steps 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -24,11 +25,12 @@ def random_batch(rng: np.random.Generator, vocab: int, batch: int, seq_len: int)
             "loss_mask": np.ones((batch, seq_len), np.float32)}
 
 
-def training_throughput(config: TrainConfig, *, seq_len: int, batch: int, repeats: int = 5) -> dict:
-    """Tokens/s of the config's train step (all devices, data parallel) at (batch, seq_len):
-    ``step_s`` the median waited-for step, ``step_s_amortised`` per step of ``repeats`` back-to-back
-    steps with one wait, ``compile_s`` the first call's time less one step (tracing, lowering and
-    compiling the step)."""
+@contextlib.contextmanager
+def train_step_loop(config: TrainConfig, *, seq_len: int, batch: int):
+    """Yields ``(one, lower)`` inside the config's mesh: ``one()`` runs the config's train step
+    (all devices, data parallel) on one fixed random batch of (batch, seq_len) tokens, carrying
+    the state from call to call, and returns its metrics; ``lower()`` lowers that step for the
+    current state (``.compile().as_text()`` gives the optimised HLO)."""
     config = dataclasses.replace(config, mesh=MeshConfig())
     mesh = make_mesh(config.mesh)
     optimizer = make_optimizer(config.optim, config.steps)
@@ -42,6 +44,15 @@ def training_throughput(config: TrainConfig, *, seq_len: int, batch: int, repeat
             holder["state"], metrics = step(holder["state"], data)
             return metrics
 
+        yield one, lambda: step.lower(holder["state"], data)
+
+
+def training_throughput(config: TrainConfig, *, seq_len: int, batch: int, repeats: int = 5) -> dict:
+    """Tokens/s of the config's train step (all devices, data parallel) at (batch, seq_len):
+    ``step_s`` the median waited-for step, ``step_s_amortised`` per step of ``repeats`` back-to-back
+    steps with one wait, ``compile_s`` the first call's time less one step (tracing, lowering and
+    compiling the step)."""
+    with train_step_loop(config, seq_len=seq_len, batch=batch) as (one, _):
         start = time.perf_counter()
         jax.block_until_ready(one())  # compiles
         first_s = time.perf_counter() - start

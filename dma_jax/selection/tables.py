@@ -127,6 +127,9 @@ class KeyTables(NamedTuple):
     tables: tuple[jax.Array, ...]
 
 
+SCOPE = "dma_selection"  # the selection stage's ops carry this in their name stack (benchmarks.step_profile)
+
+
 def key_tables(
     bias: jax.Array,
     window: int | None,
@@ -158,6 +161,12 @@ def key_tables(
     Causal tables hold the keys carried into each tile, each in its slot (``carried_keys``);
     non-causal ones each tile's kept keys, a key in one column across its tiles (``noncausal``).
     """
+    with jax.named_scope(SCOPE):
+        return _key_tables(bias, window, q_len, tile_sizes, width, causal=causal, segment_ids=segment_ids,
+                           key_mask=key_mask, local_window=local_window, sink_keys=sink_keys)
+
+
+def _key_tables(bias, window, q_len, tile_sizes, width, *, causal, segment_ids, key_mask, local_window, sink_keys):
     bias = lax.stop_gradient(bias)
     kv_len = bias.shape[-1]
     coarse = tile_sizes[0]
