@@ -19,9 +19,10 @@ tokens:
 DMA and SWA keep ``w = min(--window, T * --max-window-fraction)`` keys (T/4 at 2K, 1024 from 4K on,
 the performance targets' settings); dense attention runs on cuDNN on a GPU. The batch holds
 ``--tokens-per-batch`` tokens (at least one row). ``--model 1.7b`` times the paper's 1.7B shape
-instead (configs/lm_1p7b.py: w = 2048, scanned blocks). ``--remat-saves nothing attention`` times each
-attention both ways: the blocks recompute everything in the backward pass, or keep the attention's
-outputs and DMA's selection tables (``ModelConfig.remat_saves``). Writes model_throughput.json (card and
+instead (configs/lm_1p7b.py: w = 2048, scanned blocks). ``--remat-saves nothing selection attention``
+times each attention each way: the blocks recompute everything in the backward pass, keep DMA's
+selection tables, or keep the attention's outputs and DMA's selection tables
+(``ModelConfig.remat_saves``). Writes model_throughput.json (card and
 command) and model_throughput.png (tokens/s against T), and prints a table last.
 """
 

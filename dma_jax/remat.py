@@ -12,7 +12,10 @@ for dense attention. The attention paths name the values that make that unnecess
   (B, T, H, D) in the compute dtype;
 - ``STATS``: the log-sum-exp of each query row, float32, one per row of ``OUTPUT``.
 
-``save_attention()`` is the ``jax.checkpoint`` policy that keeps them and the outputs of cuDNN's
+``save_selection()`` keeps only ``SELECTION``: the backward pass runs DMA's forward kernel again but
+not its selection stage, for a few integers per key and tile (about 15 MB a layer at B = 32,
+T = 2048, Hb = 8, w = 512; the selection stage was 1.0 ms of GPU work per call at that shape on an
+H100, docs/performance.md). ``save_attention()`` is the ``jax.checkpoint`` policy that keeps them and the outputs of cuDNN's
 fused forward (its output and softmax statistics, which carry no name): with it the backward pass
 of a block runs no attention forward and no selection, for about one extra activation of
 (B, T, H, D) per layer (1.6 GiB for 12 layers of 64K tokens x 1024 in bf16, measured on an H200:
@@ -34,7 +37,7 @@ STATS = "attention_stats"
 # "cudnn"); its outputs are the output and the softmax statistics its backward reads.
 _CUDNN_FORWARD = "dot_product_attention_fwd_wrapper"
 
-SAVES = ("nothing", "attention")
+SAVES = ("nothing", "selection", "attention")
 
 
 def _cudnn_forward(prim, *_, **__) -> bool:
@@ -47,8 +50,13 @@ def save_attention():
     return jax.checkpoint_policies.save_from_both_policies(names, _cudnn_forward)
 
 
+def save_selection():
+    """A ``jax.checkpoint`` policy: save DMA's live ranges and key tables only."""
+    return jax.checkpoint_policies.save_only_these_names(SELECTION)
+
+
 def policy(saves: str):
     """The ``jax.checkpoint`` policy of a ``ModelConfig.remat_saves`` value (one of ``SAVES``)."""
     if saves not in SAVES:
         raise ValueError(f"remat_saves must be one of {SAVES}, got {saves!r}")
-    return save_attention() if saves == "attention" else None
+    return {"nothing": None, "selection": save_selection(), "attention": save_attention()}[saves]

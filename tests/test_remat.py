@@ -44,8 +44,8 @@ def _custom_calls(text: str) -> list[str]:
 
 def test_saving_attention_runs_dma_forward_and_selection_once():
     """Without a policy the backward recomputes the selection (its sort) and the forward kernel:
-    two sorts and four Triton calls (forward twice, two backward passes). Saving the attention
-    leaves one of each forward."""
+    two sorts and four Triton calls (forward twice, two backward passes). Saving the selection
+    leaves one sort; saving the attention one of each forward."""
     q = jax.ShapeDtypeStruct((1, 1000, 8, 128), jnp.bfloat16)
     kv = jax.ShapeDtypeStruct((1, 1000, 2, 128), jnp.bfloat16)
     bias = jax.ShapeDtypeStruct((1, 2, 1000), jnp.float32)
@@ -55,7 +55,7 @@ def test_saving_attention_runs_dma_forward_and_selection_once():
     for saves in SAVES:
         text = _exported_step(attention, saves, q, kv, kv, bias)
         counts[saves] = (_custom_calls(text).count(TRITON), text.count("stablehlo.sort"))
-    assert counts == {"nothing": (4, 2), "attention": (3, 1)}
+    assert counts == {"nothing": (4, 2), "selection": (4, 1), "attention": (3, 1)}
 
 
 def test_saving_attention_keeps_cudnn_forward(monkeypatch):
@@ -72,6 +72,7 @@ def test_saving_attention_keeps_cudnn_forward(monkeypatch):
              for saves in SAVES}
     assert sorted(calls["nothing"]) == [CUDNN_FORWARD, CUDNN_FORWARD, CUDNN_BACKWARD]
     assert sorted(calls["attention"]) == [CUDNN_FORWARD, CUDNN_BACKWARD]
+    assert sorted(calls["selection"]) == sorted(calls["nothing"])  # nothing of cuDNN's is DMA's selection
 
 
 def _gradients_by_saves(length=48, **config):
@@ -87,7 +88,8 @@ def _gradients_by_saves(length=48, **config):
 def test_model_gradients_do_not_depend_on_what_remat_saves(attention, implementation):
     """Saving instead of recomputing changes where values come from, not the values."""
     grads = _gradients_by_saves(attention=attention, window=4, implementation=implementation)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), grads["nothing"], grads["attention"])
+    for saves in ("selection", "attention"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), grads["nothing"], grads[saves])
 
 
 @pytest.mark.gpu
@@ -98,9 +100,10 @@ def test_saved_attention_gives_the_same_gradients_on_gpu(attention):
     gradients differ by rounding (on an H200: two leaves by 1.6e-3 of their norm, the rest bitwise)."""
     grads = _gradients_by_saves(length=256, attention=attention, window=64, dtype="bfloat16",
                                 dense_implementation="cudnn")
-    for a, b in zip(jax.tree.leaves(grads["nothing"]), jax.tree.leaves(grads["attention"])):
-        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        assert np.linalg.norm(b - a) <= 1e-2 * np.linalg.norm(a) + 1e-6
+    for saves in ("selection", "attention"):
+        for a, b in zip(jax.tree.leaves(grads["nothing"]), jax.tree.leaves(grads[saves])):
+            a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+            assert np.linalg.norm(b - a) <= 1e-2 * np.linalg.norm(a) + 1e-6
 
 
 def test_unknown_saves_are_refused():
