@@ -117,8 +117,35 @@ def test_mqar_seeds_summary_takes_the_best_learning_rate_and_counts_solved_seeds
             {"cell": {"cell": "dma:{w}", "seq_len": 1024, "num_kv_pairs": 16, "lr": 3e-3, "seed": 3}, "error": "x"}]
     [row] = summary({"cells": {str(i): r for i, r in enumerate(runs)}}, solved=0.9)
     assert row["lr_means"] == {"0.001": pytest.approx(0.725), "0.003": pytest.approx(0.6766666)}
-    assert row["best_lr"] == 1e-3 and row["seeds"] == 2 and row["min"] == 0.5 and row["max"] == 0.95
-    assert row["solved_share"] == 0.5 and row["beyond_window"] == pytest.approx(0.3625)
+    # Compared on the seeds both rates ran (0 and 1): 0.915 against 0.725; then all of 3e-3's seeds.
+    assert row["best_lr"] == 3e-3 and row["lr_chosen_on_seeds"] == [0, 1]
+    assert row["seeds"] == 3 and row["min"] == 0.2 and row["max"] == 0.92
+    assert row["solved_share"] == pytest.approx(2 / 3) and row["beyond_window"] == pytest.approx(2.03 / 6)
+    same_seeds = [run(1e-3, 0, 0.95), run(1e-3, 1, 0.5), run(3e-3, 0, 0.92), run(3e-3, 1, 0.2)]
+    [row] = summary({"cells": {str(i): r for i, r in enumerate(same_seeds)}}, solved=0.9)
+    assert row["best_lr"] == 1e-3 and row["seeds"] == 2
+
+
+def test_mqar_seeds_runs_the_other_seeds_at_the_rate_seed_0_chose():
+    from argparse import Namespace
+
+    from experiments.mqar_seeds import jobs
+
+    args = Namespace(seeds=[0, 1, 2], seq_lens=[1024], pairs=[16, 64], window_ratio=8, lrs=[1e-3, 3e-3],
+                     cells=["dma:{w}"], batch=64, steps=100, config="configs/mqar.py", overrides=[], lr_search_seeds=[0])
+    first = jobs(args, num_heads=2, results={})
+    assert {(j.cell["seed"], j.cell["lr"]) for j in first} == {(0, 1e-3), (0, 3e-3)} and len(first) == 4
+
+    def done(pairs, lr, accuracy):
+        return {"cell": {"cell": "dma:{w}", "seq_len": 1024, "num_kv_pairs": pairs, "lr": lr, "seed": 0},
+                "mqar": [{"accuracy": accuracy}]}
+
+    # 16 pairs: both rates scored, 3e-3 better; 64 pairs: one rate still missing, so nothing more there yet.
+    results = {"cells": {"a": done(16, 1e-3, 0.4), "b": done(16, 3e-3, 0.9), "c": done(64, 1e-3, 0.7)}}
+    later = [j.cell for j in jobs(args, num_heads=2, results=results) if j.cell["seed"] != 0]
+    assert sorted((c["seed"], c["num_kv_pairs"], c["lr"]) for c in later) == [(1, 16, 3e-3), (2, 16, 3e-3)]
+    args.lr_search_seeds = None
+    assert len(jobs(args, num_heads=2, results=results)) == 12
 
 
 def test_passkey_mixes_needles_into_text_and_scores_past_the_training_length(tmp_path, tokens):
