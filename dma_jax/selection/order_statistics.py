@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 DIGIT_BITS = 4
 
@@ -64,6 +65,9 @@ def build_wavelet_matrix(values: jax.Array, value_bound: int, digit_bits: int | 
         digit = (current >> ((levels - 1 - level) * digit_bits)) & (radix - 1)
         onehot = (digit[:, None] == jnp.arange(radix, dtype=jnp.int32)).astype(jnp.int32)
         prefix = jnp.pad(jnp.cumsum(onehot, axis=0, dtype=jnp.int32), ((1, 0), (0, 0)))
+        # Written out once: left alone, XLA's GPU fusion recomputes the cumulative sum (a
+        # reduce-window) inside every gather that reads the table, for every query.
+        prefix = lax.optimization_barrier(prefix)
         tables.append(prefix)
         if level + 1 < levels:
             seen = jnp.take_along_axis(prefix[:-1], digit[:, None], axis=1)[:, 0]  # same digit before it
@@ -98,4 +102,7 @@ def range_kth_smallest(matrix: jax.Array, lo: jax.Array, hi: jax.Array, k: jax.A
         offset = _digit_offsets(prefix)[digit]
         lo, hi = offset + digit_lo, offset + digit_hi
         result = (result << digit_bits) | digit
+        # One level at a time: fused across levels, XLA's GPU loop fusion recomputes every earlier
+        # level's gathers once per digit of the next level's rows.
+        lo, hi, k, result = lax.optimization_barrier((lo, hi, k, result))
     return result
