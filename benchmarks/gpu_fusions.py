@@ -1,0 +1,167 @@
+"""What XLA's GPU compiler makes of a DMA program, on a machine without a GPU: every kernel of the
+compiled entry computation (its HLO name, shape and the JAX operation it comes from), and the
+fusions that recompute work: a loop fusion that holds several gathers, or a reduce-window (a
+cumulative sum) beside a gather, redoes the producer's work for every element it writes.
+
+    python -m benchmarks.gpu_fusions --program selection --batch 32 --length 2048 --window 512 --segments
+    python -m benchmarks.gpu_fusions --program attention --batch 32 --length 2048 --window 512 --heads 8 --kv-heads 8 --segments
+
+``selection`` is the Pallas path's selection stage (live ranges, slots, both key tables);
+``attention`` is the forward and backward of ``dma_attention`` on the Mosaic GPU kernels, as a
+Hopper GPU runs them (bf16, D = 128). The programs are compiled for the device that
+``--target`` describes (default ``benchmarks/gpu_specs/h100_sxm.txtpb``), nothing runs.
+
+This needs JAX's CUDA plugin for the installed JAX version, which the CPU install lacks; keep it
+in an environment of its own, e.g.
+
+    python -m venv .venv-gpu-aot
+    .venv-gpu-aot/bin/pip install "jax[cuda12]==0.10.2" -e ".[train]"
+    .venv-gpu-aot/bin/python -m benchmarks.gpu_fusions --program selection ...
+
+(the plugin refuses to start without a GPU unless ``JAX_SKIP_CUDA_CONSTRAINTS_CHECK`` is set,
+which this module sets). The report names fusions as a profile of the same program on a GPU does
+(``benchmarks.gpu_breakdown``), up to XLA version differences, so a slow kernel of a profile can be
+looked up here. Writes ``--out`` (JSON) and prints the kernels and the recomputing fusions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+DEFAULT_TARGET = Path(__file__).resolve().parent / "gpu_specs" / "h100_sxm.txtpb"
+_INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.+?)\s+([a-z][a-z\-]*)\(")
+_LAUNCHES = ("fusion", "custom-call", "sort", "copy", "transpose", "gather", "scatter", "reduce-window", "reduce")
+
+
+def _computation(text: str, name: str) -> str:
+    start = text.index("\n" + name + " ")
+    return text[start:text.index("\n}\n", start)]
+
+
+def _op_name(line: str) -> str:
+    match = re.search(r'op_name="([^"]*)"', line)
+    return match.group(1) if match else ""
+
+
+def entry_kernels(hlo_text: str) -> list[dict]:
+    """The instructions of the entry computation that launch work: name, opcode, shape, op_name."""
+    entry = hlo_text[hlo_text.index("\nENTRY"):]
+    kernels = []
+    for line in entry.splitlines()[1:]:
+        match = _INSTRUCTION.match(line)
+        if match and match.group(3) in _LAUNCHES:
+            kernels.append(dict(name=match.group(1), opcode=match.group(3), shape=match.group(2)[:120],
+                                op_name=_op_name(line)))
+    return kernels
+
+
+def recomputing_fusions(hlo_text: str, min_gathers: int = 3) -> list[dict]:
+    """Fusions anywhere in the module with at least ``min_gathers`` gathers, or a gather and a
+    reduce-window: name, shape, counts, and the op_name of the fusion."""
+    found = []
+    for line in hlo_text.splitlines():
+        match = _INSTRUCTION.match(line)
+        if not match or match.group(3) != "fusion":
+            continue
+        called = re.search(r"calls=(%?[\w.\-]+)", line)
+        if not called:
+            continue
+        body = _computation(hlo_text, called.group(1))
+        gathers, windows = body.count(" gather("), body.count(" reduce-window(")
+        if gathers >= min_gathers or (gathers and windows):
+            found.append(dict(name=match.group(1), shape=match.group(2)[:120], gathers=gathers, reduce_windows=windows,
+                              op_name=_op_name(line)))
+    return found
+
+
+def gpu_mesh(target: Path):
+    """A one-device mesh of the GPU that ``target`` (a GpuTargetConfigProto in text) describes."""
+    os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+    from jax.experimental import topologies
+
+    try:
+        topology = topologies.get_topology_desc(platform="cuda", target_config=target.read_text(), topology="1x1x1")
+    except NotImplementedError as error:
+        raise SystemExit(f"{error}: this needs JAX's CUDA plugin (pip install \"jax[cuda12]==<this jax's version>\" "
+                         "in an environment of its own; see this module's docstring)") from error
+    return topologies.make_mesh(topology, (1,), ("device",))
+
+
+def program(args):
+    """(function, argument shapes) of ``args.program`` at the flags' shape."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.attention import selection_stage
+    from dma_jax import PallasConfig, dma_attention
+
+    batch, length, heads, kv_heads = args.batch, args.length, args.heads, args.kv_heads
+    bias = ((batch, kv_heads, length), jnp.float32)
+    segments = ((batch, length), jnp.int32) if args.segments else None
+    if args.program == "selection":
+        def run(b, s=None):
+            return selection_stage(args.window, length, PallasConfig(), per_bias=heads // kv_heads, segment_ids=s)(b)
+
+        return run, [bias] + ([segments] if segments else [])
+    config = PallasConfig(forward_backend="mosaic_gpu", backward_backend="mosaic_gpu")
+
+    def loss(q, k, v, b, s=None):
+        out = dma_attention(q, k, v, b, args.window, segment_ids=s, implementation=config)
+        return jnp.sum(out.astype(jnp.float32) ** 2)
+
+    q, kv = ((batch, length, heads, 128), jnp.bfloat16), ((batch, length, kv_heads, 128), jnp.bfloat16)
+    return jax.grad(loss, argnums=(0, 1, 2, 3)), [q, kv, kv, bias] + ([segments] if segments else [])
+
+
+def compile_for_gpu(fn, shapes, mesh) -> str:
+    """Optimised HLO text of ``fn`` compiled for ``mesh``'s device, for (shape, dtype) arguments."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    specs = [jax.ShapeDtypeStruct(shape, dtype, sharding=replicated) for shape, dtype in shapes]
+    return jax.jit(fn).lower(*specs).compile().as_text()
+
+
+def main(argv=None) -> dict:
+    from benchmarks.common import result_header, write_json
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--program", choices=["selection", "attention"], default="selection")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--length", type=int, default=4096)
+    p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--window", type=int, default=1024)
+    p.add_argument("--segments", action="store_true", help="segment ids as an argument, as a model's batches carry")
+    p.add_argument("--target", type=Path, default=DEFAULT_TARGET, help="GpuTargetConfigProto (text) of the GPU")
+    p.add_argument("--min-gathers", type=int, default=3)
+    p.add_argument("--out", default="gpu_fusions.json")
+    p.add_argument("--hlo-out", default=None, help="also write the optimised HLO text here")
+    args = p.parse_args(argv)
+    mesh = gpu_mesh(args.target)
+    fn, shapes = program(args)
+    text = compile_for_gpu(fn, shapes, mesh)
+    if args.hlo_out:
+        Path(args.hlo_out).write_text(text)
+    result = dict(**result_header("gpu_fusions", "benchmarks.gpu_fusions", argv), target=args.target.name,
+                  settings={k: str(v) for k, v in vars(args).items() if k != "target"}, kernels=entry_kernels(text),
+                  recomputing=recomputing_fusions(text, args.min_gathers))
+    write_json(result, args.out)
+    print(f"{len(result['kernels'])} kernels in the entry computation:")
+    for kernel in result["kernels"]:
+        print(f"  {kernel['name'][:36]:36s} {kernel['opcode']:12s} {kernel['shape'][:60]:60s} {kernel['op_name'][-50:]}")
+    print(f"\nfusions that recompute (>= {args.min_gathers} gathers, or a gather beside a reduce-window): "
+          f"{len(result['recomputing'])}")
+    for fusion in result["recomputing"]:
+        print(f"  {fusion['name'][:36]:36s} gathers {fusion['gathers']:3d}  reduce-windows {fusion['reduce_windows']:2d}  "
+              f"{fusion['shape'][:60]}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
