@@ -2,7 +2,7 @@
 
 import pytest
 
-from dma_jax.timing import median_seconds, timed_runs
+from dma_jax.timing import amortised_seconds, median_seconds, timed_runs
 
 
 def test_warmup_calls_are_not_timed_and_every_repeat_is():
@@ -15,3 +15,21 @@ def test_warmup_calls_are_not_timed_and_every_repeat_is():
 def test_at_least_one_timed_call():
     with pytest.raises(ValueError, match="repeats"):
         timed_runs(lambda: 1, repeats=0)
+
+
+def test_amortised_calls_keep_only_the_latest_output_alive():
+    """A training loop holds its latest state, not every step's: outputs of earlier calls are let go."""
+    live, most = [0], [0]
+
+    class Output:
+        def __init__(self):
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+
+        def __del__(self):
+            live[0] -= 1
+
+    assert amortised_seconds(Output, calls=20, warmup=1) >= 0
+    assert most[0] <= 2  # the one being made beside the latest
+    with pytest.raises(ValueError, match="calls"):
+        amortised_seconds(Output, calls=0)
