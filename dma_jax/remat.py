@@ -12,10 +12,12 @@ for dense attention. The attention paths name the values that make that unnecess
   (B, T, H, D) in the compute dtype;
 - ``STATS``: the log-sum-exp of each query row, float32, one per row of ``OUTPUT``.
 
-``save_selection()`` keeps only ``SELECTION``: the backward pass runs DMA's forward kernel again but
-not its selection stage, for a few integers per key and tile (about 15 MB a layer at B = 32,
+``save_selection()`` keeps only ``SELECTION``: the backward pass runs DMA's forward kernel again
+but not its selection stage, for a few integers per key and tile (about 15 MB a layer at B = 32,
 T = 2048, Hb = 8, w = 512; the selection stage was 1.0 ms of GPU work per call at that shape on an
-H100, docs/performance.md). ``save_attention()`` is the ``jax.checkpoint`` policy that keeps them and the outputs of cuDNN's
+H100, docs/performance.md).
+
+``save_attention()`` is the ``jax.checkpoint`` policy that keeps all three and the outputs of cuDNN's
 fused forward (its output and softmax statistics, which carry no name): with it the backward pass
 of a block runs no attention forward and no selection, for about one extra activation of
 (B, T, H, D) per layer (1.6 GiB for 12 layers of 64K tokens x 1024 in bf16, measured on an H200:

@@ -153,12 +153,17 @@ def load_results(results_path: Path) -> dict:
     return results
 
 
+BUDGET_KEYS = ("steps", "tokens", "batch", "seq_len")  # what a cell's name does not say about its training
+
+
 def check_same_cells(jobs: list[Job], results: dict, results_path: Path) -> None:
-    """Exit if a cell already in ``results`` was run with other settings than its job now asks for
-    (say, other steps after a change of ``--tokens-per-param``): resuming would mix the two."""
+    """Exit if a cell already in ``results`` trained on another budget (``BUDGET_KEYS``) than its
+    job now asks for (say, other steps after a change of ``--tokens-per-param``): resuming would
+    mix the two."""
     for job in jobs:
         stored = results["cells"].get(job.name, {}).get("cell", {})
-        changed = {key: (stored[key], value) for key, value in job.cell.items() if key in stored and stored[key] != value}
+        changed = {key: (stored[key], job.cell[key]) for key in BUDGET_KEYS
+                   if key in stored and key in job.cell and stored[key] != job.cell[key]}
         if changed:
             detail = ", ".join(f"{key} {old!r} there, {new!r} now" for key, (old, new) in changed.items())
             raise SystemExit(f"{results_path}: cell {job.name} was run with other settings ({detail}); "

@@ -16,8 +16,9 @@ with seed 0's best accuracy, in a later call once seed 0's runs are in --results
 120 for the default grid).
 
 Per (cell, T, pairs) the summary takes the learning rate with the best mean accuracy over the
-seeds every rate ran (all seeds, or the searched ones) and reports, at that rate: the mean, min and max accuracy, the beyond-window accuracy and the
-share of seeds above --solved (0.9). Writes --results (JSON: card, commands, every run, the
+seeds every rate ran (all seeds, or the searched ones) and reports, at that rate: the mean, min
+and max accuracy over all its seeds, the beyond-window accuracy and the share of seeds above
+--solved (0.9). Writes --results (JSON: card, commands, every run, the
 summary) and a bar plot beside it; prints a table last. Runs already in --results are skipped.
 """
 
