@@ -123,10 +123,9 @@ def plot(result: dict, path: str) -> str:
     return path
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
-    p.add_argument("--attentions", nargs="+", default=list(KINDS), choices=KINDS)
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of the timed model's shape and batch (``model_config``, ``logits_piece``), shared
+    with ``benchmarks.step_profile``; ``--remat-saves`` is each script's own."""
     p.add_argument("--model", choices=["fixed", "1.7b"], default="fixed")
     p.add_argument("--d-model", type=int, default=1024)
     p.add_argument("--layers", type=int, default=12)
@@ -138,11 +137,18 @@ def main(argv=None) -> dict:
     p.add_argument("--max-window-fraction", type=float, default=0.25)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--no-remat", action="store_true")
-    p.add_argument("--remat-saves", nargs="+", choices=SAVES, default=["nothing"],
-                   help="what the rematerialised blocks keep (ModelConfig.remat_saves); several: each is timed")
     p.add_argument("--tokens-per-batch", type=int, default=65536)
     p.add_argument("--logits-piece", type=int, default=None,
                    help="positions per piece of the LM head and loss (0: all at once; default: the 1.7B config's for 1.7b, else all)")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
+    p.add_argument("--attentions", nargs="+", default=list(KINDS), choices=KINDS)
+    add_model_arguments(p)
+    p.add_argument("--remat-saves", nargs="+", choices=SAVES, default=["nothing"],
+                   help="what the rematerialised blocks keep (ModelConfig.remat_saves); several: each is timed")
     p.add_argument("--inference-batch", type=int, default=None, help="default: the training batch")
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=6)

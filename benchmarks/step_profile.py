@@ -39,9 +39,10 @@ import jax
 
 from benchmarks.common import card_label, result_header, write_json
 from benchmarks.gpu_breakdown import trace
-from benchmarks.model_throughput import KINDS, logits_piece, model_config
+from benchmarks.model_throughput import KINDS, add_model_arguments, logits_piece, model_config
 from dma_jax.data import DataConfig
 from dma_jax.evaluation.throughput import train_step_loop
+from dma_jax.remat import SAVES
 from dma_jax.selection.tables import SCOPE as SELECTION_SCOPE
 from dma_jax.training.config import TrainConfig
 from dma_jax.training.optimizer import OptimConfig
@@ -202,25 +203,11 @@ def plot(result: dict, path: str) -> str:
 
 
 def main(argv=None) -> dict:
-    from benchmarks.model_throughput import SAVES
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[2048])
     p.add_argument("--attentions", nargs="+", default=["dma", "mha"], choices=KINDS)
-    p.add_argument("--model", choices=["fixed", "1.7b"], default="fixed")
-    p.add_argument("--d-model", type=int, default=1024)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv-heads", type=int, default=8)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--vocab-size", type=int, default=32768)
-    p.add_argument("--window", type=int, default=1024)
-    p.add_argument("--max-window-fraction", type=float, default=0.25)
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--no-remat", action="store_true")
-    p.add_argument("--remat-saves", choices=SAVES, default="nothing")
-    p.add_argument("--tokens-per-batch", type=int, default=65536)
-    p.add_argument("--logits-piece", type=int, default=None)
+    add_model_arguments(p)
+    p.add_argument("--remat-saves", choices=SAVES, default="nothing", help="what the rematerialised blocks keep")
     p.add_argument("--runs", type=int, default=3, help="traced steps")
     p.add_argument("--out", default="step_profile.json")
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
