@@ -76,9 +76,10 @@ def test_saving_attention_keeps_cudnn_forward(monkeypatch):
 
 
 def _gradients_by_saves(length=48, **config):
+    """Gradients of a tiny model with each remat setting (MHA: "selection" is "nothing" there)."""
     tokens = jax.random.randint(jax.random.key(0), (2, length), 0, 256)
     grads = {}
-    for saves in SAVES:
+    for saves in [s for s in SAVES if config["attention"] == "dma" or s != "selection"]:
         model = DecoderLM(ModelConfig.preset("tiny", remat=True, remat_saves=saves, **config), rngs=nnx.Rngs(0))
         grads[saves] = nnx.state(nnx.jit(nnx.grad(lambda m: jnp.mean(m(tokens).astype(jnp.float32) ** 2)))(model))
     return grads
@@ -88,7 +89,7 @@ def _gradients_by_saves(length=48, **config):
 def test_model_gradients_do_not_depend_on_what_remat_saves(attention, implementation):
     """Saving instead of recomputing changes where values come from, not the values."""
     grads = _gradients_by_saves(attention=attention, window=4, implementation=implementation)
-    for saves in ("selection", "attention"):
+    for saves in set(grads) - {"nothing"}:
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), grads["nothing"], grads[saves])
 
 
@@ -100,7 +101,7 @@ def test_saved_attention_gives_the_same_gradients_on_gpu(attention):
     gradients differ by rounding (on an H200: two leaves by 1.6e-3 of their norm, the rest bitwise)."""
     grads = _gradients_by_saves(length=256, attention=attention, window=64, dtype="bfloat16",
                                 dense_implementation="cudnn")
-    for saves in ("selection", "attention"):
+    for saves in set(grads) - {"nothing"}:
         for a, b in zip(jax.tree.leaves(grads["nothing"]), jax.tree.leaves(grads[saves])):
             a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
             assert np.linalg.norm(b - a) <= 1e-2 * np.linalg.norm(a) + 1e-6
