@@ -25,16 +25,17 @@ def test_grid_runs_missing_cells_and_records_errors_then_evaluates_cells(tmp_pat
     assert "num_selected" in first["cells"]["broken"]["error"]
     stored = json.loads(results.read_text())
     assert set(stored["cells"]) == {"dma", "broken"}
+    assert [r["step"] for r in first["cells"]["dma"]["eval_curve"]] == [4]
     wall = stored["cells"]["dma"]["wall_s"]
-    again = run_grid(jobs + [Job("swa", SMOKE, (*QUICK, "model.attention=swa"), {"attention": "swa"})], results,
-                     tmp_path / "runs")
+    # a second call runs only the new cell (one that fails fast: no second training to wait for)
+    late = Job("late", SMOKE, (*QUICK, "model.attention=nsa", "model.nsa_num_selected=1"), {"attention": "nsa"})
+    again = run_grid(jobs + [late], results, tmp_path / "runs")
     assert again["cells"]["dma"]["wall_s"] == wall  # not run again
-    assert again["cells"]["swa"]["train"]["step"] == 4
-    assert [r["step"] for r in again["cells"]["swa"]["eval_curve"]] == [4]
-    assert [call["cells"] for call in again["calls"]] == [["dma", "broken"], ["swa"]]
+    assert "num_selected" in again["cells"]["late"]["error"]
+    assert [call["cells"] for call in again["calls"]] == [["dma", "broken"], ["late"]]
     assert all(call["wall_s"] > 0 for call in again["calls"])
     # after training, each cell is evaluated on its own; a failing evaluation is kept as an error
-    shutil.rmtree(tmp_path / "runs" / "swa")  # cells without a run directory are skipped
+    shutil.rmtree(tmp_path / "runs" / "late", ignore_errors=True)  # cells without a run directory are skipped
     evaluate_cells(again, tmp_path / "runs", ["--throughput", "--throughput-batch", "2", "--decode-tokens", "2"],
                    "throughput", results)
     stored = json.loads(results.read_text())["cells"]["dma"]
