@@ -70,12 +70,25 @@ def logits_piece(args) -> int | None:
     return None
 
 
-def measure(args, attention: str, length: int, remat_saves: str = "nothing") -> dict:
+def train_config(args, attention: str, length: int, remat_saves: str = "nothing") -> TrainConfig:
+    """The train config of one row: ``model_config``'s model, ``--tokens-per-batch`` tokens a batch
+    (at least one row of T), the LM head in ``logits_piece`` pieces."""
     model = model_config(args, attention, length, remat_saves)
     batch = max(1, args.tokens_per_batch // length)
-    config = TrainConfig(model=model, data=DataConfig(kind="mqar", seq_len=length, global_batch_size=batch,
-                                                      vocab_size=model.vocab_size),
-                         optim=OptimConfig(warmup_steps=1), steps=100, logits_piece=logits_piece(args))
+    return TrainConfig(model=model, data=DataConfig(kind="mqar", seq_len=length, global_batch_size=batch,
+                                                    vocab_size=model.vocab_size),
+                       optim=OptimConfig(warmup_steps=1), steps=100, logits_piece=logits_piece(args))
+
+
+def shape_label(args) -> str:
+    """The timed model's shape in words, for results and plot titles."""
+    return "1.7B preset" if args.model == "1.7b" else (
+        f"d_model {args.d_model}, {args.layers} layers, {args.heads}x{args.head_dim} heads, {args.kv_heads} kv heads")
+
+
+def measure(args, attention: str, length: int, remat_saves: str = "nothing") -> dict:
+    config = train_config(args, attention, length, remat_saves)
+    model, batch = config.model, config.data.global_batch_size
     row = dict(attention=attention, T=length, window=model.window, batch=batch, remat_saves=remat_saves)
     try:
         row["train"] = training_throughput(config, seq_len=length, batch=batch, repeats=args.repeats)
@@ -154,9 +167,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=6)
     p.add_argument("--out-dir", default="results/benchmarks/model_throughput")
     args = p.parse_args(argv)
-    shape = "1.7B preset" if args.model == "1.7b" else (
-        f"d_model {args.d_model}, {args.layers} layers, {args.heads}x{args.head_dim} heads, {args.kv_heads} kv heads")
-    result = dict(**result_header("model_throughput", "benchmarks.model_throughput", argv), shape=shape,
+    result = dict(**result_header("model_throughput", "benchmarks.model_throughput", argv), shape=shape_label(args),
                   settings=dict(vars(args)), rows=[])
     json_path = os.path.join(args.out_dir, "model_throughput.json")
     for length in args.lengths:

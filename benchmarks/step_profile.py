@@ -39,13 +39,10 @@ import jax
 
 from benchmarks.common import card_label, result_header, write_json
 from benchmarks.gpu_breakdown import trace
-from benchmarks.model_throughput import KINDS, add_model_arguments, logits_piece, model_config
-from dma_jax.data import DataConfig
+from benchmarks.model_throughput import KINDS, add_model_arguments, shape_label, train_config
 from dma_jax.evaluation.throughput import train_step_loop
 from dma_jax.remat import SAVES
 from dma_jax.selection.tables import SCOPE as SELECTION_SCOPE
-from dma_jax.training.config import TrainConfig
-from dma_jax.training.optimizer import OptimConfig
 
 PARTS = (  # (label, colour)
     ("DMA kernels", "tab:blue"),
@@ -138,16 +135,13 @@ def split_step(events, names: dict[str, str], steps: int) -> dict:
 
 
 def measure(args, attention: str, length: int) -> dict:
-    model = model_config(args, attention, length, args.remat_saves)
-    batch = max(1, args.tokens_per_batch // length)
-    config = TrainConfig(model=model, data=DataConfig(kind="mqar", seq_len=length, global_batch_size=batch,
-                                                      vocab_size=model.vocab_size),
-                         optim=OptimConfig(warmup_steps=1), steps=100, logits_piece=logits_piece(args))
+    config = train_config(args, attention, length, args.remat_saves)
+    batch = config.data.global_batch_size
     with train_step_loop(config, seq_len=length, batch=batch) as (one, lower):
         jax.block_until_ready(one())
         names = op_names(lower().compile().as_text())
-        events = trace(lambda: one(), (), args.runs, reader=profile_ops)
-    row = dict(attention=attention, T=length, window=model.window, batch=batch, remat_saves=args.remat_saves,
+        events = trace(one, (), args.runs, reader=profile_ops)
+    row = dict(attention=attention, T=length, window=config.model.window, batch=batch, remat_saves=args.remat_saves,
                **split_step(events, names, args.runs))
     row["unattributed_ms"] = sum(ns for _, hlo_op, ns in events if hlo_op not in names) / args.runs / 1e6
     return row
@@ -218,9 +212,7 @@ def main(argv=None) -> dict:
         plot(result, png)
         print_table(result)
         return result
-    shape = "1.7B preset" if args.model == "1.7b" else (
-        f"d_model {args.d_model}, {args.layers} layers, {args.heads}x{args.head_dim} heads, {args.kv_heads} kv heads")
-    result = dict(**result_header("step_profile", "benchmarks.step_profile", argv), shape=shape,
+    result = dict(**result_header("step_profile", "benchmarks.step_profile", argv), shape=shape_label(args),
                   settings=dict(vars(args)), rows=[])
     for length in args.lengths:
         for attention in args.attentions:
