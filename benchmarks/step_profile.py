@@ -38,7 +38,7 @@ from pathlib import Path
 import jax
 
 from benchmarks.common import card_label, result_header, write_json
-from benchmarks.gpu_breakdown import trace
+from benchmarks.gpu_breakdown import CATEGORIES, trace
 from benchmarks.model_throughput import KINDS, add_model_arguments, shape_label, train_config
 from dma_jax.evaluation.throughput import train_step_loop
 from dma_jax.remat import SAVES
@@ -54,8 +54,9 @@ PARTS = (  # (label, colour)
     ("other", "tab:olive"),
 )
 PASSES = ("forward", "recompute", "backward", "update")
-DMA_KERNEL_NAMES = ("mosaic_gpu", "_forward_kernel", "_queries_kernel", "_slots_kernel", "without_initial_refs")
-CUDNN_NAMES = ("cudnn", "sdpa")
+# Kernel names as gpu_breakdown's categories know them: DMA's Pallas kernels, and cuDNN's.
+DMA_KERNEL_NAMES = tuple(n for label, _, names in CATEGORIES if label.startswith("DMA") for n in names)
+CUDNN_NAMES = next(names for label, _, names in CATEGORIES if label.startswith("cuDNN"))
 MATMUL_NAMES = ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90_", "dot")
 SELECTION_NAMES = (SELECTION_SCOPE, "live_ranges", "static_keep")  # the XLA path selects outside key_tables
 
