@@ -22,7 +22,10 @@ that launched it (the compiled HLO's ``op_name``):
 and in a pass by its name stack: forward (``jvp``), the forward recomputed by remat
 (``rematted_computation``), backward (``transpose``), and the rest (the optimizer update). It prints
 a table of milliseconds per step (part x pass) per attention, the difference between the first
-two attentions, and draws ``<out>.png`` (stacked bars). On the CPU the same code reads the host
+two attentions, then each row's largest kernels, and draws ``<out>.png`` (stacked bars). The JSON
+keeps each row's 300 largest kernels with their name stacks. The steps run without CUDA graphs
+(``--xla_gpu_enable_command_buffer=``, set on import): in a graph the profiler names the graph,
+not the instruction, for every kernel. On the CPU the same code reads the host
 thunks' times instead of kernels (nested thunks overlap, so the totals there are only a check of
 the plumbing).
 """
@@ -32,15 +35,22 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 from pathlib import Path
 
-import jax
+# XLA groups a step's kernels into CUDA graphs ("command buffers"); the profiler then names the
+# graph, not the instruction, as every kernel's ``hlo_op``, and no kernel could be put in a part or
+# a pass. Launch each kernel on its own instead (before JAX starts its backend).
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_enable_command_buffer=").strip()
+
+import jax  # noqa: E402
 
 from benchmarks.common import card_label, result_header, write_json
 from benchmarks.gpu_breakdown import CATEGORIES, trace
 from benchmarks.model_throughput import KINDS, add_model_arguments, shape_label, train_config
 from dma_jax.evaluation.throughput import train_step_loop
+from dma_jax.models import ModelConfig
 from dma_jax.remat import SAVES
 from dma_jax.selection.tables import SCOPE as SELECTION_SCOPE
 
@@ -59,6 +69,9 @@ DMA_KERNEL_NAMES = tuple(n for label, _, names in CATEGORIES if label.startswith
 CUDNN_NAMES = next(names for label, _, names in CATEGORIES if label.startswith("cuDNN"))
 MATMUL_NAMES = ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90_", "dot")
 SELECTION_NAMES = (SELECTION_SCOPE, "live_ranges", "static_keep")  # the XLA path selects outside key_tables
+
+
+KEPT_KERNELS = 300  # the largest kernels (per HLO instruction) each row keeps, with their part, pass and name stack
 
 
 def sanitise(name: str) -> str:
@@ -123,16 +136,20 @@ def pass_of(op_name: str) -> str:
 
 
 def split_step(events, names: dict[str, str], steps: int) -> dict:
-    """Milliseconds per step of each (part, pass), the busy total, and the largest kernels."""
+    """Milliseconds per step of each (part, pass), the busy total, and the ``KEPT_KERNELS`` largest
+    kernels (name, HLO instruction, ``op_name``, part, pass, ms per step), so that a part can be
+    split further from the JSON alone."""
     table = collections.defaultdict(float)
     kernels = collections.Counter()
     for kernel, hlo_op, ns in events:
         op_name = names.get(hlo_op, "")
         table[(part_of(kernel, op_name), pass_of(op_name))] += ns / steps / 1e6
-        kernels[f"{kernel[:60]} [{hlo_op[:40]}]"] += ns / steps / 1e6
+        kernels[(kernel, hlo_op, op_name)] += ns / steps / 1e6
     parts = {part: {p: table.get((part, p), 0.0) for p in PASSES} for part, _ in PARTS}
-    return dict(busy_ms=sum(table.values()), parts=parts,
-                top=[dict(kernel=name, ms=ms) for name, ms in kernels.most_common(15)])
+    largest = [dict(kernel=kernel[:80], hlo_op=hlo_op, op_name=op_name, part=part_of(kernel, op_name),
+                    **{"pass": pass_of(op_name)}, ms=ms)
+               for (kernel, hlo_op, op_name), ms in kernels.most_common(KEPT_KERNELS)]
+    return dict(busy_ms=sum(table.values()), parts=parts, kernels=largest)
 
 
 def measure(args, attention: str, length: int) -> dict:
@@ -145,6 +162,9 @@ def measure(args, attention: str, length: int) -> dict:
     row = dict(attention=attention, T=length, window=config.model.window, batch=batch, remat_saves=args.remat_saves,
                **split_step(events, names, args.runs))
     row["unattributed_ms"] = sum(ns for _, hlo_op, ns in events if hlo_op not in names) / args.runs / 1e6
+    if row["unattributed_ms"] > 0.1 * row["busy_ms"]:
+        print(f"warning: {row['unattributed_ms']:.1f} of {row['busy_ms']:.1f} ms per step ran in kernels whose "
+              "HLO instruction the compiled module does not name; their part and pass are guesses", flush=True)
     return row
 
 
@@ -164,6 +184,10 @@ def print_table(result: dict) -> None:
                 cells.append(" / ".join(f"{x:5.1f}" for x in split) + f" = {sum(split):6.1f}")
             diff = f"{totals[0] - totals[1]:14.1f}" if len(totals) > 1 else ""
             print(f"{part:<22}" + "".join(f"{c:>34}" for c in cells) + diff)
+        for r in at:
+            print(f"\n{r['attention']}, T = {length}: largest kernels (ms per step, part, pass, end of name stack)")
+            for k in r.get("kernels", [])[:10]:
+                print(f"  {k['ms']:7.2f}  {k['kernel'][:40]:40s} {k['part']:<21} {k['pass']:<9} {k['op_name'][-60:]}")
 
 
 def plot(result: dict, path: str) -> str:
@@ -202,7 +226,8 @@ def main(argv=None) -> dict:
     p.add_argument("--lengths", type=int, nargs="+", default=[2048])
     p.add_argument("--attentions", nargs="+", default=["dma", "mha"], choices=KINDS)
     add_model_arguments(p)
-    p.add_argument("--remat-saves", choices=SAVES, default="nothing", help="what the rematerialised blocks keep")
+    p.add_argument("--remat-saves", choices=SAVES, default=ModelConfig.remat_saves,
+                   help="what the rematerialised blocks keep")
     p.add_argument("--runs", type=int, default=3, help="traced steps")
     p.add_argument("--out", default="step_profile.json")
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")

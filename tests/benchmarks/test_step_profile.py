@@ -43,15 +43,29 @@ def test_a_compiled_gradient_is_split_into_the_scopes_and_passes_it_ran():
     assert all(set(passes) == set(PASSES) for passes in split["parts"].values())
     assert split["parts"]["DMA selection"]["forward"] > 0
     assert split["busy_ms"] == pytest.approx(sum(sum(p.values()) for p in split["parts"].values()))
+    kept = split["kernels"]
+    assert kept == sorted(kept, key=lambda k: -k["ms"]) and sum(k["ms"] for k in kept) <= split["busy_ms"] + 1e-9
+    assert any(k["part"] == "DMA selection" and "dma_selection" in k["op_name"] for k in kept)
 
 
-def test_main_profiles_a_small_dma_model_and_draws_it(tmp_path, capsys):
+def test_steps_are_profiled_without_cuda_graphs():
+    """In a CUDA graph every kernel's profiler event names the graph, not its HLO instruction."""
+    import os
+
+    assert "--xla_gpu_enable_command_buffer=" in os.environ["XLA_FLAGS"].split()
+
+
+@pytest.mark.parametrize("saves", ["nothing", "selection"])
+def test_main_profiles_a_small_dma_model_and_draws_it(tmp_path, capsys, saves):
     out = tmp_path / "step_profile.json"
     result = main(["--lengths", "64", "--attentions", "dma", "--d-model", "32", "--layers", "1", "--heads", "2",
                    "--kv-heads", "1", "--head-dim", "16", "--vocab-size", "64", "--window", "16",
-                   "--tokens-per-batch", "128", "--dtype", "float32", "--runs", "1", "--out", str(out)])
+                   "--tokens-per-batch", "128", "--dtype", "float32", "--runs", "1", "--remat-saves", saves,
+                   "--out", str(out)])
     (row,) = result["rows"]
-    assert row["parts"]["DMA selection"]["forward"] > 0 and row["parts"]["DMA selection"]["recompute"] > 0
-    assert row["parts"]["DMA selection"]["backward"] == 0
+    selection = row["parts"]["DMA selection"]
+    assert selection["forward"] > 0 and selection["backward"] == 0
+    # Saving the selection tables is what keeps remat from running the selection again.
+    assert (selection["recompute"] > 0) == (saves == "nothing")
     assert out.exists() and out.with_suffix(".png").stat().st_size > 1000
     assert "DMA selection" in capsys.readouterr().out
