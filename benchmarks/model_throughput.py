@@ -48,7 +48,7 @@ from dma_jax.training.optimizer import OptimConfig
 KINDS = ("dma", "mha", "swa")
 
 
-def model_config(args, attention: str, length: int, remat_saves: str = "nothing") -> ModelConfig:
+def model_config(args, attention: str, length: int, remat_saves: str = ModelConfig.remat_saves) -> ModelConfig:
     """The model of one row: the fixed shape of the flags (or the 1.7B preset) with this attention."""
     on_gpu = jax.default_backend() == "gpu"
     window = max(1, min(args.window, int(length * args.max_window_fraction)))
@@ -70,7 +70,7 @@ def logits_piece(args) -> int | None:
     return None
 
 
-def train_config(args, attention: str, length: int, remat_saves: str = "nothing") -> TrainConfig:
+def train_config(args, attention: str, length: int, remat_saves: str = ModelConfig.remat_saves) -> TrainConfig:
     """The train config of one row: ``model_config``'s model, ``--tokens-per-batch`` tokens a batch
     (at least one row of T), the LM head in ``logits_piece`` pieces."""
     model = model_config(args, attention, length, remat_saves)
@@ -86,7 +86,7 @@ def shape_label(args) -> str:
         f"d_model {args.d_model}, {args.layers} layers, {args.heads}x{args.head_dim} heads, {args.kv_heads} kv heads")
 
 
-def measure(args, attention: str, length: int, remat_saves: str = "nothing") -> dict:
+def measure(args, attention: str, length: int, remat_saves: str = ModelConfig.remat_saves) -> dict:
     config = train_config(args, attention, length, remat_saves)
     model, batch = config.model, config.data.global_batch_size
     row = dict(attention=attention, T=length, window=model.window, batch=batch, remat_saves=remat_saves)
@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
     p.add_argument("--attentions", nargs="+", default=list(KINDS), choices=KINDS)
     add_model_arguments(p)
-    p.add_argument("--remat-saves", nargs="+", choices=SAVES, default=["nothing"],
+    p.add_argument("--remat-saves", nargs="+", choices=SAVES, default=[ModelConfig.remat_saves],
                    help="what the rematerialised blocks keep (ModelConfig.remat_saves); several: each is timed")
     p.add_argument("--inference-batch", type=int, default=None, help="default: the training batch")
     p.add_argument("--decode-tokens", type=int, default=64)

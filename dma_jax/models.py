@@ -79,10 +79,12 @@ class ModelConfig:
     # jax.nn.dot_product_attention's None, "xla", "cudnn"
     dense_implementation: str | None = "auto"
     remat: bool = False  # recompute each block's activations in the backward pass (saves memory)
-    # what remat keeps instead of recomputing (dma_jax.remat): "nothing", or "attention" (the
-    # attention outputs, their softmax statistics and DMA's selection tables: no attention forward
-    # and no selection in the backward pass, for about one more (B, T, H, D) activation per layer)
-    remat_saves: str = "nothing"
+    # what remat keeps instead of recomputing (dma_jax.remat): "selection" (DMA's selection tables:
+    # no selection stage in the backward pass, for a few integers per key; the same as "nothing"
+    # for dense attention), "nothing", or "attention" (also the attention outputs and their softmax
+    # statistics: no attention forward in the backward pass, for one more (B, T, H, D) activation
+    # per layer)
+    remat_saves: str = "selection"
     scan_layers: bool = False  # blocks stacked and run by one nnx.scan: compile time stops growing with depth
 
     def __post_init__(self):
