@@ -5,10 +5,15 @@ cumulative sum) beside a gather, redoes the producer's work for every element it
 
     python -m benchmarks.gpu_fusions --program selection --batch 32 --length 2048 --window 512 --segments
     python -m benchmarks.gpu_fusions --program attention --batch 32 --length 2048 --window 512 --heads 8 --kv-heads 8 --segments
+    python -m benchmarks.gpu_fusions --program block --attention dma --batch 32 --length 2048 --window 512 --heads 8 --kv-heads 8 --segments
 
 ``selection`` is the Pallas path's selection stage (live ranges, slots, both key tables);
 ``attention`` is the forward and backward of ``dma_attention`` on the Mosaic GPU kernels, as a
-Hopper GPU runs them (bf16, D = 128). The programs are compiled for the device that
+Hopper GPU runs them (bf16, D = 128); ``block`` is the forward and backward of one block of
+``benchmarks.model_throughput``'s model (d_model = heads x 128, ``--attention`` dma on the Mosaic GPU
+kernels or mha on cuDNN) under remat with ``ModelConfig``'s default ``remat_saves``, each kernel
+put in a part of the model and a pass as ``benchmarks.step_profile`` does, so that what a block of
+one attention launches beside the other's can be read without a GPU. The programs are compiled for the device that
 ``--target`` describes (default ``benchmarks/gpu_specs/h100_sxm.txtpb``), nothing runs.
 
 This needs JAX's CUDA plugin for the installed JAX version, which the CPU install lacks; keep it
@@ -47,14 +52,15 @@ def _op_name(line: str) -> str:
 
 
 def entry_kernels(hlo_text: str) -> list[dict]:
-    """The instructions of the entry computation that launch work: name, opcode, shape, op_name."""
+    """The instructions of the entry computation that launch work: name, opcode, shape, the bytes
+    it writes, op_name."""
     entry = hlo_text[hlo_text.index("\nENTRY"):]
     kernels = []
     for line in entry.splitlines()[1:]:
         match = _INSTRUCTION.match(line)
         if match and match.group(3) in _LAUNCHES:
             kernels.append(dict(name=match.group(1), opcode=match.group(3), shape=match.group(2)[:120],
-                                op_name=_op_name(line)))
+                                output_bytes=output_bytes(match.group(2)), op_name=_op_name(line)))
     return kernels
 
 
@@ -91,17 +97,80 @@ def gpu_mesh(target: Path):
     return topologies.make_mesh(topology, (1,), ("device",))
 
 
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4, "s32": 4, "u32": 4,
+                "f64": 8, "s64": 8, "u64": 8}
+
+
+def output_bytes(shape: str) -> int:
+    """Bytes an instruction writes, from its HLO shape text (``bf16[32,2048]{1,0}`` or a tuple)."""
+    total = 0
+    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape):
+        size = _DTYPE_BYTES.get(dtype, 0)
+        for dim in filter(None, dims.split(",")):
+            size *= int(dim)
+        total += size
+    return total
+
+
+def block_part(kernel: dict, part_of) -> str:
+    """``step_profile.part_of`` for an HLO instruction: the attention kernels are custom calls
+    named by what launches them (``mpmd_map`` for Mosaic GPU, ``triton`` for the Triton lowering,
+    ``dot_product_attention`` for cuDNN), not by the kernel names a profile shows."""
+    if kernel["opcode"] == "custom-call":
+        if "mpmd_map" in kernel["name"] or "triton" in kernel["name"]:
+            return "DMA kernels"
+        if "dot_product_attention" in kernel["name"]:
+            return "cuDNN attention"
+    return part_of(kernel["name"], kernel["op_name"])
+
+
+def block_program(args):
+    """(function, abstract arguments) of one model block's forward+backward under remat."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from dma_jax import PallasConfig
+    from dma_jax.models import Block, ModelConfig
+    from dma_jax.remat import policy
+
+    d_model = args.heads * 128
+    config = ModelConfig(
+        vocab_size=256, d_model=d_model, num_layers=1, num_heads=args.heads, num_kv_heads=args.kv_heads, head_dim=128,
+        attention=args.attention, window=args.window if args.attention != "mha" else None, dtype="bfloat16",
+        implementation=PallasConfig(forward_backend="mosaic_gpu", backward_backend="mosaic_gpu"),
+        dense_implementation="cudnn", remat=True)
+    graphdef, state = nnx.split(Block(config, rngs=nnx.Rngs(0)))
+
+    def loss(state, x, cotangent, positions, segment_ids):
+        def run(state, x):
+            return nnx.merge(graphdef, state)(x, positions=positions, segment_ids=segment_ids)
+
+        out = jax.checkpoint(run, policy=policy(config.remat_saves))(state, x)
+        return jnp.sum(out.astype(jnp.float32) * cotangent)
+
+    abstract = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
+    rows = (args.batch, args.length)
+    return jax.grad(loss, argnums=(0, 1)), [
+        jax.tree.map(lambda a: abstract(a.shape, a.dtype), state), abstract((*rows, d_model), jnp.bfloat16),
+        abstract((*rows, d_model), jnp.float32), abstract(rows, jnp.int32), abstract(rows, jnp.int32)]
+
+
 def program(args):
-    """(function, argument shapes) of ``args.program`` at the flags' shape."""
+    """(function, abstract arguments: ``jax.ShapeDtypeStruct`` pytrees) of ``args.program`` at the
+    flags' shape."""
     import jax
     import jax.numpy as jnp
 
     from benchmarks.attention import selection_stage
     from dma_jax import PallasConfig, dma_attention
 
+    if args.program == "block":
+        return block_program(args)
     batch, length, heads, kv_heads = args.batch, args.length, args.heads, args.kv_heads
-    bias = ((batch, kv_heads, length), jnp.float32)
-    segments = ((batch, length), jnp.int32) if args.segments else None
+    abstract = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
+    bias = abstract((batch, kv_heads, length), jnp.float32)
+    segments = abstract((batch, length), jnp.int32) if args.segments else None
     if args.program == "selection":
         def run(b, s=None):
             return selection_stage(args.window, length, PallasConfig(), per_bias=heads // kv_heads, segment_ids=s)(b)
@@ -113,17 +182,18 @@ def program(args):
         out = dma_attention(q, k, v, b, args.window, segment_ids=s, implementation=config)
         return jnp.sum(out.astype(jnp.float32) ** 2)
 
-    q, kv = ((batch, length, heads, 128), jnp.bfloat16), ((batch, length, kv_heads, 128), jnp.bfloat16)
+    q, kv = abstract((batch, length, heads, 128), jnp.bfloat16), abstract((batch, length, kv_heads, 128), jnp.bfloat16)
     return jax.grad(loss, argnums=(0, 1, 2, 3)), [q, kv, kv, bias] + ([segments] if segments else [])
 
 
-def compile_for_gpu(fn, shapes, mesh) -> str:
-    """Optimised HLO text of ``fn`` compiled for ``mesh``'s device, for (shape, dtype) arguments."""
+def compile_for_gpu(fn, arguments, mesh) -> str:
+    """Optimised HLO text of ``fn`` compiled for ``mesh``'s device, for abstract arguments
+    (pytrees of ``jax.ShapeDtypeStruct``)."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    specs = [jax.ShapeDtypeStruct(shape, dtype, sharding=replicated) for shape, dtype in shapes]
+    specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), arguments)
     return jax.jit(fn).lower(*specs).compile().as_text()
 
 
@@ -131,7 +201,8 @@ def main(argv=None) -> dict:
     from benchmarks.common import result_header, write_json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--program", choices=["selection", "attention"], default="selection")
+    p.add_argument("--program", choices=["selection", "attention", "block"], default="selection")
+    p.add_argument("--attention", choices=["dma", "mha"], default="dma", help="the block's attention (--program block)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--length", type=int, default=4096)
     p.add_argument("--heads", type=int, default=32)
@@ -144,17 +215,32 @@ def main(argv=None) -> dict:
     p.add_argument("--hlo-out", default=None, help="also write the optimised HLO text here")
     args = p.parse_args(argv)
     mesh = gpu_mesh(args.target)
-    fn, shapes = program(args)
-    text = compile_for_gpu(fn, shapes, mesh)
+    fn, arguments = program(args)
+    text = compile_for_gpu(fn, arguments, mesh)
     if args.hlo_out:
         Path(args.hlo_out).write_text(text)
+    kernels = entry_kernels(text)
+    if args.program == "block":
+        from benchmarks.step_profile import part_of, pass_of
+
+        for kernel in kernels:
+            kernel.update(part=block_part(kernel, part_of), **{"pass": pass_of(kernel["op_name"])})
     result = dict(**result_header("gpu_fusions", "benchmarks.gpu_fusions", argv), target=args.target.name,
-                  settings={k: str(v) for k, v in vars(args).items() if k != "target"}, kernels=entry_kernels(text),
+                  settings={k: str(v) for k, v in vars(args).items() if k != "target"}, kernels=kernels,
                   recomputing=recomputing_fusions(text, args.min_gathers))
+    if args.program == "block":
+        written = {}
+        for kernel in kernels:
+            key = f"{kernel['part']} / {kernel['pass']}"
+            written[key] = written.get(key, 0) + kernel["output_bytes"] / 2**20
+        result["written_mib"] = dict(sorted(written.items()))
     write_json(result, args.out)
     print(f"{len(result['kernels'])} kernels in the entry computation:")
     for kernel in result["kernels"]:
-        print(f"  {kernel['name'][:36]:36s} {kernel['opcode']:12s} {kernel['shape'][:60]:60s} {kernel['op_name'][-50:]}")
+        print(f"  {kernel['name'][:36]:36s} {kernel['opcode']:12s} {kernel['shape'][:60]:60s} "
+              f"{kernel.get('part', '')[:20]:20s} {kernel['op_name'][-50:]}")
+    for key, mib in result.get("written_mib", {}).items():
+        print(f"  writes {mib:9.1f} MiB  {key}")
     print(f"\nfusions that recompute (>= {args.min_gathers} gathers, or a gather beside a reduce-window): "
           f"{len(result['recomputing'])}")
     for fusion in result["recomputing"]:

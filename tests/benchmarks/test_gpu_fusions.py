@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks.gpu_fusions import DEFAULT_TARGET, entry_kernels, gpu_mesh, program, recomputing_fusions
+from benchmarks.gpu_fusions import DEFAULT_TARGET, block_part, entry_kernels, gpu_mesh, output_bytes, program, recomputing_fusions
 
 HLO = """HloModule m
 
@@ -63,14 +63,41 @@ def test_without_the_cuda_plugin_it_says_what_to_install(monkeypatch):
 
 def test_the_selection_program_runs_and_the_attention_program_lowers_for_cuda():
     args = argparse.Namespace(program="selection", batch=2, length=256, heads=4, kv_heads=2, window=64, segments=True)
-    fn, shapes = program(args)
-    bias = jax.random.normal(jax.random.key(0), shapes[0][0])
-    start, end, tables = jax.jit(fn)(bias, jnp.ones(shapes[1][0], jnp.int32))
+    fn, arguments = program(args)
+    bias = jax.random.normal(jax.random.key(0), arguments[0].shape)
+    start, end, tables = jax.jit(fn)(bias, jnp.ones(arguments[1].shape, jnp.int32))
     assert np.all(np.asarray(end) >= np.asarray(start))
     args.program = "attention"
-    fn, shapes = program(args)
+    fn, arguments = program(args)
     from jax import export
 
-    specs = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes]
-    exported = export.export(jax.jit(fn), platforms=["cuda"])(*specs)
+    exported = export.export(jax.jit(fn), platforms=["cuda"])(*arguments)
     assert "mosaic_gpu" in exported.mlir_module()
+
+
+@pytest.mark.parametrize("attention, kernel", [("dma", "mosaic_gpu"), ("mha", "cudnn")])
+def test_the_block_program_lowers_for_cuda_on_each_attentions_kernels(attention, kernel):
+    if attention == "mha":
+        pytest.importorskip("jax_cuda12_plugin", reason="cuDNN's attention lowers only with JAX's CUDA plugin")
+    args = argparse.Namespace(program="block", attention=attention, batch=2, length=256, heads=2, kv_heads=2,
+                              window=64, segments=True)
+    fn, arguments = program(args)
+    from jax import export
+
+    text = export.export(jax.jit(fn), platforms=["cuda"])(*arguments).mlir_module()
+    assert kernel in text and ("mosaic_gpu" in text) == (attention == "dma")
+
+
+def test_output_bytes_reads_arrays_and_tuples():
+    assert output_bytes("bf16[32,2048]{1,0}") == 32 * 2048 * 2
+    assert output_bytes("(f32[4,8]{1,0}, pred[3]{0}, s32[]{})") == 4 * 8 * 4 + 3 + 4
+
+
+def test_block_parts_name_the_attention_custom_calls():
+    from benchmarks.step_profile import part_of
+
+    call = lambda name, op_name="": dict(name=name, opcode="custom-call", op_name=op_name)
+    assert block_part(call("mpmd_map.3"), part_of) == "DMA kernels"
+    assert block_part(call("dot_product_attention_bwd.9"), part_of) == "cuDNN attention"
+    assert block_part(dict(name="loop_select_fusion", opcode="fusion",
+                           op_name="jit(loss)/dense_causal_attention/select_n"), part_of) == "dense attention glue"
