@@ -10,11 +10,12 @@ cumulative sum) beside a gather, redoes the producer's work for every element it
 ``selection`` is the Pallas path's selection stage (live ranges, slots, both key tables);
 ``attention`` is the forward and backward of ``dma_attention`` on the Mosaic GPU kernels, as a
 Hopper GPU runs them (bf16, D = 128); ``block`` is the forward and backward of one block of
-``benchmarks.model_throughput``'s model (d_model = heads x 128, ``--attention`` dma on the Mosaic GPU
-kernels or mha on cuDNN) under remat with ``ModelConfig``'s default ``remat_saves``, each kernel
-put in a part of the model and a pass as ``benchmarks.step_profile`` does, so that what a block of
-one attention launches beside the other's can be read without a GPU. The programs are compiled for the device that
-``--target`` describes (default ``benchmarks/gpu_specs/h100_sxm.txtpb``), nothing runs.
+``benchmarks.model_throughput``'s model (d_model = heads x 128, ``--attention`` dma on the Mosaic
+GPU kernels or mha on cuDNN) under remat with ``ModelConfig``'s default ``remat_saves``, each
+kernel put in a part of the model and a pass as ``benchmarks.step_profile`` does and its written
+bytes summed per part and pass, so that what one attention's block launches beside the other's
+can be read without a GPU. The programs are compiled for the device that ``--target`` describes
+(default ``benchmarks/gpu_specs/h100_sxm.txtpb``), nothing runs.
 
 This needs JAX's CUDA plugin for the installed JAX version, which the CPU install lacks; keep it
 in an environment of its own, e.g.

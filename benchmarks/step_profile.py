@@ -25,9 +25,8 @@ a table of milliseconds per step (part x pass) per attention, the difference bet
 two attentions, then each row's largest kernels, and draws ``<out>.png`` (stacked bars). The JSON
 keeps each row's 300 largest kernels with their name stacks. The steps run without CUDA graphs
 (``--xla_gpu_enable_command_buffer=``, set on import): in a graph the profiler names the graph,
-not the instruction, for every kernel. On the CPU the same code reads the host
-thunks' times instead of kernels (nested thunks overlap, so the totals there are only a check of
-the plumbing).
+not the instruction, for every kernel. On the CPU the same code reads the host thunks' times
+instead of kernels (nested thunks overlap, so the totals there are only a check of the plumbing).
 """
 
 from __future__ import annotations
