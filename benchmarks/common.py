@@ -6,6 +6,7 @@ The attention shapes are the performance targets': B = 1, H = 32, Hkv = 8, D = 1
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,8 +94,12 @@ def command_line(module: str, argv=None) -> str:
 
 
 def result_header(benchmark: str, module: str, argv=None) -> dict:
-    """The fields every benchmark JSON starts with: its name, the card and the command."""
-    return dict(benchmark=benchmark, card=device_card(), command=command_line(module, argv))
+    """The fields every benchmark JSON starts with: its name, the card and the command, and the
+    ``DMA_*`` environment variables that change the kernels' defaults (``dma_jax.PallasConfig``)
+    where any is set, as a prefix of the command."""
+    overrides = " ".join(f"{name}={value}" for name, value in sorted(os.environ.items()) if name.startswith("DMA_"))
+    command = command_line(module, argv)
+    return dict(benchmark=benchmark, card=device_card(), command=f"{overrides} {command}" if overrides else command)
 
 
 def write_json(result: dict, path) -> Path:

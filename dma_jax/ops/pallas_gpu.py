@@ -39,6 +39,16 @@ def _default_backward_backend() -> str:
     return os.environ.get(BACKWARD_BACKEND_VARIABLE, "auto")
 
 
+KV_SEQUENCE_LAYOUT_VARIABLE = "DMA_KV_SEQUENCE_LAYOUT"  # environment variable: PallasConfig's default kv_sequence_layout
+
+
+def _default_kv_sequence_layout() -> bool:
+    value = os.environ.get(KV_SEQUENCE_LAYOUT_VARIABLE, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"${KV_SEQUENCE_LAYOUT_VARIABLE} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 @dataclasses.dataclass(frozen=True)
 class PallasConfig:
     """Tiles and launch options of the Pallas GPU kernels (static, hashable).
@@ -75,6 +85,11 @@ class PallasConfig:
       ``dma_backward_slots_mosaic``) or "auto" (each pass on Mosaic GPU where it takes the call on
       a Hopper GPU, else "pallas_triton"). The default is ``DMA_BACKWARD_BACKEND`` when set, else
       "auto".
+    kv_sequence_layout: the Mosaic GPU kernels gather k and v rows from their (B, Tk, Hkv, D)
+      layout (a row stride of Hkv * D) instead of from a transposed (B, Hkv, Tk, D) copy; the other
+      backends still get the copy. Off by default: it is lowered and compiled for sm_90 on the
+      CPU but has not run on a GPU yet (predicted to save one read and one write of k and v per
+      forward, docs/performance.md). The default is ``DMA_KV_SEQUENCE_LAYOUT`` (0 or 1) when set.
     """
 
     block_q: int | None = None
@@ -89,6 +104,7 @@ class PallasConfig:
     slot_sums_transposed: bool = True
     forward_backend: str = dataclasses.field(default_factory=_default_forward_backend)
     backward_backend: str = dataclasses.field(default_factory=_default_backward_backend)
+    kv_sequence_layout: bool = dataclasses.field(default_factory=_default_kv_sequence_layout)
 
     def __post_init__(self):
         if self.forward_backend not in FORWARD_BACKENDS:
@@ -99,13 +115,13 @@ class PallasConfig:
                              f"(the default comes from ${BACKWARD_BACKEND_VARIABLE} when it is set)")
 
     def interpreted(self, poison_outputs: bool = False) -> "PallasConfig":
-        """Small tiles and interpret mode, for CPU tests (the layout flags are kept; the forward is
-        the Pallas one, the only backend that runs in interpret mode)."""
+        """Small tiles and interpret mode, for CPU tests (the layout flags are kept; the kernels are
+        the Pallas ones, the only backend that runs in interpret mode)."""
         options = KernelOptions(interpret=True, poison_outputs=poison_outputs)
         return PallasConfig(block_q=16, block_k=16, block_q_bwd=8, block_k_bwd=8, block_slots=16, options=options,
                             options_bwd=options, sequence_layout=self.sequence_layout,
                             slot_sums_transposed=self.slot_sums_transposed, forward_backend="pallas_triton",
-                            backward_backend="pallas_triton")
+                            backward_backend="pallas_triton", kv_sequence_layout=self.kv_sequence_layout)
 
     def resolve(self, *, head_dim: int, per_bias: int, dtype) -> "PallasConfig":
         """This config with every field set for a call with head dim D, R = ``per_bias`` query heads
@@ -176,7 +192,7 @@ def _is_hopper(device=None) -> bool:
 
 
 def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_heads, own_keys, num_stages,
-                           interpret=False, device=None) -> bool:
+                           interpret=False, device=None, kv_sequence=False) -> bool:
     """Whether ``forward_backend="auto"`` runs this call's forward on Mosaic GPU: a Hopper GPU
     (compute capability 9.x; not interpret mode, not the sequence-less tile layout) and arguments
     within ``dma_forward_mosaic``'s limits."""
@@ -186,14 +202,14 @@ def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_he
         return False
     try:
         check_arguments(q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K,
-                        bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys)
+                        bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence)
     except ValueError:
         return False
     return True
 
 
 def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpret=False,
-                            device=None) -> tuple[bool, bool]:
+                            device=None, kv_sequence=False) -> tuple[bool, bool]:
     """Whether ``backward_backend="auto"`` runs this call's (query-major, key-major) passes on
     Mosaic GPU: a Hopper GPU (not interpret mode) and arguments (those of ``dma_backward_slots``)
     within ``dma_backward_queries_mosaic``'s and ``dma_backward_slots_mosaic``'s limits."""
@@ -204,7 +220,7 @@ def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpr
 
     def fits(check, **kwargs):
         try:
-            check(*args, block_q=block_q, **kwargs)
+            check(*args, block_q=block_q, kv_sequence=kv_sequence, **kwargs)
         except ValueError:
             return False
         return True
@@ -213,30 +229,40 @@ def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpr
             fits(backward_slots.check_arguments))
 
 
+def _heads_major(call, x):
+    """k or v in the (B, Hkv, Tk, D) layout the Triton-lowered and jax-triton kernels read: a
+    transposed copy where ``kv_sequence_layout`` keeps them in (B, Tk, Hkv, D)."""
+    return jnp.swapaxes(x, 1, 2) if call.config.kv_sequence_layout else x
+
+
 def _forward(call, q_tiles, k, v, bias, start, end, table):
-    """The forward kernel of ``call.config.forward_backend``: (out, lse), as ``dma_forward``."""
+    """The forward kernel of ``call.config.forward_backend``: (out, lse), as ``dma_forward``; k and
+    v in the layout ``kv_sequence_layout`` names."""
     config = call.config
     backend = config.forward_backend
     if backend == "auto":
         applies = mosaic_forward_applies(q_tiles, k, v, bias, start, end, table, block_q=config.block_q,
                                          bias_heads=call.sequence_bias_heads, own_keys=call.causal,
-                                         num_stages=config.options.num_stages, interpret=config.options.interpret)
+                                         num_stages=config.options.num_stages, interpret=config.options.interpret,
+                                         kv_sequence=config.kv_sequence_layout)
         backend = "mosaic_gpu" if applies else "pallas_triton"
     common = dict(scale=call.scale, block_q=config.block_q, block_k=config.block_k, q_offset=call.q_offset,
                   own_keys=call.causal)
+    if backend == "mosaic_gpu":
+        from pallas_kernels.mosaic_gpu.forward import dma_forward_mosaic
+
+        common["block_k"] = MOSAIC_BLOCK_K
+        return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
+                                  num_stages=config.options.num_stages, kv_sequence=config.kv_sequence_layout,
+                                  **common)
+    k, v = _heads_major(call, k), _heads_major(call, v)
     if backend == "pallas_triton":
         return dma_forward(q_tiles, k, v, bias, start, end, table, options=config.options,
                            bias_heads=call.sequence_bias_heads, **common)
-    if backend == "jax_triton":
-        from pallas_kernels.jax_triton.forward import dma_forward as forward
+    from pallas_kernels.jax_triton.forward import dma_forward as forward
 
-        return forward(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
-                       num_warps=config.options.num_warps, num_stages=config.options.num_stages, **common)
-    from pallas_kernels.mosaic_gpu.forward import dma_forward_mosaic
-
-    common["block_k"] = MOSAIC_BLOCK_K
-    return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
-                              num_stages=config.options.num_stages, **common)
+    return forward(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
+                   num_warps=config.options.num_warps, num_stages=config.options.num_stages, **common)
 
 
 def _kernels_fwd(call, q_tiles, k, v, bias, start, end, table, table_bwd):
@@ -280,32 +306,36 @@ def _kernels_bwd(call, residuals, d_out):
     if call.sequence_bias_heads is not None:  # the backward kernels read the tile layout
         q_tiles, d_out, delta = (_sequence_to_tiles(x, call.sequence_bias_heads, config.block_q) for x in (q_tiles, d_out, delta))
     batch, bias_heads, tiles_fwd, rows_fwd, head_dim = q_tiles.shape
-    kv_heads, kv_len = k.shape[1], k.shape[2]
+    kv_heads, kv_len = _heads_major(call, k).shape[1:3]
     # Re-tile to the backward's smaller tiles: rows are position-major, so this is a reshape.
     tiles = table.shape[2]
     retile = lambda x: x.reshape((batch, bias_heads, tiles, -1) + x.shape[4:])
     q_tiles, d_out, delta, lse = retile(q_tiles), retile(d_out), retile(delta), retile(lse)
     common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset)
     args = (q_tiles, d_out.astype(q_tiles.dtype), lse, delta, k, v, bias, start, end, table)
+    # The Triton-lowered passes read k and v in (B, Hkv, Tk, D), the Mosaic GPU ones in k's layout.
+    heads_major_args = args[:4] + (_heads_major(call, k), _heads_major(call, v)) + args[6:]
+    kv_sequence = config.kv_sequence_layout
     mosaic_queries = mosaic_slots = config.backward_backend == "mosaic_gpu"
     if config.backward_backend == "auto":
         mosaic_queries, mosaic_slots = mosaic_backward_applies(
             *args, block_q=config.block_q_bwd, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
-            interpret=config.options_bwd.interpret or config.options_slots.interpret)
+            interpret=config.options_bwd.interpret or config.options_slots.interpret, kv_sequence=kv_sequence)
     if mosaic_queries:
         from pallas_kernels.mosaic_gpu.backward_queries import dma_backward_queries_mosaic
 
         dq, dk_own, dv_own, db_own = dma_backward_queries_mosaic(
-            *args, block_k=MOSAIC_BLOCK_K, own_keys=call.causal, num_stages=config.options_bwd.num_stages, **common)
+            *args, block_k=MOSAIC_BLOCK_K, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
+            kv_sequence=kv_sequence, **common)
     else:
         dq, dk_own, dv_own, db_own = dma_backward_queries(
-            *args, block_k=config.block_k_bwd, own_keys=call.causal, options=config.options_bwd, **common)
+            *heads_major_args, block_k=config.block_k_bwd, own_keys=call.causal, options=config.options_bwd, **common)
     if mosaic_slots:
         from pallas_kernels.mosaic_gpu.backward_slots import dma_backward_slots_mosaic
 
-        dk, dv, dbias = dma_backward_slots_mosaic(*args, **common)
+        dk, dv, dbias = dma_backward_slots_mosaic(*args, kv_sequence=kv_sequence, **common)
     else:
-        dk, dv, dbias = dma_backward_slots(*args, block_slots=config.block_slots,
+        dk, dv, dbias = dma_backward_slots(*heads_major_args, block_slots=config.block_slots,
                                            transposed=config.slot_sums_transposed, options=config.options_slots,
                                            **common)
     dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
@@ -319,8 +349,10 @@ def _kernels_bwd(call, residuals, d_out):
         dv = dv.at[:, :, call.q_offset :].add(flat(dv_own))
         dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
     per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
-    grads = vary_like((dq, per_kv(dk).astype(k.dtype), per_kv(dv).astype(v.dtype), dbias.astype(bias.dtype)),
-                      (q_tiles, k, v, bias))
+    # dk and dv in k's and v's layout: (B, Hkv, Tk, D) back to (B, Tk, Hkv, D) with kv_sequence_layout.
+    like_kv = (lambda x: jnp.swapaxes(x, 1, 2)) if kv_sequence else (lambda x: x)
+    grads = vary_like((dq, like_kv(per_kv(dk)).astype(k.dtype), like_kv(per_kv(dv)).astype(v.dtype),
+                       dbias.astype(bias.dtype)), (q_tiles, k, v, bias))
     return (*grads, None, None, None, None)
 
 
@@ -365,8 +397,9 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     qp = jnp.pad(q, ((0, 0), (0, tiles * config.block_q - q_len), (0, 0), (0, dim - head_dim)))
     if not config.sequence_layout:
         qp = _sequence_to_tiles(qp, bias_heads, config.block_q, rows_per_pos)
-    kt = jnp.transpose(jnp.pad(k, pad_d), (0, 2, 1, 3))
-    vt = jnp.transpose(jnp.pad(v, pad_d), (0, 2, 1, 3))
+    # k and v stay (B, Tk, Hkv, D) with kv_sequence_layout, else become (B, Hkv, Tk, D).
+    kt, vt = (jnp.pad(x, pad_d) if config.kv_sequence_layout else jnp.transpose(jnp.pad(x, pad_d), (0, 2, 1, 3))
+              for x in (k, v))
     out = _kernels(call, qp, kt, vt, bias, start, end, table, table_bwd)
     if not config.sequence_layout:
         out = _tiles_to_sequence(out, per_bias, rows_per_pos)[..., :head_dim]

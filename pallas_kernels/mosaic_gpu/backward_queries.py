@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from pallas_kernels.mosaic_gpu.common import (
-    SMEM_BYTES, check_backward_tiles, check_keys_and_table, cp_async_helpers, load_whole,
+    SMEM_BYTES, check_backward_tiles, check_keys_and_table, cp_async_helpers, kv_rows, load_whole,
 )
 
 _LOG2E = math.log2(math.e)
@@ -73,10 +73,10 @@ def shared_memory_bytes(*, rows, head_dim, itemsize, block_k, num_stages, table_
 
 
 def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, block_q, block_k,
-                    num_stages, own_keys):
+                    num_stages, own_keys, kv_sequence=False):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
     else return its sizes."""
-    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q)
+    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q, kv_sequence=kv_sequence)
     batch, bias_heads, tiles, rows, head_dim = (dims[n] for n in ("batch", "bias_heads", "tiles", "rows", "head_dim"))
     kv_len = dims["kv_len"]
     if block_q % 8:
@@ -103,7 +103,7 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
 
 @functools.lru_cache(maxsize=None)
 def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype, block_q, block_k, scale,
-           q_offset, num_stages, table_steps, own_steps):
+           q_offset, num_stages, table_steps, own_steps, kv_sequence=False):
     """The Mosaic GPU kernel; inputs (q, do, lse, delta, k, v, table (slabs, table_steps, block_k),
     bias f32, start, end); outputs dq and, when own_steps, dk_own, dv_own, db_own."""
     import jax.experimental.pallas as pl
@@ -148,7 +148,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         plgpu.copy_gmem_to_smem(tbl_ref.at[slab], tbl_smem, bar)
         plgpu.barrier_wait(bar)
 
-        k_src, v_src = k_ref.at[b, kvh], v_ref.at[b, kvh]
+        k_src, v_src = (kv_rows(ref, b, kvh, kv_sequence=kv_sequence) for ref in (k_ref, v_ref))
         meta_src = (bias_ref.at[b, hb], start_ref.at[b, hb], end_ref.at[b, hb])
 
         def issue(step):
@@ -296,7 +296,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
 
 def dma_backward_queries_mosaic(
     q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q, block_k, q_offset,
-    own_keys=True, num_stages=2,
+    own_keys=True, num_stages=2, kv_sequence=False,
 ):
     """Pass 1 of the DMA backward (Mosaic GPU, sm_90): dq, and dk, dv, dbias of each tile's own keys.
 
@@ -305,7 +305,8 @@ def dma_backward_queries_mosaic(
         query position ``q_offset + n * block_q + r // R``, R = rows // block_q; rows in {64, 128}.
       lse: float32 (B, Hb, tiles, rows), natural log of the forward's softmax sums (+inf for rows
         that keep no key). delta: float32 (B, Hb, tiles, rows), rowsum(dO * O).
-      k, v: (B, Hkv, Tk, D); bias head hb reads kv head ``hb // (Hb // Hkv)``.
+      k, v: (B, Hkv, Tk, D), or (B, Tk, Hkv, D) with ``kv_sequence``; bias head hb reads kv head
+        ``hb // (Hb // Hkv)``.
       bias: float (B, Hb, Tk). start, end: int32 (B, Hb, Tk): query t keeps key j iff
         ``start[j] <= t < end[j]`` (and 0 <= j < Tk).
       table: int32 (B, Hb, tiles, W), W a multiple of block_k: carried key indices, -1 (or >= Tk)
@@ -323,7 +324,7 @@ def dma_backward_queries_mosaic(
     """
     dims = check_arguments(
         q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, block_q=block_q, block_k=block_k,
-        num_stages=num_stages, own_keys=own_keys,
+        num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence,
     )
     batch, bias_heads, tiles = dims["batch"], dims["bias_heads"], dims["tiles"]
     table_steps = dims["table_steps"]
@@ -331,7 +332,7 @@ def dma_backward_queries_mosaic(
         batch=batch, bias_heads=bias_heads, tiles=tiles, rows=dims["rows"], head_dim=dims["head_dim"],
         kv_heads=dims["kv_heads"], kv_len=dims["kv_len"], dtype=jnp.dtype(q_tiles.dtype), block_q=block_q,
         block_k=block_k, scale=float(scale), q_offset=int(q_offset), num_stages=num_stages,
-        table_steps=table_steps, own_steps=dims["own_steps"],
+        table_steps=table_steps, own_steps=dims["own_steps"], kv_sequence=kv_sequence,
     )
     if table.shape[-1] == 0:
         table = jnp.full(table.shape[:3] + (block_k,), -1, jnp.int32)

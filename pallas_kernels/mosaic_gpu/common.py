@@ -13,10 +13,27 @@ WARPGROUP = 128  # threads of one warpgroup: the CTA of every Mosaic GPU kernel 
 SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum of shared memory per block
 
 
-def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q) -> dict:
-    """The checks both backward passes share: the tile layout of q, dO, lse and delta, k and v, the
-    dtype, the head dim, 64- or 128-row tiles that block_q divides, and GQA; raise a ValueError naming the limit, else
-    return the sizes (batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len)."""
+def kv_dims(k, v, *, kv_sequence: bool) -> tuple[int, int]:
+    """(Hkv, Tk) of k and v, which are (B, Tk, Hkv, D) with ``kv_sequence`` (the layout a model
+    projects them in) and (B, Hkv, Tk, D) without; raise a ValueError unless both are 4-d and alike."""
+    layout = "(B, Tk, Hkv, D)" if kv_sequence else "(B, Hkv, Tk, D)"
+    if k.ndim != 4 or v.shape != k.shape:
+        raise ValueError(f"k and v must both be {layout}, got {k.shape} and {v.shape}")
+    return (k.shape[2], k.shape[1]) if kv_sequence else (k.shape[1], k.shape[2])
+
+
+def kv_rows(ref, b, kv_head, *, kv_sequence: bool):
+    """The (Tk, D) rows of kv head ``kv_head`` of batch row ``b`` of a k or v ref in either layout
+    (``kv_dims``); in (B, Tk, Hkv, D) consecutive keys lie Hkv * D elements apart, and the gathers
+    of ``cp_async_helpers`` read that stride from the ref."""
+    return ref.at[b, :, kv_head] if kv_sequence else ref.at[b, kv_head]
+
+
+def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q, kv_sequence=False) -> dict:
+    """The checks both backward passes share: the tile layout of q, dO, lse and delta, k and v (in
+    the layout ``kv_sequence`` names, ``kv_dims``), the dtype, the head dim, 64- or 128-row tiles
+    that block_q divides, and GQA; raise a ValueError naming the limit, else return the sizes
+    (batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len)."""
     import jax.numpy as jnp
 
     if q_tiles.ndim != 5:
@@ -27,9 +44,9 @@ def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q) -> dic
     for name, x in (("lse", lse), ("delta", delta)):
         if x.shape != (batch, bias_heads, tiles, rows):
             raise ValueError(f"{name} must be (B, Hb, tiles, rows) = {(batch, bias_heads, tiles, rows)}, got {x.shape}")
-    if k.ndim != 4 or v.shape != k.shape or k.shape[0] != batch or k.shape[-1] != head_dim:
-        raise ValueError(f"k and v must both be (B, Hkv, Tk, D) matching q_tiles {q_tiles.shape}, got {k.shape}, {v.shape}")
-    kv_heads, kv_len = k.shape[1], k.shape[2]
+    kv_heads, kv_len = kv_dims(k, v, kv_sequence=kv_sequence)
+    if k.shape[0] != batch or k.shape[-1] != head_dim:
+        raise ValueError(f"k and v {k.shape} must match q_tiles {q_tiles.shape} in B and D")
     if jnp.dtype(q_tiles.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         raise ValueError(f"only bfloat16 and float16 are supported, got {q_tiles.dtype}")
     if any(x.dtype != q_tiles.dtype for x in (do_tiles, k, v)):
@@ -72,7 +89,9 @@ def cp_async_helpers(plgpu, transforms, *, kv_len):
     16-byte chunk c of row r of a ``block_k x D`` slot lives at byte
     ``(r // 8) * D * 16 + (c // 8) * 1024 + (r % 8) * 128 + ((c % 8) ^ (r % 8)) * 16``.
     Absent keys (index < 0 or >= Tk) copy nothing and are zero-filled (cp.async src-size 0), so
-    their key, value, bias and live range [0, 0) are all zero: never kept, never NaN.
+    their key, value, bias and live range [0, 0) are all zero: never kept, never NaN. The source
+    rows are a (Tk, D) view (``kv_rows``) whose row stride the gathers take from its type: D, or
+    Hkv * D for k and v in their (B, Tk, Hkv, D) layout.
     """
     from jax._src.lib.mlir import ir
     from jax._src.lib.mlir.dialects import arith, llvm, memref, nvvm
@@ -88,6 +107,8 @@ def cp_async_helpers(plgpu, transforms, *, kv_len):
         i64 = ir.IntegerType.get_signless(64)
         src_ty = ir.MemRefType(k_src.type)
         _, head_dim = src_ty.shape
+        (row_stride, col_stride), _ = src_ty.get_strides_and_offset()  # rows of (Tk, D): kv_rows' view
+        assert col_stride == 1 and row_stride > 0, src_ty
         elem_ty = src_ty.element_type
         elem_bytes = mgpu_utils.bitwidth(elem_ty) // 8
         n_rows = ir.MemRefType(k_dst.type).shape[0] * ir.MemRefType(k_dst.type).shape[2]
@@ -106,7 +127,7 @@ def cp_async_helpers(plgpu, transforms, *, kv_len):
             chunk = arith.remui(lin, c(chunks_per_row, i32))
             key, present = row_key(row)
             src_off = arith.addi(
-                arith.muli(arith.extui(i64, key), c(head_dim, i64)),
+                arith.muli(arith.extui(i64, key), c(row_stride, i64)),
                 arith.extui(i64, arith.muli(chunk, c(16 // elem_bytes, i32))),
             )
             row_in = arith.remui(row, c(8, i32))

@@ -36,7 +36,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.mosaic_gpu.common import SMEM_BYTES, check_keys_and_table, cp_async_helpers, load_whole
+from pallas_kernels.mosaic_gpu.common import (
+    SMEM_BYTES, check_keys_and_table, cp_async_helpers, kv_dims, kv_rows, load_whole,
+)
 from pallas_kernels.shared import MASKED
 
 _LOG2E = math.log2(math.e)
@@ -44,7 +46,8 @@ _LN2 = math.log(2.0)
 _INT_MIN = -(2**31)
 
 
-def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_heads, num_stages, own_keys):
+def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_heads, num_stages, own_keys,
+                    kv_sequence=False):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
     else return its sizes. ``dma_jax.ops.pallas_gpu`` asks it where the forward backend is "auto"."""
     if bias_heads is None:
@@ -52,10 +55,8 @@ def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_
     if q.ndim != 4:
         raise ValueError(f"q must be (B, T, H, D) (sequence layout), got shape {q.shape}")
     batch, q_len, heads, head_dim = q.shape
-    if k.ndim != 4 or v.shape != k.shape:
-        raise ValueError(f"k and v must both be (B, Hkv, Tk, D), got {k.shape} and {v.shape}")
-    _, kv_heads, kv_len, kd = k.shape
-    if k.shape[0] != batch or kd != head_dim:
+    kv_heads, kv_len = kv_dims(k, v, kv_sequence=kv_sequence)
+    if k.shape[0] != batch or k.shape[-1] != head_dim:
         raise ValueError(f"k shape {k.shape} does not match q shape {q.shape}")
     if jnp.dtype(q.dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
         raise ValueError(f"only bfloat16 and float16 are supported, got {q.dtype}")
@@ -99,7 +100,7 @@ def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_
 
 @functools.lru_cache(maxsize=None)
 def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype, block_q, block_k, steps,
-           scale, q_offset, num_stages, table_steps, own_keys=True):
+           scale, q_offset, num_stages, table_steps, own_keys=True, kv_sequence=False):
     """The Mosaic GPU kernel; inputs (q, k, v, table (slabs, table_steps, block_k), bias f32, start, end)."""
     import jax.experimental.pallas as pl
     from jax.experimental.pallas import mosaic_gpu as plgpu
@@ -133,7 +134,7 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
         plgpu.copy_gmem_to_smem(tbl_ref.at[slab], tbl_smem, bar)
         plgpu.barrier_wait(bar)
 
-        k_src, v_src = k_ref.at[b, kvh], v_ref.at[b, kvh]
+        k_src, v_src = (kv_rows(ref, b, kvh, kv_sequence=kv_sequence) for ref in (k_ref, v_ref))
         meta_src = (bias_ref.at[b, hb], start_ref.at[b, hb], end_ref.at[b, hb])
 
         def issue(step):
@@ -254,13 +255,14 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
 
 def dma_forward_mosaic(
     q, k, v, bias, start, end, table, *, scale, block_q, block_k, q_offset, bias_heads, own_keys=True,
-    num_stages=2,
+    num_stages=2, kv_sequence=False,
 ):
     """Forward kernel (Mosaic GPU, sm_90), sequence layout of ``dma_forward``.
 
     Args:
       q: (B, tiles * block_q, H, D), H = Hb * R; bf16 or f16; D in {64, 128}.
-      k, v: (B, Hkv, Tk, D); bias head hb reads kv head ``hb // (Hb // Hkv)``.
+      k, v: (B, Hkv, Tk, D), or (B, Tk, Hkv, D) with ``kv_sequence``; bias head hb reads kv head
+        ``hb // (Hb // Hkv)``.
       bias: float (B, Hb, Tk). start, end: int32 (B, Hb, Tk): query t keeps key j iff
         ``start[j] <= t < end[j]`` (and 0 <= j < Tk).
       table: int32 (B, Hb, tiles, W), W a multiple of block_k: carried key indices, -1 = empty.
@@ -277,7 +279,7 @@ def dma_forward_mosaic(
     """
     dims = check_arguments(
         q, k, v, bias, start, end, table, block_q=block_q, block_k=block_k, bias_heads=bias_heads,
-        num_stages=num_stages, own_keys=own_keys,
+        num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence,
     )
     tiles, per_bias, rows = dims["tiles"], dims["per_bias"], dims["rows"]
     batch, kv_len = dims["batch"], dims["kv_len"]
@@ -290,7 +292,7 @@ def dma_forward_mosaic(
         table = jnp.full(table.shape[:3] + (block_k,), -1, jnp.int32)
     table_steps = table.shape[-1] // block_k
     steps = table_steps + (-(-block_q // block_k) if own_keys else 0)
-    call = _build(**common, steps=steps, table_steps=table_steps, own_keys=own_keys)
+    call = _build(**common, steps=steps, table_steps=table_steps, own_keys=own_keys, kv_sequence=kv_sequence)
     table = table.astype(jnp.int32).reshape(batch * bias_heads * tiles, table_steps, block_k)
     out, lse = call(q, k, v, table, bias.astype(jnp.float32), start.astype(jnp.int32), end.astype(jnp.int32))
     # lse rows are head-major in the kernel (row i * block_q + p); the contract is position-major.

@@ -229,3 +229,19 @@ def test_mosaic_backward_queries_rejects_unsupported_arguments(change, message):
     args, kwargs = _arguments(change)
     with pytest.raises(ValueError, match=message):
         dma_backward_queries_mosaic(*args, **kwargs)
+
+
+@pytest.mark.gpu
+def test_mosaic_backward_queries_reads_k_and_v_in_their_sequence_layout():
+    """``kv_sequence=True`` (k and v in (B, Tk, Hkv, D), Hkv = 2) gives bitwise the results of the
+    (B, Hkv, Tk, D) copy."""
+    p = _problem(4, kv_len=384, q_len=384, bias_heads=2, kv_heads=2, per_position=4, block_q=32, window=100)
+    lse, delta, *_ = _reference(p["q_tiles"], p["do_tiles"], p["k"], p["v"], p["bias"], p["start"], p["end"],
+                                block_q=32, q_offset=p["q_offset"])
+    run = lambda k, v, **kw: dma_backward_queries_mosaic(
+        p["q_tiles"], p["do_tiles"], lse, delta, k, v, p["bias"], p["start"], p["end"], p["table"], scale=SCALE,
+        block_q=32, block_k=BLOCK_K, q_offset=p["q_offset"], **kw)
+    want = run(p["k"], p["v"])
+    got = run(p["k"].swapaxes(1, 2), p["v"].swapaxes(1, 2), kv_sequence=True)
+    for name, g, w in zip(("dq", "dk_own", "dv_own", "db_own"), got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)

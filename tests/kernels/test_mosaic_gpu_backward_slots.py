@@ -140,3 +140,17 @@ def test_lowers_for_cuda(head_dim, dtype, rows):
     mosaic = export.DisabledSafetyCheck.custom_call("mosaic_gpu_v2")
     text = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[mosaic])(*args).mlir_module()
     assert text.count("@mosaic_gpu_v2") == 1
+
+
+@pytest.mark.gpu
+def test_mosaic_backward_slots_reads_k_and_v_in_their_sequence_layout():
+    """``kv_sequence=True`` (k and v in (B, Tk, Hkv, D), Hkv = 2) gives bitwise the results of the
+    (B, Hkv, Tk, D) copy."""
+    p = _problem(5, kv_len=320, q_len=256, bias_heads=2, kv_heads=2, block_q=16, window=64)
+    lse, delta, _ = _reference(p)
+    want = _mosaic(p, lse, delta)
+    got = dma_backward_slots_mosaic(
+        p["q"], p["do"], lse, delta, p["k"].swapaxes(1, 2), p["v"].swapaxes(1, 2), p["bias"], p["start"], p["end"],
+        p["table"], scale=SCALE, block_q=p["block_q"], q_offset=p["q_offset"], kv_sequence=True)
+    for name, g, w in zip(("dk", "dv", "dbias"), got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)

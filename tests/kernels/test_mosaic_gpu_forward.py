@@ -114,3 +114,17 @@ def test_mosaic_forward_rejects_unsupported_arguments(change, message):
     kwargs.update({key: value for key, value in change.items() if key != "dtype"})
     with pytest.raises(ValueError, match=message):
         dma_forward_mosaic(q, k, v, bias, start, end, table, **kwargs)
+
+
+@pytest.mark.gpu
+def test_mosaic_forward_reads_k_and_v_in_their_sequence_layout():
+    """``kv_sequence=True``: k and v in (B, Tk, Hkv, D), their rows Hkv * D apart, give bitwise the
+    results of the (B, Hkv, Tk, D) copy (the same sums; only the gathers' addresses change)."""
+    q, k, v, bias, start, end, table, q_offset = _problem(
+        3, kv_len=384, q_len=384, bias_heads=2, kv_heads=2, per_bias=4, block_q=32, window=100)
+    kwargs = dict(scale=0.3, block_q=32, block_k=BLOCK_K, q_offset=q_offset, bias_heads=2)
+    want = dma_forward_mosaic(q, k, v, bias, start, end, table, **kwargs)
+    got = dma_forward_mosaic(q, k.swapaxes(1, 2), v.swapaxes(1, 2), bias, start, end, table, kv_sequence=True,
+                             **kwargs)
+    for name, g, w in zip(("out", "lse"), got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)

@@ -125,6 +125,20 @@ def test_key_major_pass_is_accurate_and_deterministic(transposed, options_slots)
         assert err <= 2 * ref_err + 1e-3 * np.abs(e).max(), f"{name}: kernel {err:.3g} vs low-precision XLA {ref_err:.3g}"
 
 
+@pytest.mark.parametrize("kv_heads,bias_heads", [(8, 8), (2, 2)], ids=["mha-like", "gqa"])
+def test_kv_sequence_layout_matches_the_transposed_copy(kv_heads, bias_heads):
+    """``PallasConfig(kv_sequence_layout=True)``: the kernels gather k and v rows from (B, Tk, Hkv, D)
+    (a row stride of Hkv * D) instead of from a (B, Hkv, Tk, D) copy. Outputs and gradients are
+    bitwise those of the copy (the same sums; one bias head per kv head, so the GQA group sum
+    does not reorder either), at the 2K model layer's head layout and with GQA."""
+    args, cotangent, kwargs = _problem(7, 2, 2048, 2048, 8, kv_heads, bias_heads, 128, jnp.bfloat16, True, True)
+    run = lambda config: _out_and_grads(
+        lambda *a: dma_attention_pallas(*a, 512, causal=True, scale=None, config=config, **kwargs), args, cotangent)
+    kept, copied = run(PallasConfig(kv_sequence_layout=True)), run(PallasConfig(kv_sequence_layout=False))
+    for name, got, want in zip(("out", "dq", "dk", "dv", "dbias"), kept, copied):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
 def test_sequence_layout_is_accurate_and_matches_the_tile_layout():
     """``PallasConfig(sequence_layout=True)``: the forward gathers q's rows from (B, T, H, D) and
     scatters its output rows back, with segments, a key mask and a length that is no multiple

@@ -1,8 +1,10 @@
 """dma_jax.ops.pallas_gpu: the sequence layout of the forward (``PallasConfig.sequence_layout``)
-gives bitwise the results of the tile layout (the same sums, only the rows move), and the
-transposed sums of the key-major backward (``slot_sums_transposed``) those of the plain sums up to
-rounding (the same products summed in another order), in Pallas interpret mode with poisoned
-outputs; the transposed sums run only where they fit on the GPU."""
+gives bitwise the results of the tile layout (the same sums, only the rows move), so does keeping
+k and v in (B, Tk, Hkv, D) (``kv_sequence_layout``: here the Triton-lowered kernels get the
+transposed copy, and the gradients come back in k's layout), and the transposed sums of the
+key-major backward (``slot_sums_transposed``) those of the plain sums up to rounding (the same
+products summed in another order), in Pallas interpret mode with poisoned outputs; the transposed
+sums run only where they fit on the GPU."""
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +61,30 @@ def test_sequence_layout_equals_tile_layout(case, monkeypatch):
     for name, got, want in zip(["out", "dq", "dk", "dv", "dbias"], jax.tree.leaves(sequence), jax.tree.leaves(tiles)):
         assert not np.isnan(np.asarray(got)).any(), name
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+@pytest.mark.parametrize("case", [CASES["tq<tk-r4"], CASES["segments-and-mask"]], ids=["tq<tk-r4", "segments-and-mask"])
+def test_kv_sequence_layout_equals_the_transposed_copy(case, monkeypatch):
+    heads_major = []
+    forward = pallas_gpu.dma_forward
+    monkeypatch.setattr(pallas_gpu, "dma_forward",
+                        lambda q, k, *a, **kw: heads_major.append(k.shape[1] == case[3]) or forward(q, k, *a, **kw))
+    kept = _outputs_and_grads(PallasConfig(kv_sequence_layout=True).interpreted(poison_outputs=True), case)
+    assert heads_major == [True]  # the Triton-lowered forward still reads (B, Hkv, Tk, D)
+    copied = _outputs_and_grads(PallasConfig(kv_sequence_layout=False).interpreted(poison_outputs=True), case)
+    for name, got, want in zip(["out", "dq", "dk", "dv", "dbias"], jax.tree.leaves(kept), jax.tree.leaves(copied)):
+        assert got.shape == want.shape, name
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+def test_kv_sequence_layout_default_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE, "1")
+    assert PallasConfig().kv_sequence_layout
+    monkeypatch.setenv(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE, "yes")
+    with pytest.raises(ValueError, match="DMA_KV_SEQUENCE_LAYOUT must be 0 or 1"):
+        PallasConfig()
+    monkeypatch.delenv(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE)
+    assert not PallasConfig().kv_sequence_layout
 
 
 @pytest.mark.parametrize("case", [CASES["gqa-r2"], CASES["segments-and-mask"]], ids=["gqa-r2", "segments-and-mask"])
