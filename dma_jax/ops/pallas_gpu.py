@@ -39,13 +39,15 @@ def _default_backward_backend() -> str:
     return os.environ.get(BACKWARD_BACKEND_VARIABLE, "auto")
 
 
-KV_SEQUENCE_LAYOUT_VARIABLE = "DMA_KV_SEQUENCE_LAYOUT"  # environment variable: PallasConfig's default kv_sequence_layout
+# environment variables (0 or 1): PallasConfig's defaults of kv_sequence_layout and q_sequence_backward
+KV_SEQUENCE_LAYOUT_VARIABLE = "DMA_KV_SEQUENCE_LAYOUT"
+Q_SEQUENCE_BACKWARD_VARIABLE = "DMA_Q_SEQUENCE_BACKWARD"
 
 
-def _default_kv_sequence_layout() -> bool:
-    value = os.environ.get(KV_SEQUENCE_LAYOUT_VARIABLE, "0")
+def _flag_from_environment(name: str) -> bool:
+    value = os.environ.get(name, "0")
     if value not in ("0", "1"):
-        raise ValueError(f"${KV_SEQUENCE_LAYOUT_VARIABLE} must be 0 or 1, got {value!r}")
+        raise ValueError(f"${name} must be 0 or 1, got {value!r}")
     return value == "1"
 
 
@@ -90,6 +92,11 @@ class PallasConfig:
       backends still get the copy. Off by default: it is lowered and compiled for sm_90 on the
       CPU but has not run on a GPU yet (predicted to save one read and one write of k and v per
       forward, docs/performance.md). The default is ``DMA_KV_SEQUENCE_LAYOUT`` (0 or 1) when set.
+    q_sequence_backward: with the sequence layout and one query head per bias head (R = 1), the
+      Mosaic GPU backward passes read q and dO, and write dq, in their (B, T, H, D) layout (one TMA
+      box a tile) instead of transposing them into tiles; where either pass is not on Mosaic GPU
+      both run on tiles. Off by default for the same reason (predicted to save one read and one
+      write of q and of dO per backward). The default is ``DMA_Q_SEQUENCE_BACKWARD`` when set.
     """
 
     block_q: int | None = None
@@ -104,7 +111,10 @@ class PallasConfig:
     slot_sums_transposed: bool = True
     forward_backend: str = dataclasses.field(default_factory=_default_forward_backend)
     backward_backend: str = dataclasses.field(default_factory=_default_backward_backend)
-    kv_sequence_layout: bool = dataclasses.field(default_factory=_default_kv_sequence_layout)
+    kv_sequence_layout: bool = dataclasses.field(
+        default_factory=functools.partial(_flag_from_environment, KV_SEQUENCE_LAYOUT_VARIABLE))
+    q_sequence_backward: bool = dataclasses.field(
+        default_factory=functools.partial(_flag_from_environment, Q_SEQUENCE_BACKWARD_VARIABLE))
 
     def __post_init__(self):
         if self.forward_backend not in FORWARD_BACKENDS:
@@ -121,7 +131,8 @@ class PallasConfig:
         return PallasConfig(block_q=16, block_k=16, block_q_bwd=8, block_k_bwd=8, block_slots=16, options=options,
                             options_bwd=options, sequence_layout=self.sequence_layout,
                             slot_sums_transposed=self.slot_sums_transposed, forward_backend="pallas_triton",
-                            backward_backend="pallas_triton", kv_sequence_layout=self.kv_sequence_layout)
+                            backward_backend="pallas_triton", kv_sequence_layout=self.kv_sequence_layout,
+                            q_sequence_backward=self.q_sequence_backward)
 
     def resolve(self, *, head_dim: int, per_bias: int, dtype) -> "PallasConfig":
         """This config with every field set for a call with head dim D, R = ``per_bias`` query heads
@@ -209,7 +220,7 @@ def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_he
 
 
 def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpret=False,
-                            device=None, kv_sequence=False) -> tuple[bool, bool]:
+                            device=None, kv_sequence=False, q_sequence=False) -> tuple[bool, bool]:
     """Whether ``backward_backend="auto"`` runs this call's (query-major, key-major) passes on
     Mosaic GPU: a Hopper GPU (not interpret mode) and arguments (those of ``dma_backward_slots``)
     within ``dma_backward_queries_mosaic``'s and ``dma_backward_slots_mosaic``'s limits."""
@@ -220,7 +231,7 @@ def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpr
 
     def fits(check, **kwargs):
         try:
-            check(*args, block_q=block_q, kv_sequence=kv_sequence, **kwargs)
+            check(*args, block_q=block_q, kv_sequence=kv_sequence, q_sequence=q_sequence, **kwargs)
         except ValueError:
             return False
         return True
@@ -299,48 +310,86 @@ def _transposed_sums_fit(dtype, padded_head_dim: int, options: KernelOptions) ->
     return options.interpret or (jnp.dtype(dtype).itemsize == 2 and padded_head_dim <= 128)
 
 
-def _kernels_bwd(call, residuals, d_out):
+def _backward_passes(call, args, *, q_sequence=False):
+    """The two backward passes on ``args`` (those of ``dma_backward_slots``, q and dO in tiles, or
+    in (B, T, H, D) with ``q_sequence``, which only the Mosaic GPU passes take):
+    (dq, dk_own, dv_own, db_own) of the query-major pass and (dk, dv, dbias) of the key-major one."""
     config = call.config
-    q_tiles, k, v, bias, start, end, table, out, lse = residuals
-    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
-    if call.sequence_bias_heads is not None:  # the backward kernels read the tile layout
-        q_tiles, d_out, delta = (_sequence_to_tiles(x, call.sequence_bias_heads, config.block_q) for x in (q_tiles, d_out, delta))
-    batch, bias_heads, tiles_fwd, rows_fwd, head_dim = q_tiles.shape
-    kv_heads, kv_len = _heads_major(call, k).shape[1:3]
-    # Re-tile to the backward's smaller tiles: rows are position-major, so this is a reshape.
-    tiles = table.shape[2]
-    retile = lambda x: x.reshape((batch, bias_heads, tiles, -1) + x.shape[4:])
-    q_tiles, d_out, delta, lse = retile(q_tiles), retile(d_out), retile(delta), retile(lse)
     common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset)
-    args = (q_tiles, d_out.astype(q_tiles.dtype), lse, delta, k, v, bias, start, end, table)
+    k, v = args[4], args[5]
     # The Triton-lowered passes read k and v in (B, Hkv, Tk, D), the Mosaic GPU ones in k's layout.
     heads_major_args = args[:4] + (_heads_major(call, k), _heads_major(call, v)) + args[6:]
-    kv_sequence = config.kv_sequence_layout
-    mosaic_queries = mosaic_slots = config.backward_backend == "mosaic_gpu"
-    if config.backward_backend == "auto":
+    layouts = dict(kv_sequence=config.kv_sequence_layout, q_sequence=q_sequence)
+    mosaic_queries = mosaic_slots = config.backward_backend == "mosaic_gpu" or q_sequence
+    if config.backward_backend == "auto" and not q_sequence:
         mosaic_queries, mosaic_slots = mosaic_backward_applies(
             *args, block_q=config.block_q_bwd, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
-            interpret=config.options_bwd.interpret or config.options_slots.interpret, kv_sequence=kv_sequence)
+            interpret=config.options_bwd.interpret or config.options_slots.interpret, **layouts)
     if mosaic_queries:
         from pallas_kernels.mosaic_gpu.backward_queries import dma_backward_queries_mosaic
 
-        dq, dk_own, dv_own, db_own = dma_backward_queries_mosaic(
-            *args, block_k=MOSAIC_BLOCK_K, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
-            kv_sequence=kv_sequence, **common)
+        queries = dma_backward_queries_mosaic(
+            *args, block_k=MOSAIC_BLOCK_K, own_keys=call.causal, num_stages=config.options_bwd.num_stages, **layouts,
+            **common)
     else:
-        dq, dk_own, dv_own, db_own = dma_backward_queries(
+        queries = dma_backward_queries(
             *heads_major_args, block_k=config.block_k_bwd, own_keys=call.causal, options=config.options_bwd, **common)
     if mosaic_slots:
         from pallas_kernels.mosaic_gpu.backward_slots import dma_backward_slots_mosaic
 
-        dk, dv, dbias = dma_backward_slots_mosaic(*args, kv_sequence=kv_sequence, **common)
+        slots = dma_backward_slots_mosaic(*args, **layouts, **common)
     else:
-        dk, dv, dbias = dma_backward_slots(*heads_major_args, block_slots=config.block_slots,
-                                           transposed=config.slot_sums_transposed, options=config.options_slots,
-                                           **common)
-    dq = dq.reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
+        slots = dma_backward_slots(*heads_major_args, block_slots=config.block_slots,
+                                   transposed=config.slot_sums_transposed, options=config.options_slots, **common)
+    return tuple(queries), tuple(slots)
+
+
+def _q_sequence_backward(call, q, args) -> bool:
+    """Whether the backward passes read q and dO in their (B, T, H, D) layout
+    (``PallasConfig.q_sequence_backward``): the forward's sequence layout, one query head per bias
+    head (R = 1), and both Mosaic GPU passes taking the call (asked where the backend is "auto")."""
+    config = call.config
+    if not (config.q_sequence_backward and call.sequence_bias_heads is not None and q.shape[2] == call.bias_heads
+            and config.backward_backend in ("mosaic_gpu", "auto")):
+        return False
+    if config.backward_backend == "mosaic_gpu":
+        return True
+    return all(mosaic_backward_applies(
+        *args, block_q=config.block_q_bwd, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
+        interpret=config.options_bwd.interpret or config.options_slots.interpret,
+        kv_sequence=config.kv_sequence_layout, q_sequence=True))
+
+
+def _kernels_bwd(call, residuals, d_out):
+    config = call.config
+    q_tiles, k, v, bias, start, end, table, out, lse = residuals
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+    kv_heads, kv_len = _heads_major(call, k).shape[1:3]
+    tiles = table.shape[2]  # the backward's tiles (block_q_bwd positions each)
+    bias_heads, head_dim = call.bias_heads, q_tiles.shape[-1]
+    batch = q_tiles.shape[0]
+    # Re-tile to the backward's smaller tiles: rows are position-major, so this is a reshape.
+    retile = lambda x: x.reshape((batch, bias_heads, tiles, -1) + x.shape[4:])
+    q_sequence = False
     if call.sequence_bias_heads is not None:
-        dq = _tiles_to_sequence(dq, rows_fwd // config.block_q)
+        delta = _sequence_to_tiles(delta, bias_heads, config.block_q)
+        sequence_args = (q_tiles, d_out.astype(q_tiles.dtype), retile(lse), retile(delta), k, v, bias, start, end,
+                         table)
+        q_sequence = _q_sequence_backward(call, q_tiles, sequence_args)
+    if q_sequence:  # q, dO and dq stay (B, T, H, D)
+        queries, slots = _backward_passes(call, sequence_args, q_sequence=True)
+        dq = queries[0]
+    else:  # the backward kernels read the tile layout
+        if call.sequence_bias_heads is not None:
+            q_tiles, d_out = (_sequence_to_tiles(x, bias_heads, config.block_q) for x in (q_tiles, d_out))
+        _, _, tiles_fwd, rows_fwd, _ = q_tiles.shape
+        args = (retile(q_tiles), retile(d_out).astype(q_tiles.dtype), retile(lse), retile(delta), k, v, bias, start,
+                end, table)
+        queries, slots = _backward_passes(call, args)
+        dq = queries[0].reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
+        if call.sequence_bias_heads is not None:
+            dq = _tiles_to_sequence(dq, rows_fwd // config.block_q)
+    (_, dk_own, dv_own, db_own), (dk, dv, dbias) = queries, slots
     dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
     if call.causal:  # own keys of tile n sit at positions q_offset + n * block_q + i
         own = kv_len - call.q_offset
@@ -350,9 +399,9 @@ def _kernels_bwd(call, residuals, d_out):
         dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
     per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
     # dk and dv in k's and v's layout: (B, Hkv, Tk, D) back to (B, Tk, Hkv, D) with kv_sequence_layout.
-    like_kv = (lambda x: jnp.swapaxes(x, 1, 2)) if kv_sequence else (lambda x: x)
+    like_kv = (lambda x: jnp.swapaxes(x, 1, 2)) if config.kv_sequence_layout else (lambda x: x)
     grads = vary_like((dq, like_kv(per_kv(dk)).astype(k.dtype), like_kv(per_kv(dv)).astype(v.dtype),
-                       dbias.astype(bias.dtype)), (q_tiles, k, v, bias))
+                       dbias.astype(bias.dtype)), (residuals[0], k, v, bias))
     return (*grads, None, None, None, None)
 
 

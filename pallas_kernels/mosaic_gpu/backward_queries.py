@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from pallas_kernels.mosaic_gpu.common import (
-    SMEM_BYTES, check_backward_tiles, check_keys_and_table, cp_async_helpers, kv_rows, load_whole,
+    SMEM_BYTES, backward_rows, check_backward_tiles, check_keys_and_table, cp_async_helpers, kv_rows, load_whole,
 )
 
 _LOG2E = math.log2(math.e)
@@ -73,10 +73,11 @@ def shared_memory_bytes(*, rows, head_dim, itemsize, block_k, num_stages, table_
 
 
 def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, block_q, block_k,
-                    num_stages, own_keys, kv_sequence=False):
+                    num_stages, own_keys, kv_sequence=False, q_sequence=False):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
     else return its sizes."""
-    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q, kv_sequence=kv_sequence)
+    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q, kv_sequence=kv_sequence,
+                                q_sequence=q_sequence)
     batch, bias_heads, tiles, rows, head_dim = (dims[n] for n in ("batch", "bias_heads", "tiles", "rows", "head_dim"))
     kv_len = dims["kv_len"]
     if block_q % 8:
@@ -103,7 +104,7 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
 
 @functools.lru_cache(maxsize=None)
 def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype, block_q, block_k, scale,
-           q_offset, num_stages, table_steps, own_steps, kv_sequence=False):
+           q_offset, num_stages, table_steps, own_steps, kv_sequence=False, q_sequence=False):
     """The Mosaic GPU kernel; inputs (q, do, lse, delta, k, v, table (slabs, table_steps, block_k),
     bias f32, start, end); outputs dq and, when own_steps, dk_own, dv_own, db_own."""
     import jax.experimental.pallas as pl
@@ -141,8 +142,9 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         kvh = lax.div(hb, jnp.int32(group))
         t0 = n * block_q
         slab = (b * bias_heads + hb) * tiles + n
-        plgpu.copy_gmem_to_smem(q_ref.at[b, hb, n], q_smem, bar)
-        plgpu.copy_gmem_to_smem(do_ref.at[b, hb, n], do_smem, bar)
+        tile = functools.partial(backward_rows, b=b, hb=hb, n=n, rows=rows, q_sequence=q_sequence)
+        plgpu.copy_gmem_to_smem(tile(q_ref), q_smem, bar)
+        plgpu.copy_gmem_to_smem(tile(do_ref), do_smem, bar)
         plgpu.copy_gmem_to_smem(lse_ref.at[b, hb, n], lse_smem, bar)
         plgpu.copy_gmem_to_smem(delta_ref.at[b, hb, n], delta_smem, bar)
         plgpu.copy_gmem_to_smem(tbl_ref.at[slab], tbl_smem, bar)
@@ -254,7 +256,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         wait(0)
         q_smem[...] = (dq * scale).astype(dtype)
         plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(q_smem, dq_ref.at[b, hb, n])
+        plgpu.copy_smem_to_gmem(q_smem, tile(dq_ref))
         plgpu.wait_smem_to_gmem(0)
 
     scratch = [
@@ -271,7 +273,8 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         plgpu.Barrier(num_arrivals=5),
     ]
     tile_shape = (batch, bias_heads, tiles)
-    out_type = [jax.ShapeDtypeStruct(tile_shape + (rows, head_dim), dtype)]
+    dq_shape = (batch, tiles * rows, bias_heads, head_dim) if q_sequence else tile_shape + (rows, head_dim)
+    out_type = [jax.ShapeDtypeStruct(dq_shape, dtype)]
     if own_keys:
         scratch += [
             plgpu.SMEM(shape, dtype, transforms=transforms),  # P
@@ -296,7 +299,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
 
 def dma_backward_queries_mosaic(
     q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q, block_k, q_offset,
-    own_keys=True, num_stages=2, kv_sequence=False,
+    own_keys=True, num_stages=2, kv_sequence=False, q_sequence=False,
 ):
     """Pass 1 of the DMA backward (Mosaic GPU, sm_90): dq, and dk, dv, dbias of each tile's own keys.
 
@@ -315,6 +318,8 @@ def dma_backward_queries_mosaic(
       q_offset: sequence position of query 0.
       own_keys: also visit the tile's own keys ``[q_offset + n * block_q, + block_q)`` and write
         their gradients from this tile.
+      kv_sequence: k and v are (B, Tk, Hkv, D). q_sequence: q, dO (and dq) are (B, T, Hb, D),
+        one query head per bias head (R = 1), tile n being rows ``n * block_q ...`` of each head.
       num_stages: shared-memory slots of the key/value pipeline (>= 2).
 
     Returns:
@@ -324,7 +329,7 @@ def dma_backward_queries_mosaic(
     """
     dims = check_arguments(
         q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, block_q=block_q, block_k=block_k,
-        num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence,
+        num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence, q_sequence=q_sequence,
     )
     batch, bias_heads, tiles = dims["batch"], dims["bias_heads"], dims["tiles"]
     table_steps = dims["table_steps"]
@@ -332,7 +337,7 @@ def dma_backward_queries_mosaic(
         batch=batch, bias_heads=bias_heads, tiles=tiles, rows=dims["rows"], head_dim=dims["head_dim"],
         kv_heads=dims["kv_heads"], kv_len=dims["kv_len"], dtype=jnp.dtype(q_tiles.dtype), block_q=block_q,
         block_k=block_k, scale=float(scale), q_offset=int(q_offset), num_stages=num_stages,
-        table_steps=table_steps, own_steps=dims["own_steps"], kv_sequence=kv_sequence,
+        table_steps=table_steps, own_steps=dims["own_steps"], kv_sequence=kv_sequence, q_sequence=q_sequence,
     )
     if table.shape[-1] == 0:
         table = jnp.full(table.shape[:3] + (block_k,), -1, jnp.int32)

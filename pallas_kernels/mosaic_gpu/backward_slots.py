@@ -41,7 +41,7 @@ import numpy as np
 from jax import lax
 
 from pallas_kernels.mosaic_gpu.common import (
-    SMEM_BYTES, check_backward_tiles, check_keys_and_table, cp_async_helpers, kv_rows, load_whole,
+    SMEM_BYTES, backward_rows, check_backward_tiles, check_keys_and_table, cp_async_helpers, kv_rows, load_whole,
 )
 
 _LOG2E = math.log2(math.e)
@@ -49,10 +49,12 @@ BLOCK_SLOTS = 64  # slots per CTA: one warpgroup MMA's M
 HALF = 64  # query rows per product: a tile of 128 rows is taken in two halves
 
 
-def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, block_q, kv_sequence=False):
+def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, block_q, kv_sequence=False,
+                    q_sequence=False):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
     else return its sizes."""
-    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q, kv_sequence=kv_sequence)
+    dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q, kv_sequence=kv_sequence,
+                                q_sequence=q_sequence)
     batch, bias_heads, tiles, rows, head_dim = (dims[n] for n in ("batch", "bias_heads", "tiles", "rows", "head_dim"))
     kv_len, dtype = dims["kv_len"], jnp.dtype(q_tiles.dtype)
     check_keys_and_table(bias, start, end, table, batch=batch, bias_heads=bias_heads, tiles=tiles, kv_len=kv_len,
@@ -99,7 +101,7 @@ def _flush_helper(plgpu):
 
 @functools.lru_cache(maxsize=None)
 def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype, block_q, scale, q_offset, blocks,
-           kv_sequence=False):
+           kv_sequence=False, q_sequence=False):
     """The Mosaic GPU kernel; inputs (q, dO, lse, delta, k, v, table (slabs, tiles + 1, 64), bias
     f32, start, end), outputs dk, dv (B, Hb, Tk, D) f32 and dbias (B, Hb, Tk) f32."""
     import jax.experimental.pallas as pl
@@ -138,7 +140,10 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
 
         def fetch_tile(n):
             slot, ring = mod(n, stages), mod(n, rings)
-            for src, dst in ((q_ref, q_smem), (do_ref, do_smem), (lse_ref, lse_smem), (delta_ref, delta_smem)):
+            for src, dst in ((q_ref, q_smem), (do_ref, do_smem)):
+                plgpu.copy_gmem_to_smem(backward_rows(src, b, hb, n, rows=rows, q_sequence=q_sequence), dst.at[slot],
+                                        data_bar.at[slot])
+            for src, dst in ((lse_ref, lse_smem), (delta_ref, delta_smem)):
                 plgpu.copy_gmem_to_smem(src.at[b, hb, n], dst.at[slot], data_bar.at[slot])
             plgpu.barrier_wait(tbl_bar.at[ring])
             meta = tuple(zip(meta_src, (kb_smem.at[slot], lo_smem.at[slot], hi_smem.at[slot])))
@@ -246,15 +251,16 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
 
 
 def dma_backward_slots_mosaic(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q,
-                              q_offset, kv_sequence=False):
+                              q_offset, kv_sequence=False, q_sequence=False):
     """Key-major backward pass (Mosaic GPU, sm_90): dk, dv, dbias of carried keys.
 
     Args: as ``pallas_kernels.gpu.backward.dma_backward_slots``: q_tiles, do_tiles (B, Hb, tiles,
     rows, D) bf16/fp16 with rows = block_q * R in {64, 128} (row r of tile n = position
     q_offset + n * block_q + r // R); lse, delta float32 (B, Hb, tiles, rows); k, v (B, Hkv, Tk, D),
-    or (B, Tk, Hkv, D) with ``kv_sequence``; bias, start, end (B, Hb, Tk); table int32 (B, Hb,
-    tiles, W), W a multiple of 64, each key in one slot over one run of consecutive tiles
-    (``dma_jax.selection.slots``); scale, q_offset as the forward.
+    or (B, Tk, Hkv, D) with ``kv_sequence``; q and dO (B, T, Hb, D) with ``q_sequence`` (one query
+    head per bias head, tile n being rows ``n * block_q ...``); bias, start, end (B, Hb, Tk); table
+    int32 (B, Hb, tiles, W), W a multiple of 64, each key in one slot over one run of consecutive
+    tiles (``dma_jax.selection.slots``); scale, q_offset as the forward.
 
     Returns:
       dk, dv float32 (B, Hb, Tk + 1, D) and dbias float32 (B, Hb, Tk + 1): per-key sums over the
@@ -262,12 +268,12 @@ def dma_backward_slots_mosaic(q_tiles, do_tiles, lse, delta, k, v, bias, start, 
       kernel's scratch row).
     """
     dims = check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, block_q=block_q,
-                           kv_sequence=kv_sequence)
+                           kv_sequence=kv_sequence, q_sequence=q_sequence)
     batch, bias_heads, tiles, kv_len = dims["batch"], dims["bias_heads"], dims["tiles"], dims["kv_len"]
     width = table.shape[-1]
     blocks = width // BLOCK_SLOTS
     call = _build(**dims, block_q=block_q, scale=float(scale), q_offset=int(q_offset), blocks=blocks,
-                  kv_sequence=kv_sequence)
+                  kv_sequence=kv_sequence, q_sequence=q_sequence)
     table = table.astype(jnp.int32)
     # (B, Hb, tiles, W) -> (B * Hb * blocks, tiles + 1, 64): a CTA's slots at tiles n and n + 1 are
     # one box; the extra row of -1 ends every run at the last tile.

@@ -29,16 +29,35 @@ def kv_rows(ref, b, kv_head, *, kv_sequence: bool):
     return ref.at[b, :, kv_head] if kv_sequence else ref.at[b, kv_head]
 
 
-def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q, kv_sequence=False) -> dict:
-    """The checks both backward passes share: the tile layout of q, dO, lse and delta, k and v (in
-    the layout ``kv_sequence`` names, ``kv_dims``), the dtype, the head dim, 64- or 128-row tiles
-    that block_q divides, and GQA; raise a ValueError naming the limit, else return the sizes
-    (batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len)."""
+def backward_rows(ref, b, hb, n, *, rows, q_sequence: bool):
+    """Tile n of bias head hb of batch row b of q, dO or dq: ``ref.at[b, hb, n]`` (rows x D) in the
+    tile layout, or, with ``q_sequence`` (one query head per bias head), the rows positions
+    ``n * rows ...`` of head hb of (B, T, H, D), rows H * D apart (one TMA box either way)."""
+    import jax.experimental.pallas as pl
+
+    return ref.at[b, pl.ds(n * rows, rows), hb] if q_sequence else ref.at[b, hb, n]
+
+
+def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q, kv_sequence=False,
+                         q_sequence=False) -> dict:
+    """The checks both backward passes share: the tile layout of q, dO, lse and delta (or, with
+    ``q_sequence``, q and dO in (B, T, H, D) with H = Hb: one query head per bias head, tiles of
+    block_q rows), k and v (in the layout ``kv_sequence`` names, ``kv_dims``), the dtype, the head
+    dim, 64- or 128-row tiles that block_q divides, and GQA; raise a ValueError naming the limit,
+    else return the sizes (batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len)."""
     import jax.numpy as jnp
 
-    if q_tiles.ndim != 5:
+    if q_sequence:
+        if q_tiles.ndim != 4:
+            raise ValueError(f"q must be (B, T, H, D) (q_sequence), got shape {q_tiles.shape}")
+        batch, q_len, bias_heads, head_dim = q_tiles.shape
+        if q_len % block_q:
+            raise ValueError(f"q's length {q_len} must be a multiple of block_q={block_q}")
+        tiles, rows = q_len // block_q, block_q
+    elif q_tiles.ndim != 5:
         raise ValueError(f"q_tiles must be (B, Hb, tiles, rows, D) (tile layout), got shape {q_tiles.shape}")
-    batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
+    else:
+        batch, bias_heads, tiles, rows, head_dim = q_tiles.shape
     if do_tiles.shape != q_tiles.shape:
         raise ValueError(f"do_tiles shape {do_tiles.shape} must equal q_tiles shape {q_tiles.shape}")
     for name, x in (("lse", lse), ("delta", delta)):

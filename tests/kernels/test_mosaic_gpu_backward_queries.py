@@ -245,3 +245,21 @@ def test_mosaic_backward_queries_reads_k_and_v_in_their_sequence_layout():
     got = run(p["k"].swapaxes(1, 2), p["v"].swapaxes(1, 2), kv_sequence=True)
     for name, g, w in zip(("dq", "dk_own", "dv_own", "db_own"), got, want):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
+
+
+@pytest.mark.gpu
+def test_mosaic_backward_queries_reads_q_and_do_in_their_sequence_layout():
+    """``q_sequence=True`` (one query head per bias head: q, dO and dq in (B, T, Hb, D), a tile's
+    rows Hb * D apart) gives bitwise the tile layout's results."""
+    p = _problem(6, kv_len=384, q_len=384, bias_heads=2, kv_heads=2, per_position=1, block_q=128, window=200)
+    lse, delta, *_ = _reference(p["q_tiles"], p["do_tiles"], p["k"], p["v"], p["bias"], p["start"], p["end"],
+                                block_q=128, q_offset=p["q_offset"])
+    as_sequence = lambda x: jnp.moveaxis(x.reshape(x.shape[:2] + (-1, x.shape[-1])), 1, 2)  # (B, T, Hb, D)
+    run = lambda q, do, **kw: dma_backward_queries_mosaic(
+        q, do, lse, delta, p["k"], p["v"], p["bias"], p["start"], p["end"], p["table"], scale=SCALE, block_q=128,
+        block_k=BLOCK_K, q_offset=p["q_offset"], **kw)
+    want = run(p["q_tiles"], p["do_tiles"])
+    got = run(as_sequence(p["q_tiles"]), as_sequence(p["do_tiles"]), q_sequence=True)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(as_sequence(want[0])), err_msg="dq")
+    for name, g, w in zip(("dk_own", "dv_own", "db_own"), got[1:], want[1:]):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)

@@ -154,3 +154,18 @@ def test_mosaic_backward_slots_reads_k_and_v_in_their_sequence_layout():
         p["table"], scale=SCALE, block_q=p["block_q"], q_offset=p["q_offset"], kv_sequence=True)
     for name, g, w in zip(("dk", "dv", "dbias"), got, want):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
+
+
+@pytest.mark.gpu
+def test_mosaic_backward_slots_reads_q_and_do_in_their_sequence_layout():
+    """``q_sequence=True`` (one query head per bias head: q and dO in (B, T, Hb, D)) gives bitwise
+    the tile layout's results."""
+    p = _problem(7, kv_len=320, q_len=256, bias_heads=2, kv_heads=2, block_q=64, window=64)
+    lse, delta, _ = _reference(p)
+    as_sequence = lambda x: jnp.moveaxis(x.reshape(x.shape[:2] + (-1, x.shape[-1])), 1, 2)  # (B, T, Hb, D)
+    want = _mosaic(p, lse, delta)
+    got = dma_backward_slots_mosaic(
+        as_sequence(p["q"]), as_sequence(p["do"]), lse, delta, p["k"], p["v"], p["bias"], p["start"], p["end"],
+        p["table"], scale=SCALE, block_q=p["block_q"], q_offset=p["q_offset"], q_sequence=True)
+    for name, g, w in zip(("dk", "dv", "dbias"), got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)

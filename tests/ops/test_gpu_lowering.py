@@ -93,6 +93,29 @@ def test_mosaic_gpu_kernels_lower_for_cuda(kv_sequence_layout):
     assert len(kv_transposes) == (0 if kv_sequence_layout else 2)
 
 
+@pytest.mark.parametrize("kv_sequence_layout,q_sequence_backward,transposes", [
+    (False, False, 7), (True, False, 3), (False, True, 4), (True, True, 0)])
+def test_kernels_reading_tensors_where_they_lie_drop_their_transposes(kv_sequence_layout, q_sequence_backward,
+                                                                       transposes):
+    """One query head per bias head (R = 1), all three passes on Mosaic GPU: the bf16 transposes of
+    forward+backward are k, v into (B, Hkv, Tk, D) and dk, dv back (4: ``kv_sequence_layout``
+    removes them), and q, dO into the backward's tiles and dq back (3: ``q_sequence_backward``)."""
+    q = kv = jax.ShapeDtypeStruct((1, 1024, 4, 128), jnp.bfloat16)
+    bias = jax.ShapeDtypeStruct((1, 4, 1024), jnp.float32)
+    config = PallasConfig(forward_backend="mosaic_gpu", backward_backend="mosaic_gpu",
+                          kv_sequence_layout=kv_sequence_layout, q_sequence_backward=q_sequence_backward)
+
+    def loss(q, k, v, b):
+        return jnp.sum(dma_attention(q, k, v, b, 256, implementation=config).astype(jnp.float32))
+
+    mosaic = export.DisabledSafetyCheck.custom_call("mosaic_gpu_v2")
+    text = export.export(jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))), platforms=["cuda"],
+                         disabled_checks=[mosaic])(q, kv, kv, bias).mlir_module()
+    assert text.count("@mosaic_gpu_v2") == 3
+    lines = [line for line in text.splitlines() if "stablehlo.transpose" in line and "bf16>" in line]
+    assert len(lines) == transposes, lines
+
+
 def test_mosaic_gpu_kernels_inside_shard_map_keep_the_varying_axes():
     """Inside ``shard_map`` (varying axes checked) the Mosaic GPU kernels' outputs, which
     ``plgpu.kernel`` returns invariant, are cast to the inputs' variance: the custom VJP's

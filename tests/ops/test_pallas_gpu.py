@@ -139,6 +139,20 @@ def test_kv_sequence_layout_matches_the_transposed_copy(kv_heads, bias_heads):
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+def test_q_sequence_backward_matches_the_tile_layout():
+    """``PallasConfig(q_sequence_backward=True)`` at the 2K model layer's heads (H = Hb = Hkv = 8,
+    R = 1): both backward passes read q and dO and write dq in (B, T, H, D). Bitwise the tile
+    layout's gradients, alone and with ``kv_sequence_layout``."""
+    args, cotangent, kwargs = _problem(8, 2, 2048, 2048, 8, 8, 8, 128, jnp.bfloat16, True, True)
+    run = lambda config: _out_and_grads(
+        lambda *a: dma_attention_pallas(*a, 512, causal=True, scale=None, config=config, **kwargs), args, cotangent)
+    tiles = run(PallasConfig(q_sequence_backward=False))
+    for config in (PallasConfig(q_sequence_backward=True),
+                   PallasConfig(q_sequence_backward=True, kv_sequence_layout=True)):
+        for name, got, want in zip(("out", "dq", "dk", "dv", "dbias"), run(config), tiles):
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {config}")
+
+
 def test_sequence_layout_is_accurate_and_matches_the_tile_layout():
     """``PallasConfig(sequence_layout=True)``: the forward gathers q's rows from (B, T, H, D) and
     scatters its output rows back, with segments, a key mask and a length that is no multiple

@@ -77,14 +77,32 @@ def test_kv_sequence_layout_equals_the_transposed_copy(case, monkeypatch):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
 
 
-def test_kv_sequence_layout_default_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE, "1")
-    assert PallasConfig().kv_sequence_layout
-    monkeypatch.setenv(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE, "yes")
-    with pytest.raises(ValueError, match="DMA_KV_SEQUENCE_LAYOUT must be 0 or 1"):
+@pytest.mark.parametrize("variable,field", [(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE, "kv_sequence_layout"),
+                                            (pallas_gpu.Q_SEQUENCE_BACKWARD_VARIABLE, "q_sequence_backward")])
+def test_layout_defaults_come_from_the_environment(monkeypatch, variable, field):
+    monkeypatch.setenv(variable, "1")
+    assert getattr(PallasConfig(), field)
+    monkeypatch.setenv(variable, "yes")
+    with pytest.raises(ValueError, match=f"{variable} must be 0 or 1"):
         PallasConfig()
-    monkeypatch.delenv(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE)
-    assert not PallasConfig().kv_sequence_layout
+    monkeypatch.delenv(variable)
+    assert not getattr(PallasConfig(), field)
+
+
+@pytest.mark.parametrize("heads,backend,sequence_layout,flag,expected", [
+    (4, "mosaic_gpu", True, True, True),       # R = 1, both passes on Mosaic GPU
+    (8, "mosaic_gpu", True, True, False),      # R = 2: the tiles interleave heads
+    (4, "mosaic_gpu", False, True, False),     # the forward's tile layout
+    (4, "mosaic_gpu", True, False, False),     # off
+    (4, "pallas_triton", True, True, False),   # the Triton-lowered passes read tiles only
+    (4, "auto", True, True, False),            # "auto" off a Hopper GPU: Triton-lowered passes
+])
+def test_backward_reads_q_in_sequence_only_where_both_mosaic_passes_run_with_one_head_a_bias_head(
+        heads, backend, sequence_layout, flag, expected):
+    config = PallasConfig(backward_backend=backend, sequence_layout=sequence_layout, q_sequence_backward=flag)
+    call = pallas_gpu._Call(config.resolve(head_dim=128, per_bias=heads // 4, dtype=jnp.bfloat16), 0.1, 0, True, 4)
+    q = jnp.zeros((1, 256, heads, 128), jnp.bfloat16)
+    assert pallas_gpu._q_sequence_backward(call, q, ()) is expected
 
 
 @pytest.mark.parametrize("case", [CASES["gqa-r2"], CASES["segments-and-mask"]], ids=["gqa-r2", "segments-and-mask"])
