@@ -10,10 +10,7 @@
 # shorter. About 8 minutes on an H100.
 #   bash scripts/gpu/kernel_layouts.sh [OUT_DIR]      (default results/benchmarks/kernel_layouts_<card>)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-site=""; [ -d gpu_wheels ] && site=:$(bash scripts/install_gpu_wheels.sh)
-export PYTHONPATH=.$site PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-card=$(python3 -c "import jax; print(jax.devices()[0].device_kind.split()[1].lower())")  # h100, h200
+source "$(dirname "$0")/environment.sh"
 out=${1:-results/benchmarks/kernel_layouts_$card}
 mkdir -p "$out"
 python3 -m pytest -q -m gpu -k "sequence" tests/kernels tests/ops/test_pallas_gpu.py 2>&1 | tail -5

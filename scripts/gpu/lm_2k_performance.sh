@@ -6,10 +6,7 @@
 # (benchmarks.model_throughput). Predicted about 7 minutes on an H100.
 #   bash scripts/gpu/lm_2k_performance.sh [OUT_DIR]      (default results/benchmarks/lm_2k_<card>)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-site=""; [ -d gpu_wheels ] && site=:$(bash scripts/install_gpu_wheels.sh)
-export PYTHONPATH=.$site PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-card=$(python3 -c "import jax; print(jax.devices()[0].device_kind.split()[1].lower())")  # h100, h200
+source "$(dirname "$0")/environment.sh"
 out=${1:-results/benchmarks/lm_2k_$card}
 mkdir -p "$out"
 python3 -m benchmarks.gpu_breakdown --lengths 2048 --window 512 --batch 32 --heads 8 --kv-heads 8 --segments --cudnn \
