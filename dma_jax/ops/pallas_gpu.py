@@ -89,9 +89,9 @@ class PallasConfig:
       "auto".
     kv_sequence_layout: the Mosaic GPU kernels gather k and v rows from their (B, Tk, Hkv, D)
       layout (a row stride of Hkv * D) instead of from a transposed (B, Hkv, Tk, D) copy; the other
-      backends still get the copy. Off by default: it is lowered and compiled for sm_90 on the
-      CPU but has not run on a GPU yet (predicted to save one read and one write of k and v per
-      forward, docs/performance.md). The default is ``DMA_KV_SEQUENCE_LAYOUT`` (0 or 1) when set.
+      backends still get the copy. Off by default: it lowers for CUDA on the CPU but has not run
+      on a GPU yet (predicted to save one read and one write of k and v per forward,
+      docs/kernels.md). The default is ``DMA_KV_SEQUENCE_LAYOUT`` (0 or 1) when set.
     q_sequence_backward: with the sequence layout and one query head per bias head (R = 1), the
       Mosaic GPU backward passes read q and dO, and write dq, in their (B, T, H, D) layout (one TMA
       box a tile) instead of transposing them into tiles; where either pass is not on Mosaic GPU
