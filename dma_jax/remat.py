@@ -62,4 +62,4 @@ def policy(saves: str):
     """The ``jax.checkpoint`` policy of a ``ModelConfig.remat_saves`` value (one of ``SAVES``)."""
     if saves not in SAVES:
         raise ValueError(f"remat_saves must be one of {SAVES}, got {saves!r}")
-    return {"nothing": None, "selection": save_selection(), "attention": save_attention()}[saves]
+    return {"nothing": lambda: None, "selection": save_selection, "attention": save_attention}[saves]()

@@ -240,9 +240,10 @@ def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpr
             fits(backward_slots.check_arguments))
 
 
-def _heads_major(call, x):
-    """k or v in the (B, Hkv, Tk, D) layout the Triton-lowered and jax-triton kernels read: a
-    transposed copy where ``kv_sequence_layout`` keeps them in (B, Tk, Hkv, D)."""
+def _swap_kv_layout(call, x):
+    """Where ``kv_sequence_layout`` keeps k and v in (B, Tk, Hkv, D), swap a k-, v-, dk- or dv-shaped
+    array between that and (B, Hkv, Tk, D): the copy the Triton-lowered and jax-triton kernels
+    read, and the gradients' way back. Without it, ``x`` as it is."""
     return jnp.swapaxes(x, 1, 2) if call.config.kv_sequence_layout else x
 
 
@@ -266,7 +267,7 @@ def _forward(call, q_tiles, k, v, bias, start, end, table):
         return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
                                   num_stages=config.options.num_stages, kv_sequence=config.kv_sequence_layout,
                                   **common)
-    k, v = _heads_major(call, k), _heads_major(call, v)
+    k, v = _swap_kv_layout(call, k), _swap_kv_layout(call, v)
     if backend == "pallas_triton":
         return dma_forward(q_tiles, k, v, bias, start, end, table, options=config.options,
                            bias_heads=call.sequence_bias_heads, **common)
@@ -318,13 +319,9 @@ def _backward_passes(call, args, *, q_sequence=False):
     common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset)
     k, v = args[4], args[5]
     # The Triton-lowered passes read k and v in (B, Hkv, Tk, D), the Mosaic GPU ones in k's layout.
-    heads_major_args = args[:4] + (_heads_major(call, k), _heads_major(call, v)) + args[6:]
+    heads_major_args = args[:4] + (_swap_kv_layout(call, k), _swap_kv_layout(call, v)) + args[6:]
     layouts = dict(kv_sequence=config.kv_sequence_layout, q_sequence=q_sequence)
-    mosaic_queries = mosaic_slots = config.backward_backend == "mosaic_gpu" or q_sequence
-    if config.backward_backend == "auto" and not q_sequence:
-        mosaic_queries, mosaic_slots = mosaic_backward_applies(
-            *args, block_q=config.block_q_bwd, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
-            interpret=config.options_bwd.interpret or config.options_slots.interpret, **layouts)
+    mosaic_queries, mosaic_slots = (True, True) if q_sequence else _mosaic_passes(call, args)
     if mosaic_queries:
         from pallas_kernels.mosaic_gpu.backward_queries import dma_backward_queries_mosaic
 
@@ -344,27 +341,37 @@ def _backward_passes(call, args, *, q_sequence=False):
     return tuple(queries), tuple(slots)
 
 
+def _mosaic_passes(call, args, *, q_sequence=False) -> tuple[bool, bool]:
+    """Whether the (query-major, key-major) backward passes run on Mosaic GPU for ``args``: both
+    under ``backward_backend="mosaic_gpu"``, neither under "pallas_triton", and under "auto" those
+    whose kernel takes the call on this device (``mosaic_backward_applies``)."""
+    config = call.config
+    if config.backward_backend != "auto":
+        mosaic = config.backward_backend == "mosaic_gpu"
+        return mosaic, mosaic
+    return mosaic_backward_applies(
+        *args, block_q=config.block_q_bwd, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
+        interpret=config.options_bwd.interpret or config.options_slots.interpret,
+        kv_sequence=config.kv_sequence_layout, q_sequence=q_sequence)
+
+
 def _q_sequence_backward(call, q, args) -> bool:
     """Whether the backward passes read q and dO in their (B, T, H, D) layout
     (``PallasConfig.q_sequence_backward``): the forward's sequence layout, one query head per bias
-    head (R = 1), and both Mosaic GPU passes taking the call (asked where the backend is "auto")."""
+    head (R = 1), and both passes on Mosaic GPU (``_mosaic_passes``)."""
     config = call.config
-    if not (config.q_sequence_backward and call.sequence_bias_heads is not None and q.shape[2] == call.bias_heads
-            and config.backward_backend in ("mosaic_gpu", "auto")):
+    if not (config.q_sequence_backward and call.sequence_bias_heads is not None and q.shape[2] == call.bias_heads):
         return False
-    if config.backward_backend == "mosaic_gpu":
-        return True
-    return all(mosaic_backward_applies(
-        *args, block_q=config.block_q_bwd, own_keys=call.causal, num_stages=config.options_bwd.num_stages,
-        interpret=config.options_bwd.interpret or config.options_slots.interpret,
-        kv_sequence=config.kv_sequence_layout, q_sequence=True))
+    return all(_mosaic_passes(call, args, q_sequence=True))
 
 
 def _kernels_bwd(call, residuals, d_out):
+    from pallas_kernels.mosaic_gpu.common import kv_dims  # lazily, as the Mosaic GPU kernels
+
     config = call.config
     q_tiles, k, v, bias, start, end, table, out, lse = residuals
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
-    kv_heads, kv_len = _heads_major(call, k).shape[1:3]
+    kv_heads, kv_len = kv_dims(k, v, kv_sequence=config.kv_sequence_layout)
     tiles = table.shape[2]  # the backward's tiles (block_q_bwd positions each)
     bias_heads, head_dim = call.bias_heads, q_tiles.shape[-1]
     batch = q_tiles.shape[0]
@@ -398,10 +405,9 @@ def _kernels_bwd(call, residuals, d_out):
         dv = dv.at[:, :, call.q_offset :].add(flat(dv_own))
         dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
     per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
-    # dk and dv in k's and v's layout: (B, Hkv, Tk, D) back to (B, Tk, Hkv, D) with kv_sequence_layout.
-    like_kv = (lambda x: jnp.swapaxes(x, 1, 2)) if config.kv_sequence_layout else (lambda x: x)
-    grads = vary_like((dq, like_kv(per_kv(dk)).astype(k.dtype), like_kv(per_kv(dv)).astype(v.dtype),
-                       dbias.astype(bias.dtype)), (residuals[0], k, v, bias))
+    dk, dv = (_swap_kv_layout(call, per_kv(x)) for x in (dk, dv))  # in k's and v's layout
+    grads = vary_like((dq, dk.astype(k.dtype), dv.astype(v.dtype), dbias.astype(bias.dtype)),
+                      (residuals[0], k, v, bias))
     return (*grads, None, None, None, None)
 
 
