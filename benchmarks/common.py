@@ -102,6 +102,24 @@ def result_header(benchmark: str, module: str, argv=None) -> dict:
     return dict(benchmark=benchmark, card=device_card(), command=f"{overrides} {command}" if overrides else command)
 
 
+def add_output_arguments(p, default: str) -> None:
+    """``--out`` (the results JSON; the plot goes beside it as ``.png``) and ``--plot-only``."""
+    p.add_argument("--out", default=default)
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
+
+
+def png_beside(out) -> str:
+    """The plot's path: ``out`` with ``.png`` for its suffix."""
+    return str(Path(out).with_suffix(".png"))
+
+
+def replot(args, plot) -> dict:
+    """``--plot-only``: draw ``plot(result, png)`` from the stored ``args.out`` and return the result."""
+    result = json.loads(Path(args.out).read_text())
+    plot(result, png_beside(args.out))
+    return result
+
+
 def write_json(result: dict, path) -> Path:
     """Write ``result`` as indented JSON, creating parent folders."""
     path = Path(path)

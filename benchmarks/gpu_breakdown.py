@@ -36,7 +36,10 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.attention import selection_stage
-from benchmarks.common import HEADS, KV_HEADS, card_label, forward_and_backward, inputs, median_ms, result_header
+from benchmarks.common import (
+    HEADS, KV_HEADS, add_output_arguments, card_label, forward_and_backward, inputs, median_ms, png_beside, replot,
+    result_header,
+)
 from dma_jax import PallasConfig, dma_attention, live_ranges
 from dma_jax.selection import order_statistics
 from dma_jax.timing import amortised_seconds
@@ -196,12 +199,11 @@ def main(argv=None):
     p.add_argument("--segments", action="store_true", help="all-ones segment ids, as a model's batches carry")
     p.add_argument("--cudnn", action="store_true", help="also time cuDNN's dense causal forward+backward")
     p.add_argument("--top", type=int, default=12, help="kernels listed per part")
-    p.add_argument("--out", default="gpu_breakdown.json")
-    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
+    add_output_arguments(p, "gpu_breakdown.json")
     args = p.parse_args(argv)
-    png = str(Path(args.out).with_suffix(".png"))
+    png = png_beside(args.out)
     if args.plot_only:
-        plot(json.loads(Path(args.out).read_text()), png)
+        replot(args, plot)
         print(f"wrote {png}")
         return
     result = dict(**result_header("gpu_breakdown", "benchmarks.gpu_breakdown", argv),

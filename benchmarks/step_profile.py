@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import re
-from pathlib import Path
 
 # XLA groups a step's kernels into CUDA graphs ("command buffers"); the profiler then names the
 # graph, not the instruction, as every kernel's ``hlo_op``, and no kernel could be put in a part or
@@ -45,7 +43,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_enable_
 
 import jax  # noqa: E402
 
-from benchmarks.common import card_label, result_header, write_json
+from benchmarks.common import add_output_arguments, card_label, png_beside, replot, result_header, write_json
 from benchmarks.gpu_breakdown import CATEGORIES, trace
 from benchmarks.model_throughput import KINDS, add_model_arguments, shape_label, train_config
 from dma_jax.evaluation.throughput import train_step_loop
@@ -228,13 +226,10 @@ def main(argv=None) -> dict:
     p.add_argument("--remat-saves", choices=SAVES, default=ModelConfig.remat_saves,
                    help="what the rematerialised blocks keep")
     p.add_argument("--runs", type=int, default=3, help="traced steps")
-    p.add_argument("--out", default="step_profile.json")
-    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out, run nothing")
+    add_output_arguments(p, "step_profile.json")
     args = p.parse_args(argv)
-    png = str(Path(args.out).with_suffix(".png"))
     if args.plot_only:
-        result = json.loads(Path(args.out).read_text())
-        plot(result, png)
+        result = replot(args, plot)
         print_table(result)
         return result
     result = dict(**result_header("step_profile", "benchmarks.step_profile", argv), shape=shape_label(args),
@@ -244,7 +239,7 @@ def main(argv=None) -> dict:
             result["rows"].append(measure(args, attention, length))
             write_json(result, args.out)
             print(f"{attention} T={length}: {result['rows'][-1]['busy_ms']:.1f} ms busy per step", flush=True)
-    plot(result, png)
+    plot(result, png_beside(args.out))
     print_table(result)
     return result
 
