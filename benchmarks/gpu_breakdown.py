@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import json
 import os
 import tempfile
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -38,7 +36,7 @@ import jax.numpy as jnp
 from benchmarks.attention import selection_stage
 from benchmarks.common import (
     HEADS, KV_HEADS, add_output_arguments, card_label, forward_and_backward, inputs, median_ms, png_beside, replot,
-    result_header,
+    result_header, write_json,
 )
 from dma_jax import PallasConfig, dma_attention, live_ranges
 from dma_jax.selection import order_statistics
@@ -220,7 +218,7 @@ def main(argv=None):
                 row = dict(T=length, part=name, digit_bits=digit_bits, wall_ms=wall_ms, amortised_ms=amortised_ms,
                            **summarise(trace(fn, fn_args, args.runs), args.runs, args.top))
                 result["rows"].append(row)
-                Path(args.out).write_text(json.dumps(result, indent=1))
+                write_json(result, args.out)
                 print(f"T={length:6d} bits {digit_bits} {name:17s} wall {wall_ms:7.3f} ms  amortised {amortised_ms:7.3f} ms  "
                       f"busy {row['busy_ms']:7.3f} ms  kernels {row['kernels_per_call']:6.1f}", flush=True)
                 for kernel in row["top"][:6]:
