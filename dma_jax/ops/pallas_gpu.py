@@ -40,12 +40,13 @@ def _default_backward_backend() -> str:
 
 
 # environment variables (0 or 1): PallasConfig's defaults of kv_sequence_layout and q_sequence_backward
+# (both on when unset)
 KV_SEQUENCE_LAYOUT_VARIABLE = "DMA_KV_SEQUENCE_LAYOUT"
 Q_SEQUENCE_BACKWARD_VARIABLE = "DMA_Q_SEQUENCE_BACKWARD"
 
 
 def _flag_from_environment(name: str) -> bool:
-    value = os.environ.get(name, "0")
+    value = os.environ.get(name, "1")
     if value not in ("0", "1"):
         raise ValueError(f"${name} must be 0 or 1, got {value!r}")
     return value == "1"
@@ -89,14 +90,14 @@ class PallasConfig:
       "auto".
     kv_sequence_layout: the Mosaic GPU kernels gather k and v rows from their (B, Tk, Hkv, D)
       layout (a row stride of Hkv * D) instead of from a transposed (B, Hkv, Tk, D) copy; the other
-      backends still get the copy. Off by default: it lowers for CUDA on the CPU but has not run
-      on a GPU yet (predicted to save one read and one write of k and v per forward,
-      docs/kernels.md). The default is ``DMA_KV_SEQUENCE_LAYOUT`` (0 or 1) when set.
+      backends still get the copy. On by default (it saves one read and one write of k and v per
+      forward: docs/kernels.md has the H100 timings); the default is ``DMA_KV_SEQUENCE_LAYOUT``
+      (0 or 1) when set.
     q_sequence_backward: with the sequence layout and one query head per bias head (R = 1), the
       Mosaic GPU backward passes read q and dO, and write dq, in their (B, T, H, D) layout (one TMA
       box a tile) instead of transposing them into tiles; where either pass is not on Mosaic GPU
-      both run on tiles. Off by default for the same reason (predicted to save one read and one
-      write of q and of dO per backward). The default is ``DMA_Q_SEQUENCE_BACKWARD`` when set.
+      both run on tiles. On by default (it saves one read and one write of q and of dO per
+      backward); the default is ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
     """
 
     block_q: int | None = None

@@ -5,9 +5,8 @@
 # setting in its own processes: one 2K model layer's call (B = 32, H = Hkv = 8, w = 512, segments) for
 # all four settings, and for neither and both also the 4K and 32K op (B = 1, H = 32, Hkv = 8,
 # w = 1024; R = 4, so only k and v move) and the default model's 2K train step (DMA only).
-# Predicted (docs/kernels.md): 2K layer forward 1.55 -> about 1.37 ms busy and forward+backward
-# 5.07 -> about 4.7 ms with both, 32K forward 2.59 -> about 2.42 ms, the 2K step about 4 ms (1.6%)
-# shorter. About 8 minutes on an H100.
+# Both options are on by default; the variables are set to 0 or 1 for every run. Results on an H100
+# and the predictions beside them: docs/performance.md. About 6-8 minutes on an H100.
 #   bash scripts/gpu/kernel_layouts.sh [OUT_DIR]      (default results/benchmarks/kernel_layouts_<card>)
 set -euo pipefail
 source "$(dirname "$0")/environment.sh"

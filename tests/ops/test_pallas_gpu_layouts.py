@@ -80,13 +80,13 @@ def test_kv_sequence_layout_equals_the_transposed_copy(case, monkeypatch):
 @pytest.mark.parametrize("variable,field", [(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE, "kv_sequence_layout"),
                                             (pallas_gpu.Q_SEQUENCE_BACKWARD_VARIABLE, "q_sequence_backward")])
 def test_layout_defaults_come_from_the_environment(monkeypatch, variable, field):
-    monkeypatch.setenv(variable, "1")
-    assert getattr(PallasConfig(), field)
+    monkeypatch.setenv(variable, "0")
+    assert not getattr(PallasConfig(), field)
     monkeypatch.setenv(variable, "yes")
     with pytest.raises(ValueError, match=f"{variable} must be 0 or 1"):
         PallasConfig()
     monkeypatch.delenv(variable)
-    assert not getattr(PallasConfig(), field)
+    assert getattr(PallasConfig(), field)
 
 
 @pytest.mark.parametrize("heads,backend,sequence_layout,flag,expected", [
