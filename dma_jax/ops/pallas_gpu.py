@@ -40,13 +40,14 @@ def _default_backward_backend() -> str:
 
 
 # environment variables (0 or 1): PallasConfig's defaults of kv_sequence_layout and q_sequence_backward
-# (both on when unset)
+# (both on when unset) and of fused_key_grads (off when unset)
 KV_SEQUENCE_LAYOUT_VARIABLE = "DMA_KV_SEQUENCE_LAYOUT"
 Q_SEQUENCE_BACKWARD_VARIABLE = "DMA_Q_SEQUENCE_BACKWARD"
+FUSED_KEY_GRADS_VARIABLE = "DMA_FUSED_KEY_GRADS"
 
 
-def _flag_from_environment(name: str) -> bool:
-    value = os.environ.get(name, "1")
+def _flag_from_environment(name: str, default: str = "1") -> bool:
+    value = os.environ.get(name, default)
     if value not in ("0", "1"):
         raise ValueError(f"${name} must be 0 or 1, got {value!r}")
     return value == "1"
@@ -98,6 +99,14 @@ class PallasConfig:
       box a tile) instead of transposing them into tiles; where either pass is not on Mosaic GPU
       both run on tiles. On by default (it saves one read and one write of q and of dO per
       backward); the default is ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
+    fused_key_grads: where both backward passes run on Mosaic GPU with q_sequence_backward's
+      conditions, k in (B, Tk, Hkv, D), one bias head per kv head and the queries being the keys,
+      the key-major pass runs first and the query-major pass adds its float32 sums of dK and dV to
+      its own keys' and writes the finished gradients in k's dtype and layout, instead of both
+      passes writing float32 sums that XLA adds. The same float32 additions, so the same bits; it
+      removes a read of four float32 (B, Hb, Tk, D) arrays a call. Off by default: it lowers for
+      CUDA on the CPU but has not run on a GPU yet (docs/kernels.md); the default is
+      ``DMA_FUSED_KEY_GRADS`` (0 or 1) when set.
     """
 
     block_q: int | None = None
@@ -116,6 +125,8 @@ class PallasConfig:
         default_factory=functools.partial(_flag_from_environment, KV_SEQUENCE_LAYOUT_VARIABLE))
     q_sequence_backward: bool = dataclasses.field(
         default_factory=functools.partial(_flag_from_environment, Q_SEQUENCE_BACKWARD_VARIABLE))
+    fused_key_grads: bool = dataclasses.field(
+        default_factory=functools.partial(_flag_from_environment, FUSED_KEY_GRADS_VARIABLE, "0"))
 
     def __post_init__(self):
         if self.forward_backend not in FORWARD_BACKENDS:
@@ -133,7 +144,7 @@ class PallasConfig:
                             options_bwd=options, sequence_layout=self.sequence_layout,
                             slot_sums_transposed=self.slot_sums_transposed, forward_backend="pallas_triton",
                             backward_backend="pallas_triton", kv_sequence_layout=self.kv_sequence_layout,
-                            q_sequence_backward=self.q_sequence_backward)
+                            q_sequence_backward=self.q_sequence_backward, fused_key_grads=self.fused_key_grads)
 
     def resolve(self, *, head_dim: int, per_bias: int, dtype) -> "PallasConfig":
         """This config with every field set for a call with head dim D, R = ``per_bias`` query heads
@@ -315,8 +326,22 @@ def _transposed_sums_fit(dtype, padded_head_dim: int, options: KernelOptions) ->
 def _backward_passes(call, args, *, q_sequence=False):
     """The two backward passes on ``args`` (those of ``dma_backward_slots``, q and dO in tiles, or
     in (B, T, H, D) with ``q_sequence``, which only the Mosaic GPU passes take):
-    (dq, dk_own, dv_own, db_own) of the query-major pass and (dk, dv, dbias) of the key-major one."""
+    (dq, dk_own, dv_own, db_own) of the query-major pass and (dk, dv, dbias) of the key-major one;
+    where ``_fused_key_grads`` holds, (dq, dk, dv, db_own) with dk and dv finished instead (k's
+    dtype and (B, Tk, Hkv, D) layout), and the key-major pass' dbias alone. Returns
+    (queries, slots, whether dk and dv are finished)."""
     config = call.config
+    if q_sequence and _fused_key_grads(call, args):
+        from pallas_kernels.mosaic_gpu.backward_queries import dma_backward_queries_mosaic
+        from pallas_kernels.mosaic_gpu.backward_slots import carried_key_sums
+
+        common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset, kv_sequence=True,
+                      q_sequence=True)
+        dk, dv, dbias, carried = carried_key_sums(*args, **common)
+        queries = dma_backward_queries_mosaic(*args, block_k=MOSAIC_BLOCK_K, own_keys=True,
+                                              num_stages=config.options_bwd.num_stages, key_sums=(dk, dv, carried),
+                                              **common)
+        return tuple(queries), (dbias,), True
     common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset)
     k, v = args[4], args[5]
     # The Triton-lowered passes read k and v in (B, Hkv, Tk, D), the Mosaic GPU ones in k's layout.
@@ -339,7 +364,25 @@ def _backward_passes(call, args, *, q_sequence=False):
     else:
         slots = dma_backward_slots(*heads_major_args, block_slots=config.block_slots,
                                    transposed=config.slot_sums_transposed, options=config.options_slots, **common)
-    return tuple(queries), tuple(slots)
+    return tuple(queries), tuple(slots), False
+
+
+def _fused_key_grads(call, args) -> bool:
+    """Whether the query-major pass finishes dK and dV (``PallasConfig.fused_key_grads``) for
+    ``args`` (q and dO in (B, T, H, D), both passes on Mosaic GPU): a causal call whose queries are
+    its keys, k in (B, Tk, Hkv, D) and the kernel's own limits (``check_arguments(key_sums=True)``)."""
+    config = call.config
+    if not (config.fused_key_grads and config.kv_sequence_layout and call.causal and call.q_offset == 0):
+        return False
+    from pallas_kernels.mosaic_gpu.backward_queries import check_arguments
+
+    try:
+        check_arguments(*args, block_q=config.block_q_bwd, block_k=MOSAIC_BLOCK_K, own_keys=True,
+                        num_stages=config.options_bwd.num_stages, kv_sequence=True, q_sequence=True, key_sums=True,
+                        q_offset=call.q_offset)
+    except ValueError:
+        return False
+    return True
 
 
 def _mosaic_passes(call, args, *, q_sequence=False) -> tuple[bool, bool]:
@@ -384,8 +427,9 @@ def _kernels_bwd(call, residuals, d_out):
         sequence_args = (q_tiles, d_out.astype(q_tiles.dtype), retile(lse), retile(delta), k, v, bias, start, end,
                          table)
         q_sequence = _q_sequence_backward(call, q_tiles, sequence_args)
+    finished = False
     if q_sequence:  # q, dO and dq stay (B, T, H, D)
-        queries, slots = _backward_passes(call, sequence_args, q_sequence=True)
+        queries, slots, finished = _backward_passes(call, sequence_args, q_sequence=True)
         dq = queries[0]
     else:  # the backward kernels read the tile layout
         if call.sequence_bias_heads is not None:
@@ -393,20 +437,24 @@ def _kernels_bwd(call, residuals, d_out):
         _, _, tiles_fwd, rows_fwd, _ = q_tiles.shape
         args = (retile(q_tiles), retile(d_out).astype(q_tiles.dtype), retile(lse), retile(delta), k, v, bias, start,
                 end, table)
-        queries, slots = _backward_passes(call, args)
+        queries, slots, _ = _backward_passes(call, args)
         dq = queries[0].reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
         if call.sequence_bias_heads is not None:
             dq = _tiles_to_sequence(dq, rows_fwd // config.block_q)
-    (_, dk_own, dv_own, db_own), (dk, dv, dbias) = queries, slots
-    dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
-    if call.causal:  # own keys of tile n sit at positions q_offset + n * block_q + i
-        own = kv_len - call.q_offset
-        flat = lambda x: x.reshape((batch, bias_heads, tiles * config.block_q_bwd) + x.shape[4:])[:, :, :own]
-        dk = dk.at[:, :, call.q_offset :].add(flat(dk_own))
-        dv = dv.at[:, :, call.q_offset :].add(flat(dv_own))
-        dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
-    per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
-    dk, dv = (_swap_kv_layout(call, per_kv(x)) for x in (dk, dv))  # in k's and v's layout
+    own = kv_len - call.q_offset
+    flat = lambda x: x.reshape((batch, bias_heads, tiles * config.block_q_bwd) + x.shape[4:])[:, :, :own]
+    if finished:  # the query-major pass wrote the whole dk and dv (every key is an own key)
+        (_, dk, dv, db_own), (dbias,) = queries, slots
+        dbias = dbias[:, :, :kv_len].at[:, :, call.q_offset :].add(flat(db_own))
+    else:
+        (_, dk_own, dv_own, db_own), (dk, dv, dbias) = queries, slots
+        dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
+        if call.causal:  # own keys of tile n sit at positions q_offset + n * block_q + i
+            dk = dk.at[:, :, call.q_offset :].add(flat(dk_own))
+            dv = dv.at[:, :, call.q_offset :].add(flat(dv_own))
+            dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
+        per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
+        dk, dv = (_swap_kv_layout(call, per_kv(x)) for x in (dk, dv))  # in k's and v's layout
     grads = vary_like((dq, dk.astype(k.dtype), dv.astype(v.dtype), dbias.astype(bias.dtype)),
                       (residuals[0], k, v, bias))
     return (*grads, None, None, None, None)

@@ -30,6 +30,14 @@ built like the forward (``pallas_kernels.mosaic_gpu.forward``) and reusing its c
   about 5 KiB of small buffers: 206,848 bytes counted (205,832 allocated) at W = 128;
   ``check_arguments`` rejects calls past 227 KiB (here W > 6656, or 3 stages).
 - dq (times scale) goes back through the query buffer with one TMA store.
+- With ``key_sums`` (the key-major pass' float32 sums of carried keys, run first), the own steps
+  finish dK and dV: each 64-key block TMA-loads those sums and a carried mask for its keys into
+  the float32 staging buffer, adds them where the key was carried (the same float32 addition as
+  the unfused sum, so the same bits), and writes the result in k's dtype straight into k's
+  (B, Tk, Hkv, D) layout (one TMA box of rows Hkv * D apart). Every key is an own key of exactly
+  one tile when the queries are the keys (q_offset = 0, Tk = tiles * block_q), so each row of dK
+  and dV is written once; this replaces the unfused path's float32 outputs and the XLA fusion
+  that adds them (which reads four float32 (B, Hb, Tk, D) arrays).
 
 Each output element is written once, by one CTA; no atomics, so results are bitwise
 reproducible. With ``own_keys=False`` the kernel only computes dq and the own outputs are zeros.
@@ -58,7 +66,7 @@ def _aligned(nbytes):
     return -(-nbytes // _SMEM_ALIGN) * _SMEM_ALIGN
 
 
-def shared_memory_bytes(*, rows, head_dim, itemsize, block_k, num_stages, table_steps, own_keys):
+def shared_memory_bytes(*, rows, head_dim, itemsize, block_k, num_stages, table_steps, own_keys, key_sums=False):
     """Upper bound of the kernel's shared memory, each buffer aligned as Pallas allocates it."""
     tile = _aligned(rows * head_dim * itemsize)
     total = 2 * tile  # Q (reused for dq) and dO
@@ -69,13 +77,17 @@ def shared_memory_bytes(*, rows, head_dim, itemsize, block_k, num_stages, table_
         total += 2 * _aligned(rows * block_k * itemsize)  # P, dS
         total += _aligned(block_k * head_dim * 4) + _aligned(block_k * 4)  # float32 staging, dbias
         total += _aligned(_REDUCTION_SCRATCH)
+    if key_sums:
+        total += _aligned(block_k * head_dim * itemsize) + _aligned(block_k * 4) + _SMEM_ALIGN  # out, mask, barrier
     return total
 
 
 def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, block_q, block_k,
-                    num_stages, own_keys, kv_sequence=False, q_sequence=False):
+                    num_stages, own_keys, kv_sequence=False, q_sequence=False, key_sums=False, q_offset=0):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
-    else return its sizes."""
+    else return its sizes. ``key_sums``: the call also finishes dK and dV (module docstring), which
+    needs own keys, k in (B, Tk, Hkv, D), one bias head per kv head, q_offset = 0 and
+    Tk = tiles * block_q."""
     dims = check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, block_q=block_q, kv_sequence=kv_sequence,
                                 q_sequence=q_sequence)
     batch, bias_heads, tiles, rows, head_dim = (dims[n] for n in ("batch", "bias_heads", "tiles", "rows", "head_dim"))
@@ -93,9 +105,16 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
     if table_steps + own_steps > _MAX_STEPS:
         raise ValueError(f"at most {_MAX_STEPS} key steps (W + own keys <= {_MAX_STEPS * block_k}), "
                          f"got {table_steps + own_steps}")
+    if key_sums:
+        needs = {"own_keys": own_keys, "kv_sequence": kv_sequence,
+                 "one bias head per kv head": bias_heads == dims["kv_heads"], "q_offset = 0": q_offset == 0,
+                 f"Tk = tiles * block_q = {tiles * block_q}": kv_len == tiles * block_q}
+        missing = [name for name, ok in needs.items() if not ok]
+        if missing:
+            raise ValueError(f"key_sums needs {', '.join(missing)}")
     smem = shared_memory_bytes(
         rows=rows, head_dim=head_dim, itemsize=jnp.dtype(q_tiles.dtype).itemsize, block_k=block_k,
-        num_stages=num_stages, table_steps=table_steps, own_keys=own_keys,
+        num_stages=num_stages, table_steps=table_steps, own_keys=own_keys, key_sums=key_sums,
     )
     if smem > SMEM_BYTES:
         raise ValueError(f"needs {smem} bytes of shared memory (> {SMEM_BYTES}): lower W or num_stages")
@@ -104,9 +123,11 @@ def check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table
 
 @functools.lru_cache(maxsize=None)
 def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype, block_q, block_k, scale,
-           q_offset, num_stages, table_steps, own_steps, kv_sequence=False, q_sequence=False):
+           q_offset, num_stages, table_steps, own_steps, kv_sequence=False, q_sequence=False, key_sums=False):
     """The Mosaic GPU kernel; inputs (q, do, lse, delta, k, v, table (slabs, table_steps, block_k),
-    bias f32, start, end); outputs dq and, when own_steps, dk_own, dv_own, db_own."""
+    bias f32, start, end[, carried dk, dv f32 (B, Hb, Tk, D), carried mask f32 (B, Hb, Tk)]);
+    outputs dq and, when own_steps, dk_own, dv_own (or, with key_sums, dk, dv in k's dtype and
+    (B, Tk, Hkv, D) layout), db_own."""
     import jax.experimental.pallas as pl
     from jax.experimental.pallas import mosaic_gpu as plgpu
 
@@ -122,11 +143,17 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
     wgmma_layout = plgpu.Layout.WGMMA
     col_layout = plgpu.Layout.WGMMA.reduce(0)
     row_layout = plgpu.Layout.WGMMA.reduce(1)
+    key_layout = row_layout  # one value per row (key) of a (64, D) key-major result
     qk_scale = float(scale) * _LOG2E
     shape = (rows, block_k)
 
     def body(*refs):
-        if own_keys:
+        if key_sums:
+            (q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, tbl_ref, bias_ref, start_ref, end_ref,
+             dk_sums_ref, dv_sums_ref, carried_ref, dq_ref, dk_ref, dv_ref, db_ref, *scratch) = refs
+            (q_smem, do_smem, k_smem, v_smem, tbl_smem, kb_smem, lo_smem, hi_smem, lse_smem, delta_smem, bar,
+             p_smem, ds_smem, stage_smem, db_smem, out_smem, carried_smem, sums_bar) = scratch
+        elif own_keys:
             (q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, tbl_ref, bias_ref, start_ref, end_ref,
              dq_ref, dk_ref, dv_ref, db_ref, *scratch) = refs
             (q_smem, do_smem, k_smem, v_smem, tbl_smem, kb_smem, lo_smem, hi_smem, lse_smem, delta_smem, bar,
@@ -222,6 +249,22 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
             plgpu.commit_smem()
             plgpu.copy_smem_to_gmem(stage_smem.at[pl.ds(0, count)], out_ref.at[b, hb, n, pl.ds(first, count)])
 
+        def finish_own(value, sums_ref, out_ref, first, count):
+            """key_sums: value (64, D) float32 of own keys t0 + [first, first + count), plus the
+            key-major sums where the key was carried, -> out_ref's (B, Tk, Hkv, D) rows in k's dtype."""
+            rows_of = lambda ref: ref.at[b, hb, pl.ds(t0 + first, count)]
+            barrier()  # every thread has read the staging buffer's previous rows
+            plgpu.copy_gmem_to_smem(rows_of(sums_ref), stage_smem.at[pl.ds(0, count)], sums_bar)
+            plgpu.copy_gmem_to_smem(rows_of(carried_ref), carried_smem.at[pl.ds(0, count)], sums_bar)
+            plgpu.barrier_wait(sums_bar)
+            sums = load_whole(plgpu, stage_smem, wgmma_layout)
+            carried = lax.broadcast_in_dim(load_whole(plgpu, carried_smem, key_layout), sums.shape, [0])
+            total = value + jnp.where(carried > 0, sums, 0.0)
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous store has read the buffer
+            out_smem[...] = total.astype(dtype)
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(out_smem.at[pl.ds(0, count)], out_ref.at[b, pl.ds(t0 + first, count), kvh])
+
         dq = plgpu.layout_cast(jnp.full((rows, head_dim), 0, jnp.float32), wgmma_layout)
         for step in range(own_steps):  # own keys q_offset + t0 + [first, first + count)
             slot = step % stages
@@ -242,8 +285,12 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
 
                 return pl.run_scoped(product, plgpu.ACC((block_k, head_dim), jnp.float32))
 
-            store_own(key_major(p_smem, do_smem), dv_ref, first, count)
-            store_own(key_major(ds_smem, q_smem) * scale, dk_ref, first, count)
+            if key_sums:
+                finish_own(key_major(p_smem, do_smem), dv_sums_ref, dv_ref, first, count)
+                finish_own(key_major(ds_smem, q_smem) * scale, dk_sums_ref, dk_ref, first, count)
+            else:
+                store_own(key_major(p_smem, do_smem), dv_ref, first, count)
+                store_own(key_major(ds_smem, q_smem) * scale, dk_ref, first, count)
             dq = accumulate_dq(dq, ds_smem, slot)
 
         def table_step(step, dq):
@@ -282,10 +329,15 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
             plgpu.SMEM((block_k, head_dim), jnp.float32, transforms=f32_transforms),  # dV / dK staging
             plgpu.SMEM((block_k,), jnp.float32),  # dbias
         ]
-        out_type += [
-            jax.ShapeDtypeStruct(tile_shape + (block_q, head_dim), jnp.float32),
-            jax.ShapeDtypeStruct(tile_shape + (block_q, head_dim), jnp.float32),
-            jax.ShapeDtypeStruct(tile_shape + (block_q,), jnp.float32),
+        own_shape = tile_shape + (block_q, head_dim)
+        key_grads = jax.ShapeDtypeStruct((batch, kv_len, kv_heads, head_dim), dtype) if key_sums else (
+            jax.ShapeDtypeStruct(own_shape, jnp.float32))
+        out_type += [key_grads, key_grads, jax.ShapeDtypeStruct(tile_shape + (block_q,), jnp.float32)]
+    if key_sums:
+        scratch += [
+            plgpu.SMEM((block_k, head_dim), dtype, transforms=transforms),  # finished dK / dV rows
+            plgpu.SMEM((block_k,), jnp.float32),  # carried mask
+            plgpu.Barrier(num_arrivals=2),
         ]
     return plgpu.kernel(
         body,
@@ -299,7 +351,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
 
 def dma_backward_queries_mosaic(
     q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q, block_k, q_offset,
-    own_keys=True, num_stages=2, kv_sequence=False, q_sequence=False,
+    own_keys=True, num_stages=2, kv_sequence=False, q_sequence=False, key_sums=None,
 ):
     """Pass 1 of the DMA backward (Mosaic GPU, sm_90): dq, and dk, dv, dbias of each tile's own keys.
 
@@ -321,15 +373,21 @@ def dma_backward_queries_mosaic(
       kv_sequence: k and v are (B, Tk, Hkv, D). q_sequence: q, dO (and dq) are (B, T, Hb, D),
         one query head per bias head (R = 1), tile n being rows ``n * block_q ...`` of each head.
       num_stages: shared-memory slots of the key/value pipeline (>= 2).
+      key_sums: None, or (dk, dv, carried) of ``backward_slots.carried_key_sums``: the key-major
+        pass' float32 sums (B, Hb, Tk, D) and which keys it carried (B, Hb, Tk); the call then
+        finishes dK and dV (module docstring; ``check_arguments`` names what it needs).
 
     Returns:
       dq_tiles (like q_tiles); dk_own, dv_own float32 (B, Hb, tiles, block_q, D) and db_own float32
       (B, Hb, tiles, block_q) for the keys at sequence positions ``q_offset + n * block_q + i``
       (zeros when ``own_keys`` is False; zeros for own keys >= Tk). dk_own and dq include the scale.
+      With ``key_sums``, dk and dv in k's dtype and (B, Tk, Hkv, D) layout (own plus carried
+      sums: the whole gradient of each key) take dk_own's and dv_own's places.
     """
     dims = check_arguments(
         q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, block_q=block_q, block_k=block_k,
         num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence, q_sequence=q_sequence,
+        key_sums=key_sums is not None, q_offset=q_offset,
     )
     batch, bias_heads, tiles = dims["batch"], dims["bias_heads"], dims["tiles"]
     table_steps = dims["table_steps"]
@@ -338,6 +396,7 @@ def dma_backward_queries_mosaic(
         kv_heads=dims["kv_heads"], kv_len=dims["kv_len"], dtype=jnp.dtype(q_tiles.dtype), block_q=block_q,
         block_k=block_k, scale=float(scale), q_offset=int(q_offset), num_stages=num_stages,
         table_steps=table_steps, own_steps=dims["own_steps"], kv_sequence=kv_sequence, q_sequence=q_sequence,
+        key_sums=key_sums is not None,
     )
     if table.shape[-1] == 0:
         table = jnp.full(table.shape[:3] + (block_k,), -1, jnp.int32)
@@ -345,6 +404,7 @@ def dma_backward_queries_mosaic(
     outputs = call(
         q_tiles, do_tiles, lse.astype(jnp.float32), delta.astype(jnp.float32), k, v, table,
         bias.astype(jnp.float32), start.astype(jnp.int32), end.astype(jnp.int32),
+        *(() if key_sums is None else (key_sums[0], key_sums[1], key_sums[2].astype(jnp.float32))),
     )
     if own_keys:
         return tuple(outputs)

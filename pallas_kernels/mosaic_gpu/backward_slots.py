@@ -267,6 +267,21 @@ def dma_backward_slots_mosaic(q_tiles, do_tiles, lse, delta, k, v, bias, start, 
       tiles that carry the key, zeros for keys never carried (row Tk is zero, as the Triton
       kernel's scratch row).
     """
+    dk, dv, db, carried = carried_key_sums(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, scale=scale,
+                                           block_q=block_q, q_offset=q_offset, kv_sequence=kv_sequence,
+                                           q_sequence=q_sequence)
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 1)) + ((0, 0),) * (x.ndim - 3))
+    dk, dv = (pad(jnp.where(carried[..., None], x, 0.0)) for x in (dk, dv))
+    return dk, dv, db
+
+
+def carried_key_sums(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, *, scale, block_q, q_offset,
+                     kv_sequence=False, q_sequence=False):
+    """The key-major pass as the kernel leaves it, for a caller that finishes dK and dV itself
+    (``backward_queries.dma_backward_queries_mosaic(..., key_sums=...)``): arguments as
+    ``dma_backward_slots_mosaic``; returns dk, dv float32 (B, Hb, Tk, D) whose rows of keys no slot
+    carries are unwritten (any value), ``carried`` bool (B, Hb, Tk), and dbias as
+    ``dma_backward_slots_mosaic`` returns it (B, Hb, Tk + 1)."""
     dims = check_arguments(q_tiles, do_tiles, lse, delta, k, v, bias, start, end, table, block_q=block_q,
                            kv_sequence=kv_sequence, q_sequence=q_sequence)
     batch, bias_heads, tiles, kv_len = dims["batch"], dims["bias_heads"], dims["tiles"], dims["kv_len"]
@@ -286,6 +301,4 @@ def dma_backward_slots_mosaic(q_tiles, do_tiles, lse, delta, k, v, bias, start, 
     present = (table >= 0) & (table < kv_len)
     rows = jnp.where(present, table, kv_len).reshape(batch, bias_heads, -1)
     carried = jax.vmap(jax.vmap(lambda r: jnp.zeros((kv_len + 1,), bool).at[r].set(True)))(rows)[..., :kv_len]
-    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 1)) + ((0, 0),) * (x.ndim - 3))
-    dk, dv = (pad(jnp.where(carried[..., None], x, 0.0)) for x in (dk, dv))
-    return dk, dv, pad(jnp.where(carried, db, 0.0))
+    return dk, dv, jnp.pad(jnp.where(carried, db, 0.0), ((0, 0), (0, 0), (0, 1))), carried

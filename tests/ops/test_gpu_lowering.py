@@ -104,6 +104,37 @@ def test_kernels_reading_tensors_where_they_lie_drop_their_transposes(kv_sequenc
     assert len(lines) == transposes, lines
 
 
+def test_fused_key_grads_lower_and_finish_dk_dv_in_the_query_major_pass():
+    """``fused_key_grads`` (R = 1, Hb = Hkv, queries = keys, all passes on Mosaic GPU): the three
+    passes still lower for CUDA (the kernels traced), the key-major pass runs first and its two
+    float32 sums become inputs of the query-major pass, and dK and dV leave that pass in bf16: the
+    unfused path's two float32 -> bf16 conversions of (B, Tk, Hkv, D) gradients are gone."""
+    q = kv = jax.ShapeDtypeStruct((1, 1024, 4, 128), jnp.bfloat16)
+    bias = jax.ShapeDtypeStruct((1, 4, 1024), jnp.float32)
+    mosaic = export.DisabledSafetyCheck.custom_call("mosaic_gpu_v2")
+
+    def lowered(fused):
+        config = PallasConfig(forward_backend="mosaic_gpu", backward_backend="mosaic_gpu", fused_key_grads=fused)
+
+        def loss(q, k, v, b):
+            return jnp.sum(dma_attention(q, k, v, b, 256, implementation=config).astype(jnp.float32))
+
+        text = export.export(jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))), platforms=["cuda"],
+                             disabled_checks=[mosaic])(q, kv, kv, bias).mlir_module()
+        calls = [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu_v2" in line]
+        casts = [line for line in text.splitlines()
+                 if "stablehlo.convert" in line and "(tensor<1x1024x4x128xf32>) -> tensor<1x1024x4x128xbf16>" in line]
+        return calls, len(casts)
+
+    (unfused_calls, unfused_casts), (fused_calls, fused_casts) = lowered(False), lowered(True)
+    assert len(unfused_calls) == len(fused_calls) == 3
+    assert fused_casts == unfused_casts - 2
+    # the query-major pass (4 results: dq, dk, dv, db_own) reads the key-major pass' results #0, #1
+    key_major = next(line.split("=")[0].strip().split(":")[0] for line in fused_calls if ":3 = " in line)
+    query_major = next(line for line in fused_calls if ":4 = " in line)
+    assert f"{key_major}#0" in query_major and f"{key_major}#1" in query_major
+
+
 def test_mosaic_gpu_kernels_inside_shard_map_keep_the_varying_axes():
     """Inside ``shard_map`` (varying axes checked) the Mosaic GPU kernels' outputs, which
     ``plgpu.kernel`` returns invariant, are cast to the inputs' variance: the custom VJP's

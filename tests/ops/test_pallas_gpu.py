@@ -153,6 +153,22 @@ def test_q_sequence_backward_matches_the_tile_layout():
             np.testing.assert_array_equal(got, want, err_msg=f"{name} {config}")
 
 
+@pytest.mark.parametrize("segments", [False, True], ids=["plain", "segments-and-mask"])
+def test_fused_key_grads_match_the_unfused_sums(segments):
+    """``PallasConfig(fused_key_grads=True)`` at the 2K model layer's heads (H = Hb = Hkv = 8,
+    R = 1, queries = keys): the key-major pass runs first and the query-major pass adds its float32
+    sums to its own keys' and writes dK and dV in bf16. The same float32 additions as the unfused
+    path, so outputs and all four gradients are bitwise equal, and bitwise equal over two runs."""
+    args, cotangent, kwargs = _problem(9, 2, 2048, 2048, 8, 8, 8, 128, jnp.bfloat16, segments, segments)
+    run = lambda config: _out_and_grads(
+        lambda *a: dma_attention_pallas(*a, 512, causal=True, scale=None, config=config, **kwargs), args, cotangent)
+    unfused = run(PallasConfig(fused_key_grads=False))
+    fused, again = run(PallasConfig(fused_key_grads=True)), run(PallasConfig(fused_key_grads=True))
+    for name, got, got_again, want in zip(("out", "dq", "dk", "dv", "dbias"), fused, again, unfused):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        np.testing.assert_array_equal(got, got_again, err_msg=name)
+
+
 def test_sequence_layout_is_accurate_and_matches_the_tile_layout():
     """``PallasConfig(sequence_layout=True)``: the forward gathers q's rows from (B, T, H, D) and
     scatters its output rows back, with segments, a key mask and a length that is no multiple

@@ -105,6 +105,53 @@ def test_backward_reads_q_in_sequence_only_where_both_mosaic_passes_run_with_one
     assert pallas_gpu._q_sequence_backward(call, q, ()) is expected
 
 
+def test_fused_key_grads_default_off_from_the_environment(monkeypatch):
+    monkeypatch.delenv(pallas_gpu.FUSED_KEY_GRADS_VARIABLE, raising=False)
+    assert not PallasConfig().fused_key_grads
+    monkeypatch.setenv(pallas_gpu.FUSED_KEY_GRADS_VARIABLE, "1")
+    assert PallasConfig().fused_key_grads
+    assert PallasConfig().interpreted().fused_key_grads
+
+
+def _sequence_args(*, heads=4, kv_heads=4, q_len=256, kv_len=256, block_q=64, width=64):
+    """Arguments of the backward passes with q and dO in (B, T, H, D) (R = 1: Hb = H)."""
+    tiles = q_len // block_q
+    q = jnp.zeros((1, q_len, heads, 128), jnp.bfloat16)
+    rows = jnp.zeros((1, heads, tiles, block_q), jnp.float32)
+    kv = jnp.zeros((1, kv_len, kv_heads, 128), jnp.bfloat16)
+    per_key = jnp.zeros((1, heads, kv_len), jnp.int32)
+    table = jnp.full((1, heads, tiles, width), -1, jnp.int32)
+    return (q, q, rows, rows, kv, kv, per_key.astype(jnp.float32), per_key, per_key, table)
+
+
+@pytest.mark.parametrize("flag,kv_sequence,causal,kv_heads,kv_len,expected", [
+    (True, True, True, 4, 256, True),      # one bias head per kv head, queries = keys
+    (False, True, True, 4, 256, False),    # off
+    (True, False, True, 4, 256, False),    # k in (B, Hkv, Tk, D): the kernel writes k's sequence layout only
+    (True, True, False, 4, 256, False),    # no own keys
+    (True, True, True, 2, 256, False),     # two bias heads per kv head: their sums meet in XLA
+    (True, True, True, 4, 320, False),     # keys before the first query (q_offset = 64)
+])
+def test_query_major_pass_finishes_key_grads_only_where_every_key_is_one_tiles_own(
+        flag, kv_sequence, causal, kv_heads, kv_len, expected):
+    config = PallasConfig(backward_backend="mosaic_gpu", kv_sequence_layout=kv_sequence, fused_key_grads=flag)
+    call = pallas_gpu._Call(config.resolve(head_dim=128, per_bias=1, dtype=jnp.bfloat16), 0.1, kv_len - 256, causal, 4)
+    args = _sequence_args(kv_heads=kv_heads, kv_len=kv_len, block_q=call.config.block_q_bwd)
+    assert pallas_gpu._fused_key_grads(call, args) is expected
+
+
+@pytest.mark.parametrize("kv_heads,kv_len,q_offset,message", [
+    (2, 256, 0, "one bias head per kv head"), (4, 320, 64, "q_offset = 0, Tk = tiles \\* block_q = 256")])
+def test_key_sums_name_what_they_need(kv_heads, kv_len, q_offset, message):
+    from pallas_kernels.mosaic_gpu.backward_queries import check_arguments
+
+    args = _sequence_args(kv_heads=kv_heads, kv_len=kv_len)
+    common = dict(block_q=64, block_k=64, num_stages=2, own_keys=True, kv_sequence=True, q_sequence=True)
+    check_arguments(*args, **common, q_offset=q_offset)  # the pass itself takes the call
+    with pytest.raises(ValueError, match=f"key_sums needs {message}"):
+        check_arguments(*args, **common, key_sums=True, q_offset=q_offset)
+
+
 @pytest.mark.parametrize("case", [CASES["gqa-r2"], CASES["segments-and-mask"]], ids=["gqa-r2", "segments-and-mask"])
 def test_transposed_slot_sums_equal_the_plain_sums(case, monkeypatch):
     plain = _outputs_and_grads(PallasConfig(slot_sums_transposed=False).interpreted(poison_outputs=True), case)
