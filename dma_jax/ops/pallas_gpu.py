@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from dma_jax.remat import OUTPUT, STATS
+from dma_jax.selection.slots import ever_carried
 from dma_jax.selection.tables import KeyTables, key_tables, num_tiles, table_width
 from pallas_kernels.gpu.backward import dma_backward_queries, dma_backward_slots
 from pallas_kernels.gpu.common import KernelOptions
@@ -337,7 +338,7 @@ def _backward_passes(call, args, *, q_sequence=False):
 
         common = dict(scale=call.scale, block_q=config.block_q_bwd, q_offset=call.q_offset, kv_sequence=True,
                       q_sequence=True)
-        dk, dv, dbias, carried = carried_key_sums(*args, **common)
+        dk, dv, dbias, carried = carried_key_sums(*args, carried=_carried(call, args), **common)
         queries = dma_backward_queries_mosaic(*args, block_k=MOSAIC_BLOCK_K, own_keys=True,
                                               num_stages=config.options_bwd.num_stages, key_sums=(dk, dv, carried),
                                               **common)
@@ -360,11 +361,20 @@ def _backward_passes(call, args, *, q_sequence=False):
     if mosaic_slots:
         from pallas_kernels.mosaic_gpu.backward_slots import dma_backward_slots_mosaic
 
-        slots = dma_backward_slots_mosaic(*args, **layouts, **common)
+        slots = dma_backward_slots_mosaic(*args, carried=_carried(call, args), **layouts, **common)
     else:
         slots = dma_backward_slots(*heads_major_args, block_slots=config.block_slots,
                                    transposed=config.slot_sums_transposed, options=config.options_slots, **common)
     return tuple(queries), tuple(slots), False
+
+
+def _carried(call, args):
+    """The keys the backward's table lists, for the Mosaic GPU key-major pass: from the live ranges
+    for a causal call (``ever_carried``), else None (the pass finds them in the table)."""
+    if not call.causal:
+        return None
+    end = args[8]
+    return ever_carried(end, end.shape[-1] - call.q_offset, call.config.block_q_bwd)
 
 
 def _fused_key_grads(call, args) -> bool:

@@ -45,11 +45,19 @@ def _row_slots(ends, valid, segment, window):
     return jnp.where(kept_ever, rank_in_run[pointer], -1)
 
 
+def _carried_span(ends, tiles, block_q, q_offset):
+    """The first and last tile that carry each key (``first > last``: none). Tile n starts at
+    ``t0 = q_offset + n * block_q`` and carries key j iff ``j < t0 < ends[j]``. ends: (..., Tk)."""
+    index = jnp.arange(ends.shape[-1], dtype=jnp.int32)
+    first = jnp.maximum(0, jnp.floor_divide(index - q_offset, block_q) + 1)
+    last = jnp.minimum(tiles - 1, jnp.floor_divide(ends - q_offset - 1, block_q))
+    return first, last
+
+
 def _row_carried(ends, slots, tiles, block_q, window, q_offset):
     length = ends.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
-    first = jnp.maximum(0, jnp.floor_divide(index - q_offset, block_q) + 1)
-    last = jnp.minimum(tiles - 1, jnp.floor_divide(ends - q_offset - 1, block_q))
+    first, last = _carried_span(ends, tiles, block_q, q_offset)
     carried = (slots >= 0) & (first <= last)
     table = jnp.full((tiles, window), -1, jnp.int32)
     table = table.at[jnp.where(carried, first, tiles), jnp.maximum(slots, 0)].set(index, mode="drop")
@@ -77,6 +85,16 @@ def key_slots(ends, window, *, segment_ids=None, key_mask=None, bias=None):
     segment = jnp.zeros((batch, length), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
     row = lambda e, v, s: _row_slots(e, v, s, window)
     return jax.vmap(jax.vmap(row, in_axes=(0, 0, None)))(ends, valid, segment)
+
+
+def ever_carried(ends, q_len, block_q):
+    """bool (B, Hb, Tk): whether ``carried_key_table(ends, ...)`` lists key j in some tile of
+    ``block_q`` queries (the last Tq = ``q_len`` positions of the sequence are the queries): a tile
+    start t0 with ``j < t0 < ends[j]``. Every kept key has a slot, and keys sharing a slot have
+    disjoint live ranges, so no other key takes its cell there; no scatter is needed."""
+    kv_len = ends.shape[-1]
+    first, last = _carried_span(ends, -(-q_len // block_q), block_q, kv_len - q_len)
+    return first <= last
 
 
 def carried_key_table(ends, slots, q_len, block_q, window):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dma_jax import live_ranges, selection_mask
+from dma_jax.selection.slots import ever_carried
 from dma_jax.selection.tables import carried_keys, num_tiles, tile_key_lists
 
 tile_lists = jax.jit(tile_key_lists, static_argnums=(1, 2, 3))
@@ -61,6 +62,7 @@ def test_lists_cover_every_kept_key(kv_len, q_len, block_q, window, segments):
         (200, 200, 9, 16, "segments"),
         (200, 200, 5, 4, "masked"),
         (257, 257, 2, 8, "increasing"),  # each key evicts the oldest: two chains of 128 keys
+        (240, 240, 12, 16, "local"),  # the local-window variant: 4 latest keys and 2 sinks kept
     ],
     ids=lambda p: str(p),
 )
@@ -72,12 +74,13 @@ def test_carried_keys_are_exactly_the_live_set(length, q_len, window, block_q, c
         bias = np.broadcast_to(np.arange(length, dtype=np.float64), (2, 2, length))
     else:
         bias = rng.integers(-2, 3, (2, 2, length)).astype(np.float64)
-    seg = np.sort(rng.integers(0, 5, (2, length)), axis=1).astype(np.int32) if case == "segments" else None
+    seg = np.sort(rng.integers(0, 5, (2, length)), axis=1).astype(np.int32) if case in ("segments", "local") else None
     mask = rng.random((2, length)) < 0.7 if case == "masked" else None
     if case == "masked":
         bias[rng.random(bias.shape) < 0.1] = -np.inf
     bias = jnp.asarray(bias, jnp.float32)
-    ends_jax = live_ranges(bias, window, segment_ids=seg, key_mask=mask)
+    variant = dict(local_window=4, sink_keys=2) if case == "local" else {}
+    ends_jax = live_ranges(bias, window, segment_ids=seg, key_mask=mask, **variant)
     slots = np.asarray(table(ends_jax, q_len, block_q, window, segment_ids=seg, key_mask=mask, bias=bias))
     ends = np.asarray(ends_jax)
     for b in range(2):
@@ -91,3 +94,9 @@ def test_carried_keys_are_exactly_the_live_set(length, q_len, window, block_q, c
                 for s, key in enumerate(row):
                     if key >= 0:
                         assert slot_of.setdefault(int(key), s) == s, "a key keeps its slot"
+    # ever_carried: the keys some tile lists, from the live ranges alone (what the Mosaic GPU
+    # key-major pass wrote rows for), without a scatter over the tables
+    listed = np.zeros(ends.shape, bool)
+    for b, h, key in zip(*np.nonzero(slots >= 0)[:2], slots[slots >= 0]):
+        listed[b, h, key] = True
+    np.testing.assert_array_equal(np.asarray(ever_carried(ends_jax, q_len, block_q)), listed)
