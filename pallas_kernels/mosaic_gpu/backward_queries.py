@@ -391,6 +391,11 @@ def dma_backward_queries_mosaic(
     )
     batch, bias_heads, tiles = dims["batch"], dims["bias_heads"], dims["tiles"]
     table_steps = dims["table_steps"]
+    if key_sums is not None:
+        sums_shape = (batch, bias_heads, dims["kv_len"], dims["head_dim"])
+        got = tuple(tuple(x.shape) for x in key_sums)
+        if got != (sums_shape, sums_shape, sums_shape[:3]):
+            raise ValueError(f"key_sums must be dk, dv {sums_shape} and carried {sums_shape[:3]}, got {got}")
     call = _build(
         batch=batch, bias_heads=bias_heads, tiles=tiles, rows=dims["rows"], head_dim=dims["head_dim"],
         kv_heads=dims["kv_heads"], kv_len=dims["kv_len"], dtype=jnp.dtype(q_tiles.dtype), block_q=block_q,

@@ -152,6 +152,16 @@ def test_key_sums_name_what_they_need(kv_heads, kv_len, q_offset, message):
         check_arguments(*args, **common, key_sums=True, q_offset=q_offset)
 
 
+def test_key_sums_of_the_wrong_shape_are_refused():
+    from pallas_kernels.mosaic_gpu.backward_queries import dma_backward_queries_mosaic
+
+    args = _sequence_args()
+    sums = jnp.zeros((1, 4, 128, 128), jnp.float32)  # half the keys
+    with pytest.raises(ValueError, match=r"key_sums must be dk, dv \(1, 4, 256, 128\)"):
+        dma_backward_queries_mosaic(*args, scale=0.1, block_q=64, block_k=64, q_offset=0, kv_sequence=True,
+                                    q_sequence=True, key_sums=(sums, sums, jnp.zeros((1, 4, 128), bool)))
+
+
 @pytest.mark.parametrize("case", [CASES["gqa-r2"], CASES["segments-and-mask"]], ids=["gqa-r2", "segments-and-mask"])
 def test_transposed_slot_sums_equal_the_plain_sums(case, monkeypatch):
     plain = _outputs_and_grads(PallasConfig(slot_sums_transposed=False).interpreted(poison_outputs=True), case)
