@@ -451,18 +451,21 @@ def _kernels_bwd(call, residuals, d_out):
         dq = queries[0].reshape(batch, bias_heads, tiles_fwd, rows_fwd, head_dim)
         if call.sequence_bias_heads is not None:
             dq = _tiles_to_sequence(dq, rows_fwd // config.block_q)
-    own = kv_len - call.q_offset
-    flat = lambda x: x.reshape((batch, bias_heads, tiles * config.block_q_bwd) + x.shape[4:])[:, :, :own]
+
+    def with_own(x, x_own):
+        """A key-major sum cut to Tk, plus the own keys' part (tile n's at q_offset + n * block_q + i)."""
+        x = x[:, :, :kv_len]
+        if not call.causal:
+            return x
+        flat = x_own.reshape((batch, bias_heads, tiles * config.block_q_bwd) + x_own.shape[4:])
+        return x.at[:, :, call.q_offset :].add(flat[:, :, : kv_len - call.q_offset])
+
+    _, dk_own, dv_own, db_own = queries
+    dbias = with_own(slots[-1], db_own)
     if finished:  # the query-major pass wrote the whole dk and dv (every key is an own key)
-        (_, dk, dv, db_own), (dbias,) = queries, slots
-        dbias = dbias[:, :, :kv_len].at[:, :, call.q_offset :].add(flat(db_own))
+        dk, dv = dk_own, dv_own
     else:
-        (_, dk_own, dv_own, db_own), (dk, dv, dbias) = queries, slots
-        dk, dv, dbias = dk[:, :, :kv_len], dv[:, :, :kv_len], dbias[:, :, :kv_len]
-        if call.causal:  # own keys of tile n sit at positions q_offset + n * block_q + i
-            dk = dk.at[:, :, call.q_offset :].add(flat(dk_own))
-            dv = dv.at[:, :, call.q_offset :].add(flat(dv_own))
-            dbias = dbias.at[:, :, call.q_offset :].add(flat(db_own))
+        dk, dv = with_own(slots[0], dk_own), with_own(slots[1], dv_own)
         per_kv = lambda x: x.reshape(batch, kv_heads, bias_heads // kv_heads, kv_len, head_dim).sum(axis=2)
         dk, dv = (_swap_kv_layout(call, per_kv(x)) for x in (dk, dv))  # in k's and v's layout
     grads = vary_like((dq, dk.astype(k.dtype), dv.astype(v.dtype), dbias.astype(bias.dtype)),
