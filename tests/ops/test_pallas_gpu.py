@@ -157,16 +157,24 @@ def test_q_sequence_backward_matches_the_tile_layout():
 def test_fused_key_grads_match_the_unfused_sums(segments):
     """``PallasConfig(fused_key_grads=True)`` at the 2K model layer's heads (H = Hb = Hkv = 8,
     R = 1, queries = keys): the key-major pass runs first and the query-major pass adds its float32
-    sums to its own keys' and writes dK and dV in bf16. The same float32 additions as the unfused
-    path, so outputs and all four gradients are bitwise equal, and bitwise equal over two runs."""
+    sums to its own keys' and writes dK and dV in bf16. Outputs, dq, dv and dbias are bitwise equal
+    to the unfused path. dK is own dK times the scale plus the sum: the GPU compiler contracts that
+    into one fused multiply-add (one rounding where the unfused path has two), so a few elements in
+    10^5 differ, by one bf16 step or, where the two parts nearly cancel, by the product's float32
+    rounding. Every output is bitwise equal over two runs."""
     args, cotangent, kwargs = _problem(9, 2, 2048, 2048, 8, 8, 8, 128, jnp.bfloat16, segments, segments)
+    kwargs = dict(segment_ids=None, key_mask=None) | kwargs
     run = lambda config: _out_and_grads(
         lambda *a: dma_attention_pallas(*a, 512, causal=True, scale=None, config=config, **kwargs), args, cotangent)
     unfused = run(PallasConfig(fused_key_grads=False))
     fused, again = run(PallasConfig(fused_key_grads=True)), run(PallasConfig(fused_key_grads=True))
     for name, got, got_again, want in zip(("out", "dq", "dk", "dv", "dbias"), fused, again, unfused):
-        np.testing.assert_array_equal(got, want, err_msg=name)
         np.testing.assert_array_equal(got, got_again, err_msg=name)
+        if name != "dk":
+            np.testing.assert_array_equal(got, want, err_msg=name)
+            continue
+        assert np.mean(got != want) < 1e-4, np.mean(got != want)
+        np.testing.assert_allclose(got, want, rtol=2.0**-7, atol=2.0**-16 * np.abs(want).max())
 
 
 def test_sequence_layout_is_accurate_and_matches_the_tile_layout():
