@@ -2,11 +2,12 @@
 
     python -m benchmarks.gpu_breakdown --lengths 4096 32768 --window 1024 --out results/benchmarks/gpu_breakdown.json
 
-For each T (and each ``--digit-bits``: bits per level of the selection's wavelet matrix, to compare
-level counts in one run) it traces ``--runs`` calls of four jitted parts, with the shapes of
+For each T (and each ``--order-statistics`` and ``--digit-bits``: the selection's range order
+statistics, block counts or the wavelet matrix, and the wavelet matrix's bits per level, to compare
+them in one run) it traces ``--runs`` calls of four jitted parts, with the shapes of
 ``benchmarks.attention`` (B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias; ``--batch``,
 ``--heads``, ``--kv-heads`` and ``--segments`` change them, e.g. to a model layer's call):
-``live_ranges`` (the wavelet matrix), the whole selection stage of the Pallas path (live ranges,
+``live_ranges``, the whole selection stage of the Pallas path (live ranges,
 slots, both key tables), the forward and the forward+backward through ``dma_attention``. From the
 trace (``jax.profiler``, no Nsight needed) it reports per call: wall time (median, untraced),
 amortised wall time (``--calls`` back-to-back calls, one wait), device busy time (the sum of kernel durations on the GPU's streams), the number of kernels
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import itertools
 import os
 import tempfile
 from typing import NamedTuple
@@ -39,7 +41,7 @@ from benchmarks.common import (
     result_header, write_json,
 )
 from dma_jax import PallasConfig, dma_attention, live_ranges
-from dma_jax.selection import order_statistics
+from dma_jax.selection import order_statistics, ranges
 from dma_jax.timing import amortised_seconds
 
 
@@ -98,8 +100,10 @@ def split_by_category(row: dict) -> dict:
 
 
 def variant_of(row: dict) -> str:
-    """The selection variant a row ran: its digit bits (older files: ``selection``, BITS:JUMPS)."""
-    return str(row.get("digit_bits", row.get("selection", "-")))
+    """The selection variant a row ran: its order statistics and digit bits (older files: the
+    digit bits alone, or ``selection``, BITS:JUMPS)."""
+    bits = str(row.get("digit_bits", row.get("selection", "-")))
+    return f"{row['order_statistics']}:{bits}" if "order_statistics" in row else bits
 
 
 def plot(result: dict, path: str) -> None:
@@ -189,6 +193,8 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=5, help="traced calls per part")
     p.add_argument("--repeats", type=int, default=10, help="untraced timed calls per part (median)")
     p.add_argument("--calls", type=int, default=100, help="back-to-back calls per amortised time")
+    p.add_argument("--order-statistics", nargs="+", choices=["auto", "blocks", "wavelet"], default=["auto"],
+                   help="the live ranges' range order statistics, one pass each (dma_jax.selection.ranges)")
     p.add_argument("--digit-bits", type=int, nargs="+", default=[order_statistics.DIGIT_BITS],
                    help="bits per wavelet-matrix level of the selection, one pass each (1: binary)")
     p.add_argument("--batch", type=int, default=1)
@@ -208,25 +214,25 @@ def main(argv=None):
                   xla_flags=os.environ.get("XLA_FLAGS", ""), window=args.window, rows=[])
     shape = Shape(args.batch, args.heads, args.kv_heads, args.segments, args.cudnn)
     result["shape"] = shape._asdict()
-    for digit_bits in args.digit_bits:
-        order_statistics.DIGIT_BITS = digit_bits
-        jax.clear_caches()  # the selection's jitted functions were traced with the previous value
+    for method, digit_bits in itertools.product(args.order_statistics, args.digit_bits):
+        ranges.ORDER_STATISTICS, order_statistics.DIGIT_BITS = method, digit_bits
+        jax.clear_caches()  # the selection's jitted functions were traced with the previous values
         for length in args.lengths:
             for name, fn, fn_args in parts(length, args.window, shape):
                 wall_ms = median_ms(fn, *fn_args, repeats=args.repeats)
                 amortised_ms = amortised_seconds(fn, *fn_args, calls=args.calls) * 1e3
-                row = dict(T=length, part=name, digit_bits=digit_bits, wall_ms=wall_ms, amortised_ms=amortised_ms,
-                           **summarise(trace(fn, fn_args, args.runs), args.runs, args.top))
+                row = dict(T=length, part=name, order_statistics=method, digit_bits=digit_bits, wall_ms=wall_ms,
+                           amortised_ms=amortised_ms, **summarise(trace(fn, fn_args, args.runs), args.runs, args.top))
                 result["rows"].append(row)
                 write_json(result, args.out)
-                print(f"T={length:6d} bits {digit_bits} {name:17s} wall {wall_ms:7.3f} ms  amortised {amortised_ms:7.3f} ms  "
+                print(f"T={length:6d} {method}:{digit_bits} {name:17s} wall {wall_ms:7.3f} ms  amortised {amortised_ms:7.3f} ms  "
                       f"busy {row['busy_ms']:7.3f} ms  kernels {row['kernels_per_call']:6.1f}", flush=True)
                 for kernel in row["top"][:6]:
                     print(f"      {kernel['ms']:7.3f} ms  x{kernel['launches']:5.1f}  {kernel['name'][:90]}")
     plot(result, png)
-    print(f"\n{'T':>6s} {'bits':>5s} {'part':17s} {'wall ms':>8s} {'amort ms':>8s} {'busy ms':>8s} {'kernels':>8s}")
+    print(f"\n{'T':>6s} {'variant':>10s} {'part':17s} {'wall ms':>8s} {'amort ms':>8s} {'busy ms':>8s} {'kernels':>8s}")
     for row in result["rows"]:
-        print(f"{row['T']:6d} {variant_of(row):>5s} {row['part']:17s} {row['wall_ms']:8.3f} {row['amortised_ms']:8.3f} "
+        print(f"{row['T']:6d} {variant_of(row):>10s} {row['part']:17s} {row['wall_ms']:8.3f} {row['amortised_ms']:8.3f} "
               f"{row['busy_ms']:8.3f} {row['kernels_per_call']:8.1f}")
 
 

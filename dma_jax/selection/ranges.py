@@ -8,7 +8,8 @@ a key that drops out never returns, and key j is kept by exactly the queries in 
 (``m_j`` = end of j's segment when fewer than w keys beat it).
 
 Visiting keys from best to worst, the keys that beat key j are a prefix of that order, so
-``m_j`` is a range order statistic answered by a wavelet matrix (``order_statistics``).
+``m_j`` is a range order statistic (``order_statistics``): block counts on short rows, a wavelet
+matrix on long ones (``ORDER_STATISTICS``).
 Nothing here builds a T x T array.
 
 The local-window variant (``local_window`` l, ``sink_keys`` s; not the paper's): a query keeps the
@@ -24,6 +25,7 @@ Sinks are kept to the end of their segment.
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple
 
 import jax
@@ -31,9 +33,28 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dma_jax.selection.order_statistics import build_wavelet_matrix, range_kth_smallest
+from dma_jax.selection.order_statistics import (
+    block_kth_smallest,
+    build_block_counts,
+    build_wavelet_matrix,
+    range_kth_smallest,
+)
 from dma_jax.selection.segments import segment_bounds
 from dma_jax.validation import check_selection_args
+
+# The range order statistics behind ``m_j`` (read at trace time): "auto" takes block counts (few
+# GPU launches, O(T sqrt T) work) for rows of up to BLOCK_COUNTS_MAX_LENGTH keys and the wavelet
+# matrix (O(T log T)) above; "blocks" or "wavelet" use one everywhere. The environment variable
+# DMA_ORDER_STATISTICS sets the default.
+ORDER_STATISTICS = os.environ.get("DMA_ORDER_STATISTICS", "auto")
+BLOCK_COUNTS_MAX_LENGTH = 8192
+
+
+def _uses_block_counts(length: int) -> bool:
+    if ORDER_STATISTICS not in ("auto", "blocks", "wavelet"):
+        raise ValueError(f"ORDER_STATISTICS ($DMA_ORDER_STATISTICS) must be 'auto', 'blocks' or 'wavelet', "
+                         f"got {ORDER_STATISTICS!r}")
+    return ORDER_STATISTICS == "blocks" or (ORDER_STATISTICS == "auto" and length <= BLOCK_COUNTS_MAX_LENGTH)
 
 
 def valid_keys(bias: jax.Array, key_mask: jax.Array | None) -> jax.Array:
@@ -110,13 +131,11 @@ def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
     else:
         better = rank - group_lo  # valid keys that beat key j, for valid j
         enough = better >= window
-        matrix = build_wavelet_matrix(order, length)
-        wth = range_kth_smallest(
-            matrix,
-            jnp.where(enough, group_lo, 0),
-            jnp.where(enough, rank, length),
-            jnp.full_like(rank, window - 1),
-        )
+        ranges = (jnp.where(enough, group_lo, 0), jnp.where(enough, rank, length), jnp.full_like(rank, window - 1))
+        if _uses_block_counts(length):
+            wth = block_kth_smallest(*build_block_counts(order, inverse=rank), *ranges)
+        else:
+            wth = range_kth_smallest(build_wavelet_matrix(order, length), *ranges)
         arrival = jnp.where(enough, wth, segment_end)
     return jnp.where(valid, jnp.maximum(index, arrival), index)
 

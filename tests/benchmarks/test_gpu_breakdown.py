@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks.gpu_breakdown import kernel_events, plot, split_by_category, summarise, trace
+from benchmarks.gpu_breakdown import kernel_events, plot, split_by_category, summarise, trace, variant_of
 
 
 def _profile():
@@ -70,3 +70,9 @@ def test_parts_take_a_model_layers_shape():
     q, k, v, bias = by_name["forward"][1]
     assert q.shape == (2, 64, 4, 128) and k.shape == (2, 64, 2, 128) and bias.shape == (2, 2, 64)
     assert by_name["live_ranges"][0](bias).shape == (2, 2, 64)  # one end per key and row
+
+
+@pytest.mark.parametrize("row, variant", [(dict(order_statistics="blocks", digit_bits=4), "blocks:4"),
+                                          (dict(digit_bits=1), "1"), (dict(selection="4:12"), "4:12"), ({}, "-")])
+def test_variant_of_reads_new_and_older_rows(row, variant):
+    assert variant_of(row) == variant

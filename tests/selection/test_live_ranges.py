@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dma_jax import live_ranges, selection_mask, static_keep
+from dma_jax.selection import ranges
 from dma_jax.selection.ranges import live_ranges_unchecked
 
 
@@ -57,6 +58,35 @@ def test_live_ranges_equal_selection_mask(case, window, length):
     np.testing.assert_array_equal(_mask_from_ends(ends, seg), expected)
     assert ends.dtype == np.int32
     assert (ends >= np.arange(length)).all()
+
+
+@pytest.mark.parametrize("case", ["everything", "interleaved_segments", "plain"])
+@pytest.mark.parametrize("variant", [dict(), dict(local_window=8, sink_keys=2)], ids=["dma", "local8_sinks2"])
+def test_block_counts_and_wavelet_matrix_give_the_same_ranges(case, variant, monkeypatch):
+    """Short rows take block counts by default and long ones the wavelet matrix
+    (``ranges.ORDER_STATISTICS``); each forced everywhere gives the same ends."""
+    rng = np.random.default_rng(7)
+    bias, seg, mask = _random_case(rng, 2, 2, 300, **CASES[case])
+    ends = {}
+    for method in ("blocks", "wavelet"):
+        monkeypatch.setattr(ranges, "ORDER_STATISTICS", method)
+        jax.clear_caches()  # read at trace time
+        ends[method] = np.asarray(live_ranges_unchecked(jnp.asarray(bias), 40, seg, mask, **variant))
+    jax.clear_caches()
+    np.testing.assert_array_equal(ends["blocks"], ends["wavelet"])
+    assert (ends["blocks"] > np.arange(300)).any()
+
+
+@pytest.mark.parametrize("length, method", [(8192, "blocks"), (8193, "wavelet")])
+def test_auto_order_statistics_switch_at_the_length_bound(length, method):
+    assert ranges.BLOCK_COUNTS_MAX_LENGTH == 8192
+    assert ranges._uses_block_counts(length) == (method == "blocks")
+
+
+def test_unknown_order_statistics_are_refused(monkeypatch):
+    monkeypatch.setattr(ranges, "ORDER_STATISTICS", "sorted")
+    with pytest.raises(ValueError, match="ORDER_STATISTICS"):
+        ranges._uses_block_counts(10)
 
 
 def _simulated_ends(bias, window):

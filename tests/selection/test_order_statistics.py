@@ -5,7 +5,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dma_jax.selection.order_statistics import DIGIT_BITS, build_wavelet_matrix, level_count, range_kth_smallest
+from dma_jax.selection.order_statistics import (
+    DIGIT_BITS,
+    block_kth_smallest,
+    build_block_counts,
+    build_wavelet_matrix,
+    count_block,
+    level_count,
+    range_kth_smallest,
+)
+
+
+def _queries(n, rng):
+    lo, hi = np.sort(rng.integers(0, n + 1, (2, 500)), axis=0)
+    hi = np.where(hi == lo, lo + 1, hi)
+    lo = np.minimum(lo, n - 1)
+    hi = np.minimum(hi, n)
+    return lo, hi, (rng.random(500) * (hi - lo)).astype(np.int32)
 
 
 @pytest.mark.parametrize("digit_bits", [1, 3, DIGIT_BITS])
@@ -17,15 +33,33 @@ from dma_jax.selection.order_statistics import DIGIT_BITS, build_wavelet_matrix,
 def test_range_kth_smallest_matches_sort(n, kind, digit_bits):
     rng = np.random.default_rng(n)
     values = rng.permutation(n) if kind == "perm" else rng.integers(0, n, n)
-    lo, hi = np.sort(rng.integers(0, n + 1, (2, 500)), axis=0)
-    hi = np.where(hi == lo, lo + 1, hi)
-    lo = np.minimum(lo, n - 1)
-    hi = np.minimum(hi, n)
-    k = (rng.random(500) * (hi - lo)).astype(np.int32)
+    lo, hi, k = _queries(n, rng)
     expected = [np.sort(values[a:b])[c] for a, b, c in zip(lo, hi, k)]
     matrix = jax.jit(build_wavelet_matrix, static_argnums=(1, 2))(jnp.asarray(values, jnp.int32), n, digit_bits)
     got = jax.jit(range_kth_smallest)(matrix, jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(k))
     np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 64, 65, 1000, 4096])
+@pytest.mark.parametrize("given_inverse", [False, True], ids=["scattered", "given"])
+def test_block_counts_match_sort(n, given_inverse):
+    """Block counts answer the same queries as sorting each range, for permutations whose length is
+    and is not a multiple of the block, with the inverse built or passed in."""
+    rng = np.random.default_rng(n)
+    values = rng.permutation(n)
+    lo, hi, k = _queries(n, rng)
+    expected = [np.sort(values[a:b])[c] for a, b, c in zip(lo, hi, k)]
+    inverse = jnp.asarray(np.argsort(values), jnp.int32) if given_inverse else None
+    counts, inverse = jax.jit(build_block_counts)(jnp.asarray(values, jnp.int32), inverse)
+    assert counts.shape == (n + 1, -(-n // count_block(n)))
+    np.testing.assert_array_equal(np.asarray(inverse), np.argsort(values))
+    got = jax.jit(block_kth_smallest)(counts, inverse, jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(k))
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("n, block", [(1, 2), (4, 2), (5, 4), (4096, 64), (4097, 128), (32768, 256)])
+def test_count_block_is_a_power_of_two_near_sqrt_n(n, block):
+    assert count_block(n) == block
 
 
 @pytest.mark.parametrize("digit_bits, levels", [(1, 10), (2, 5), (4, 3), (10, 1)])
