@@ -5,7 +5,8 @@
 # processes: one 2K model layer's call (B = 32, H = Hkv = 8, w = 512, segments) and the default
 # model's 2K train step, with MHA beside DMA in the unfused run (the 2K bar, both in one run).
 # Predicted (docs/kernels.md): the layer's forward+backward about 0.26 ms shorter, the step about
-# 1.2% more tokens/s. About 5 minutes on an H100.
+# 1.2% more tokens/s; measured on an H100 (results/benchmarks/fused_key_grads_h100): 0.34 ms shorter,
+# the step unchanged within noise. About 6 minutes on an H100.
 #   bash scripts/gpu/fused_key_grads.sh [OUT_DIR]      (default results/benchmarks/fused_key_grads_<card>)
 set -euo pipefail
 source "$(dirname "$0")/environment.sh"

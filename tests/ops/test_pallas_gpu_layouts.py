@@ -105,12 +105,12 @@ def test_backward_reads_q_in_sequence_only_where_both_mosaic_passes_run_with_one
     assert pallas_gpu._q_sequence_backward(call, q, ()) is expected
 
 
-def test_fused_key_grads_default_off_from_the_environment(monkeypatch):
+def test_fused_key_grads_default_on_from_the_environment(monkeypatch):
     monkeypatch.delenv(pallas_gpu.FUSED_KEY_GRADS_VARIABLE, raising=False)
-    assert not PallasConfig().fused_key_grads
-    monkeypatch.setenv(pallas_gpu.FUSED_KEY_GRADS_VARIABLE, "1")
     assert PallasConfig().fused_key_grads
-    assert PallasConfig().interpreted().fused_key_grads
+    monkeypatch.setenv(pallas_gpu.FUSED_KEY_GRADS_VARIABLE, "0")
+    assert not PallasConfig().fused_key_grads
+    assert not PallasConfig().interpreted().fused_key_grads
 
 
 def _sequence_args(*, heads=4, kv_heads=4, q_len=256, kv_len=256, block_q=64, width=64):
