@@ -131,11 +131,11 @@ def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
     else:
         better = rank - group_lo  # valid keys that beat key j, for valid j
         enough = better >= window
-        ranges = (jnp.where(enough, group_lo, 0), jnp.where(enough, rank, length), jnp.full_like(rank, window - 1))
+        beaters = (jnp.where(enough, group_lo, 0), jnp.where(enough, rank, length), jnp.full_like(rank, window - 1))
         if _uses_block_counts(length):
-            wth = block_kth_smallest(*build_block_counts(order, inverse=rank), *ranges)
+            wth = block_kth_smallest(*build_block_counts(order, inverse=rank), *beaters)
         else:
-            wth = range_kth_smallest(build_wavelet_matrix(order, length), *ranges)
+            wth = range_kth_smallest(build_wavelet_matrix(order, length), *beaters)
         arrival = jnp.where(enough, wth, segment_end)
     return jnp.where(valid, jnp.maximum(index, arrival), index)
 
