@@ -217,6 +217,15 @@ def _is_hopper(device=None) -> bool:
     return device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9")
 
 
+def _takes(check, *args, **kwargs) -> bool:
+    """Whether a kernel's ``check_arguments`` accepts the call (it raises a ValueError otherwise)."""
+    try:
+        check(*args, **kwargs)
+    except ValueError:
+        return False
+    return True
+
+
 def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_heads, own_keys, num_stages,
                            interpret=False, device=None, kv_sequence=False) -> bool:
     """Whether ``forward_backend="auto"`` runs this call's forward on Mosaic GPU: a Hopper GPU
@@ -226,12 +235,8 @@ def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_he
 
     if interpret or bias_heads is None or not _is_hopper(device):
         return False
-    try:
-        check_arguments(q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K,
-                        bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence)
-    except ValueError:
-        return False
-    return True
+    return _takes(check_arguments, q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K,
+                  bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence)
 
 
 def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpret=False,
@@ -244,15 +249,10 @@ def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpr
     if interpret or not _is_hopper(device):
         return False, False
 
-    def fits(check, **kwargs):
-        try:
-            check(*args, block_q=block_q, kv_sequence=kv_sequence, q_sequence=q_sequence, **kwargs)
-        except ValueError:
-            return False
-        return True
-
-    return (fits(backward_queries.check_arguments, block_k=MOSAIC_BLOCK_K, num_stages=num_stages, own_keys=own_keys),
-            fits(backward_slots.check_arguments))
+    layouts = dict(block_q=block_q, kv_sequence=kv_sequence, q_sequence=q_sequence)
+    return (_takes(backward_queries.check_arguments, *args, block_k=MOSAIC_BLOCK_K, num_stages=num_stages,
+                   own_keys=own_keys, **layouts),
+            _takes(backward_slots.check_arguments, *args, **layouts))
 
 
 def _swap_kv_layout(call, x):
@@ -388,13 +388,9 @@ def _fused_key_grads(call, args) -> bool:
         return False
     from pallas_kernels.mosaic_gpu.backward_queries import check_arguments
 
-    try:
-        check_arguments(*args, block_q=config.block_q_bwd, block_k=MOSAIC_BLOCK_K, own_keys=True,
-                        num_stages=config.options_bwd.num_stages, kv_sequence=True, q_sequence=True, key_sums=True,
-                        q_offset=call.q_offset)
-    except ValueError:
-        return False
-    return True
+    return _takes(check_arguments, *args, block_q=config.block_q_bwd, block_k=MOSAIC_BLOCK_K, own_keys=True,
+                  num_stages=config.options_bwd.num_stages, kv_sequence=True, q_sequence=True, key_sums=True,
+                  q_offset=call.q_offset)
 
 
 def _mosaic_passes(call, args, *, q_sequence=False) -> tuple[bool, bool]:

@@ -32,8 +32,9 @@ built like the forward (``pallas_kernels.mosaic_gpu.forward``) and reusing its c
 - dq (times scale) goes back through the query buffer with one TMA store.
 - With ``key_sums`` (the key-major pass' float32 sums of carried keys, run first), the own steps
   finish dK and dV: each 64-key block TMA-loads those sums and a carried mask for its keys into
-  the float32 staging buffer, adds them where the key was carried (the same float32 addition as
-  the unfused sum, so the same bits), and writes the result in k's dtype straight into k's
+  the float32 staging buffer, adds them where the key was carried (the unfused sum's float32
+  addition; for dK the GPU compiler folds the scale into it as one fused multiply-add, so a few
+  elements round differently), and writes the result in k's dtype straight into k's
   (B, Tk, Hkv, D) layout (one TMA box of rows Hkv * D apart). Every key is an own key of exactly
   one tile when the queries are the keys (q_offset = 0, Tk = tiles * block_q), so each row of dK
   and dV is written once; this replaces the unfused path's float32 outputs and the XLA fusion

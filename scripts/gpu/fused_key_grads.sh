@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PallasConfig.fused_key_grads on one Hopper GPU: the query-major backward pass adds the key-major
 # pass' float32 sums of dK and dV and writes them in bf16 (docs/kernels.md). First its GPU tests
-# (bitwise equal to the unfused sums); then, with the variable at 0 and 1, each in its own
+# (equal to the unfused sums, dK within one fused multiply-add's rounding); then, with the variable at 0 and 1, each in its own
 # processes: one 2K model layer's call (B = 32, H = Hkv = 8, w = 512, segments) and the default
 # model's 2K train step, with MHA beside DMA in the unfused run (the 2K bar, both in one run).
 # Predicted (docs/kernels.md): the layer's forward+backward about 0.26 ms shorter, the step about
