@@ -131,8 +131,9 @@ def build_block_counts(values: jax.Array, inverse: jax.Array | None = None) -> t
         caller has it; else built with one scatter.
 
     Returns:
-      counts: int32 (n + 1, blocks), ``[i, b]`` = how many of the first ``i`` values are below
-      ``(b + 1) * count_block(n)``; and the inverse permutation.
+      counts: (n + 1, blocks), ``[i, b]`` = how many of the first ``i`` values are below
+      ``(b + 1) * count_block(n)``, int16 for n < 2**15 (half the bytes of the largest array the
+      selection writes at 4K), else int32; and the inverse permutation (int32).
     """
     n = values.shape[0]
     block = count_block(n)
@@ -140,8 +141,9 @@ def build_block_counts(values: jax.Array, inverse: jax.Array | None = None) -> t
     values = values.astype(jnp.int32)
     if inverse is None:
         inverse = jnp.zeros_like(values).at[values].set(jnp.arange(n, dtype=jnp.int32), unique_indices=True)
-    below = (values[:, None] // block <= jnp.arange(blocks, dtype=jnp.int32)).astype(jnp.int32)
-    counts = jnp.pad(jnp.cumsum(below, axis=0, dtype=jnp.int32), ((1, 0), (0, 0)))
+    dtype = jnp.int16 if n < 2**15 else jnp.int32
+    below = (values[:, None] // block <= jnp.arange(blocks, dtype=jnp.int32)).astype(dtype)
+    counts = jnp.pad(jnp.cumsum(below, axis=0, dtype=dtype), ((1, 0), (0, 0)))
     return lax.optimization_barrier(counts), inverse.astype(jnp.int32)
 
 
@@ -159,7 +161,7 @@ def block_kth_smallest(counts: jax.Array, inverse: jax.Array, lo: jax.Array, hi:
     n = inverse.shape[0]
     blocks, block = counts.shape[1], count_block(n)
     lo, hi, k = (x.astype(jnp.int32) for x in (lo, hi, k))
-    in_range = counts[hi] - counts[lo]  # (..., blocks): values of the range below each block's end
+    in_range = (counts[hi] - counts[lo]).astype(jnp.int32)  # (..., blocks): values of the range below each block's end
     found = jnp.minimum(jnp.sum(in_range <= k[..., None], axis=-1), blocks - 1)  # the answer's block
     below_found = jnp.take_along_axis(in_range, jnp.maximum(found - 1, 0)[..., None], axis=-1)[..., 0]
     before = jnp.where(found > 0, below_found, 0)  # values of the range in earlier blocks

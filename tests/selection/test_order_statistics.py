@@ -88,3 +88,22 @@ def test_tables_and_query_levels_are_written_out_one_level_at_a_time():
     barriers = [e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier"]
     assert len(barriers) == 2 * level_count(300, 4)  # 3 table levels, 3 query levels
     np.testing.assert_array_equal(query(values), values)  # the v-th smallest of 0..299 is v
+
+
+@pytest.mark.parametrize("n, dtype", [(4096, jnp.int16), (2**15 - 1, jnp.int16), (2**15, jnp.int32)])
+def test_block_counts_are_int16_below_2_to_15_values(n, dtype):
+    counts, _ = jax.eval_shape(build_block_counts, jax.ShapeDtypeStruct((n,), jnp.int32))
+    assert counts.dtype == dtype
+
+
+def test_block_counts_at_the_int16_limit():
+    """The largest int16 table: counts up to 2**15 - 1, exact."""
+    n = 2**15 - 1
+    rng = np.random.default_rng(0)
+    values = rng.permutation(n)
+    lo, hi, k = np.array([0, 0, 5, 1000]), np.array([n, 1, n, 30000]), np.array([n - 1, 0, n // 2, 123])
+    expected = [np.sort(values[a:b])[c] for a, b, c in zip(lo, hi, k)]
+    counts, inverse = jax.jit(build_block_counts)(jnp.asarray(values, jnp.int32))
+    assert int(counts[-1, -1]) == n
+    got = jax.jit(block_kth_smallest)(counts, inverse, jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(k))
+    np.testing.assert_array_equal(np.asarray(got), expected)
