@@ -56,15 +56,20 @@ def _carried_span(ends, tiles, block_q, q_offset):
 
 def _row_carried(ends, slots, tiles, block_q, window, q_offset):
     length = ends.shape[0]
-    index = jnp.arange(length, dtype=jnp.int32)
+    # The (tiles, window) table is the selection's largest array (32 MiB a row at 32K, w = 1024):
+    # built in int16 where every key index fits, widened to int32 only by the last step.
+    dtype = jnp.int16 if length <= 2**15 else jnp.int32
+    index = jnp.arange(length, dtype=dtype)
     first, last = _carried_span(ends, tiles, block_q, q_offset)
     carried = (slots >= 0) & (first <= last)
-    table = jnp.full((tiles, window), -1, jnp.int32)
+    table = jnp.full((tiles, window), -1, dtype)
     table = table.at[jnp.where(carried, first, tiles), jnp.maximum(slots, 0)].set(index, mode="drop")
-    table = lax.cummax(table, axis=0)
+    table = lax.cummax(table, axis=0).astype(jnp.int32)
     tile_start = q_offset + jnp.arange(tiles, dtype=jnp.int32)[:, None] * block_q
     alive = (table >= 0) & (ends[jnp.maximum(table, 0)] > tile_start)
-    return jnp.where(alive, table, -1)
+    # where(alive, table, -1), written so that XLA cannot share the -1 with the scatter's initial
+    # array: shared, that array was materialised and read again here.
+    return jnp.where(alive, table + 1, 0) - 1
 
 
 def key_slots(ends, window, *, segment_ids=None, key_mask=None, bias=None):

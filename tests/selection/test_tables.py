@@ -100,3 +100,21 @@ def test_carried_keys_are_exactly_the_live_set(length, q_len, window, block_q, c
     for b, h, key in zip(*np.nonzero(slots >= 0)[:2], slots[slots >= 0]):
         listed[b, h, key] = True
     np.testing.assert_array_equal(np.asarray(ever_carried(ends_jax, q_len, block_q)), listed)
+
+
+@pytest.mark.parametrize("length", [2**15, 2**15 + 100], ids=["int16_table", "int32_table"])
+def test_carried_keys_at_the_int16_bound(length):
+    """The table is built in int16 while every key index fits (length <= 2**15), else int32: both
+    list exactly the live set, keys up to the last index included."""
+    window, block_q = 3, 32
+    bias = jnp.asarray(np.random.default_rng(length).normal(size=(1, 1, length)), jnp.float32)
+    bias = bias.at[..., -2 * block_q - 1].set(100.0)  # a key near the end stays live to the last tile
+    ends = np.asarray(live_ranges(bias, window))
+    slots = np.asarray(table(jnp.asarray(ends), length, block_q, window))
+    assert slots.dtype == np.int32
+    for n in range(num_tiles(length, block_q)):
+        start = n * block_q
+        live = np.nonzero(ends[0, 0, :start] > start)[0]
+        row = slots[0, 0, n]
+        np.testing.assert_array_equal(np.sort(row[row >= 0]), live)
+    assert length - 2 * block_q - 1 in slots[0, 0, -1]
