@@ -19,11 +19,7 @@ prefix of that level's sequence, how many elements carry each of the ``2 ** digi
 the next level is the sequence stably sorted by that digit. ``digit_bits = 1`` is the classic
 binary wavelet matrix (one level per bit); ``DIGIT_BITS = 4`` cuts the levels, and with them the
 small kernels a GPU launches one after another, by four, for 2 ** 4 / 4 = 4x the memory
-(``levels * (n + 1) * 2 ** digit_bits`` counts per row).
-
-Both keep their counts in ``count_dtype(n)``: uint16 below 2 ** 16 elements, which halves the
-bytes of the largest arrays the selection writes (the wavelet matrix's tables were 0.10 of the
-0.68 ms selection at 32K on an H100); every count read from a table is widened to int32 first.
+(``levels * (n + 1) * 2 ** digit_bits`` int32 per row).
 """
 
 from __future__ import annotations
@@ -45,15 +41,10 @@ def level_count(value_bound: int, digit_bits: int) -> int:
     return -(-_bit_count(value_bound) // digit_bits)
 
 
-def count_dtype(n: int):
-    """The dtype of counts up to ``n``: uint16 for n < 2 ** 16, else int32."""
-    return jnp.uint16 if n < 2**16 else jnp.int32
-
-
 def _digit_offsets(prefix: jax.Array) -> jax.Array:
     """int32 (radix,): elements of the level with a smaller digit (where each digit's run starts
     in the next level)."""
-    totals = prefix[-1].astype(jnp.int32)
+    totals = prefix[-1]
     return jnp.cumsum(totals) - totals
 
 
@@ -68,7 +59,7 @@ def build_wavelet_matrix(values: jax.Array, value_bound: int, digit_bits: int | 
       digit_bits: bits per level (static, >= 1); None: ``DIGIT_BITS`` (read at trace time).
 
     Returns:
-      ``count_dtype(n)`` (levels, n + 1, 2 ** digit_bits): ``[l, i, d]`` is how many of the first ``i``
+      int32 (levels, n + 1, 2 ** digit_bits): ``[l, i, d]`` is how many of the first ``i``
       elements of level ``l`` have digit ``d`` at that level. Level ``l + 1`` is level ``l``
       stably sorted by that digit.
     """
@@ -77,19 +68,18 @@ def build_wavelet_matrix(values: jax.Array, value_bound: int, digit_bits: int | 
         raise ValueError(f"digit_bits must be >= 1, got {digit_bits}")
     radix = 1 << digit_bits
     levels = level_count(value_bound, digit_bits)
-    dtype = count_dtype(values.shape[0])
     tables = []
     current = values.astype(jnp.int32)
     for level in range(levels):
         digit = (current >> ((levels - 1 - level) * digit_bits)) & (radix - 1)
-        onehot = (digit[:, None] == jnp.arange(radix, dtype=jnp.int32)).astype(dtype)
-        prefix = jnp.pad(jnp.cumsum(onehot, axis=0, dtype=dtype), ((1, 0), (0, 0)))
+        onehot = (digit[:, None] == jnp.arange(radix, dtype=jnp.int32)).astype(jnp.int32)
+        prefix = jnp.pad(jnp.cumsum(onehot, axis=0, dtype=jnp.int32), ((1, 0), (0, 0)))
         # Written out once: left alone, XLA's GPU fusion recomputes the cumulative sum (a
         # reduce-window) inside every gather that reads the table, for every query.
         prefix = lax.optimization_barrier(prefix)
         tables.append(prefix)
         if level + 1 < levels:
-            seen = jnp.take_along_axis(prefix[:-1], digit[:, None], axis=1)[:, 0].astype(jnp.int32)  # same digit before
+            seen = jnp.take_along_axis(prefix[:-1], digit[:, None], axis=1)[:, 0]  # same digit before it
             destination = _digit_offsets(prefix)[digit] + seen
             current = jnp.zeros_like(current).at[destination].set(current, unique_indices=True)
     return jnp.stack(tables)
@@ -113,8 +103,7 @@ def range_kth_smallest(matrix: jax.Array, lo: jax.Array, hi: jax.Array, k: jax.A
     pick = lambda table, digit: jnp.take_along_axis(table, digit[..., None], axis=-1)[..., 0]
     for level in range(levels):
         prefix = matrix[level]
-        # (..., radix) digit counts before lo and before hi
-        at_lo, at_hi = prefix[lo].astype(jnp.int32), prefix[hi].astype(jnp.int32)
+        at_lo, at_hi = prefix[lo], prefix[hi]  # (..., radix) digit counts before lo and before hi
         through = jnp.cumsum(at_hi - at_lo, axis=-1)  # elements of the range with digit <= d
         digit = jnp.minimum(jnp.sum(through <= k[..., None], axis=-1), radix - 1)
         digit_lo, digit_hi = pick(at_lo, digit), pick(at_hi, digit)  # that digit before lo and before hi
@@ -142,8 +131,9 @@ def build_block_counts(values: jax.Array, inverse: jax.Array | None = None) -> t
         caller has it; else built with one scatter.
 
     Returns:
-      counts: ``count_dtype(n)`` (n + 1, blocks), ``[i, b]`` = how many of the first ``i`` values
-      are below ``(b + 1) * count_block(n)``; and the inverse permutation (int32).
+      counts: (n + 1, blocks), ``[i, b]`` = how many of the first ``i`` values are below
+      ``(b + 1) * count_block(n)``, uint16 below 2**16 values (half the bytes of the largest array
+      the 4K selection writes), else int32; and the inverse permutation (int32).
     """
     n = values.shape[0]
     block = count_block(n)
@@ -151,7 +141,7 @@ def build_block_counts(values: jax.Array, inverse: jax.Array | None = None) -> t
     values = values.astype(jnp.int32)
     if inverse is None:
         inverse = jnp.zeros_like(values).at[values].set(jnp.arange(n, dtype=jnp.int32), unique_indices=True)
-    dtype = count_dtype(n)
+    dtype = jnp.uint16 if n < 2**16 else jnp.int32
     below = (values[:, None] // block <= jnp.arange(blocks, dtype=jnp.int32)).astype(dtype)
     counts = jnp.pad(jnp.cumsum(below, axis=0, dtype=dtype), ((1, 0), (0, 0)))
     return lax.optimization_barrier(counts), inverse.astype(jnp.int32)

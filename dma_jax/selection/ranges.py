@@ -97,18 +97,16 @@ def rank_order(bias: jax.Array, segment: jax.Array | None, valid: jax.Array) -> 
     bool (T,)): see ``RankOrder``."""
     length = bias.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
-    # One float key: -bias where valid (-0.0 and 0.0 tie), +inf where not (a valid key's bias is
-    # neither -inf nor NaN, so only invalid keys get +inf and they sort last). A stable sort of the
-    # reversed row keeps ties in descending index order. One compared key instead of (invalid,
-    # -bias, -index): benchmarks.rank_sort.
-    key = jnp.where(valid, -jnp.where(bias != 0, bias, jnp.zeros_like(bias)), jnp.inf)[::-1]
-    backwards = index[::-1]
+    # -0.0 and 0.0 must tie, and invalid keys (sorted last anyway) must not carry NaN.
+    score = jnp.where(valid & (bias != 0), bias, jnp.zeros_like(bias))
     if segment is None:  # one segment: no segment key to sort by, no groups to find
-        _, order = lax.sort((key, backwards), num_keys=1, is_stable=True)
+        *_, order = lax.sort(((~valid).astype(jnp.int32), -score, -index, index), num_keys=3)
         rank = jnp.zeros_like(index).at[order].set(index, unique_indices=True)
         zeros = jnp.zeros_like(index)
         return RankOrder(order, rank, zeros, zeros, jnp.full_like(index, length))
-    sorted_segment, _, order = lax.sort((segment[::-1], key, backwards), num_keys=2, is_stable=True)
+    sorted_segment, _, _, _, order = lax.sort(
+        (segment, (~valid).astype(jnp.int32), -score, -index, index), num_keys=4
+    )
     rank = jnp.zeros_like(index).at[order].set(index, unique_indices=True)
     group_start = jnp.concatenate([jnp.ones((1,), bool), sorted_segment[1:] != sorted_segment[:-1]])
     # The first rank position of each segment's run: a running max, not a binary search (whose

@@ -130,11 +130,14 @@ def test_kv_sequence_layout_matches_the_transposed_copy(kv_heads, bias_heads):
     """``PallasConfig(kv_sequence_layout=True)``: the kernels gather k and v rows from (B, Tk, Hkv, D)
     (a row stride of Hkv * D) instead of from a (B, Hkv, Tk, D) copy. Outputs and gradients are
     bitwise those of the copy (the same sums; one bias head per kv head, so the GQA group sum
-    does not reorder either), at the 2K model layer's head layout and with GQA."""
+    does not reorder either), at the 2K model layer's head layout and with GQA. ``fused_key_grads``
+    is off on both sides: it takes only the sequence layout, and its dK rounds differently (its
+    own test)."""
     args, cotangent, kwargs = _problem(7, 2, 2048, 2048, 8, kv_heads, bias_heads, 128, jnp.bfloat16, True, True)
     run = lambda config: _out_and_grads(
         lambda *a: dma_attention_pallas(*a, 512, causal=True, scale=None, config=config, **kwargs), args, cotangent)
-    kept, copied = run(PallasConfig(kv_sequence_layout=True)), run(PallasConfig(kv_sequence_layout=False))
+    kept = run(PallasConfig(kv_sequence_layout=True, fused_key_grads=False))
+    copied = run(PallasConfig(kv_sequence_layout=False, fused_key_grads=False))
     for name, got, want in zip(("out", "dq", "dk", "dv", "dbias"), kept, copied):
         np.testing.assert_array_equal(got, want, err_msg=name)
 
@@ -142,13 +145,14 @@ def test_kv_sequence_layout_matches_the_transposed_copy(kv_heads, bias_heads):
 def test_q_sequence_backward_matches_the_tile_layout():
     """``PallasConfig(q_sequence_backward=True)`` at the 2K model layer's heads (H = Hb = Hkv = 8,
     R = 1): both backward passes read q and dO and write dq in (B, T, H, D). Bitwise the tile
-    layout's gradients, alone and with ``kv_sequence_layout``."""
+    layout's gradients, alone and with ``kv_sequence_layout`` (``fused_key_grads`` off, as in the
+    test above)."""
     args, cotangent, kwargs = _problem(8, 2, 2048, 2048, 8, 8, 8, 128, jnp.bfloat16, True, True)
     run = lambda config: _out_and_grads(
         lambda *a: dma_attention_pallas(*a, 512, causal=True, scale=None, config=config, **kwargs), args, cotangent)
-    tiles = run(PallasConfig(q_sequence_backward=False))
-    for config in (PallasConfig(q_sequence_backward=True),
-                   PallasConfig(q_sequence_backward=True, kv_sequence_layout=True)):
+    tiles = run(PallasConfig(q_sequence_backward=False, fused_key_grads=False))
+    for config in (PallasConfig(q_sequence_backward=True, fused_key_grads=False),
+                   PallasConfig(q_sequence_backward=True, kv_sequence_layout=True, fused_key_grads=False)):
         for name, got, want in zip(("out", "dq", "dk", "dv", "dbias"), run(config), tiles):
             np.testing.assert_array_equal(got, want, err_msg=f"{name} {config}")
 

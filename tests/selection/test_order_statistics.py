@@ -91,27 +91,20 @@ def test_tables_and_query_levels_are_written_out_one_level_at_a_time():
 
 
 @pytest.mark.parametrize("n, dtype", [(4096, jnp.uint16), (2**16 - 1, jnp.uint16), (2**16, jnp.int32)])
-def test_counts_are_uint16_below_2_to_16_values(n, dtype):
+def test_block_counts_are_uint16_below_2_to_16_values(n, dtype):
     counts, _ = jax.eval_shape(build_block_counts, jax.ShapeDtypeStruct((n,), jnp.int32))
-    matrix = jax.eval_shape(lambda values: build_wavelet_matrix(values, n), jax.ShapeDtypeStruct((n,), jnp.int32))
-    assert counts.dtype == matrix.dtype == dtype
+    assert counts.dtype == dtype
 
 
-@pytest.mark.parametrize("structure", ["blocks", "wavelet"])
-def test_counts_at_the_uint16_limit(structure):
-    """The largest uint16 tables: counts up to 2**16 - 1, exact."""
+def test_block_counts_at_the_uint16_limit():
+    """The largest uint16 table: counts up to 2**16 - 1, exact."""
     n = 2**16 - 1
     rng = np.random.default_rng(0)
     values = rng.permutation(n)
     lo, hi, k = np.array([0, 0, 5, 1000, 7]), np.array([n, 1, n, 60000, n]), np.array([n - 1, 0, n // 2, 123, 0])
     expected = [np.sort(values[a:b])[c] for a, b, c in zip(lo, hi, k)]
     values, lo, hi, k = (jnp.asarray(x, jnp.int32) for x in (values, lo, hi, k))
-    if structure == "blocks":
-        counts, inverse = jax.jit(build_block_counts)(values)
-        assert int(counts[-1, -1]) == n
-        got = jax.jit(block_kth_smallest)(counts, inverse, lo, hi, k)
-    else:
-        matrix = jax.jit(build_wavelet_matrix, static_argnums=1)(values, n)
-        assert int(matrix[0, -1].astype(jnp.int32).sum()) == n
-        got = jax.jit(range_kth_smallest)(matrix, lo, hi, k)
+    counts, inverse = jax.jit(build_block_counts)(values)
+    assert int(counts[-1, -1]) == n
+    got = jax.jit(block_kth_smallest)(counts, inverse, lo, hi, k)
     np.testing.assert_array_equal(np.asarray(got), expected)

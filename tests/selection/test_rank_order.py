@@ -1,5 +1,5 @@
 """selection.ranges.rank_order: one row's keys by (segment, valid first, bias descending, index
-descending), from one float sort key and a stable sort of the reversed row."""
+descending), -0.0 tied with 0.0, with infinite, NaN and masked biases."""
 
 import jax
 import jax.numpy as jnp
