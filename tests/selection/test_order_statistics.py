@@ -7,6 +7,8 @@ import pytest
 
 from dma_jax.selection.order_statistics import (
     DIGIT_BITS,
+    _kth_set_bit,
+    _pack_bits,
     block_kth_smallest,
     build_block_counts,
     build_wavelet_matrix,
@@ -107,4 +109,24 @@ def test_block_counts_at_the_uint16_limit():
     counts, inverse = jax.jit(build_block_counts)(values)
     assert int(counts[-1, -1]) == n
     got = jax.jit(block_kth_smallest)(counts, inverse, lo, hi, k)
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+@pytest.mark.parametrize("width", [1, 5, 32, 64, 100])
+def test_kth_set_bit_of_packed_bits(width):
+    """The block's last step: bits packed into 32-bit words, and the index of the k-th set bit,
+    for every k, against numpy."""
+    rng = np.random.default_rng(width)
+    bits = rng.random((200, width)) < rng.random((200, 1))
+    bits[0], bits[1] = True, False
+    bits[1, -1] = True  # only the last bit set
+    rows, k = [], []
+    for row, b in enumerate(bits):
+        for j in range(b.sum()):
+            rows.append(row)
+            k.append(j)
+    words = _pack_bits(jnp.asarray(bits))
+    assert words.shape == (200, -(-width // 32)) and words.dtype == jnp.uint32
+    got = jax.jit(_kth_set_bit)(words[np.array(rows)], jnp.asarray(k, jnp.int32))
+    expected = [np.flatnonzero(bits[r])[j] for r, j in zip(rows, k)]
     np.testing.assert_array_equal(np.asarray(got), expected)
