@@ -163,9 +163,7 @@ def block_kth_smallest(counts: jax.Array, inverse: jax.Array, lo: jax.Array, hi:
     lo, hi, k = (x.astype(jnp.int32) for x in (lo, hi, k))
     # (..., blocks): values of the range below each block's end
     in_range = counts[hi].astype(jnp.int32) - counts[lo].astype(jnp.int32)
-    found = jnp.minimum(jnp.sum(in_range <= k[..., None], axis=-1), blocks - 1)  # the answer's block
-    below_found = jnp.take_along_axis(in_range, jnp.maximum(found - 1, 0)[..., None], axis=-1)[..., 0]
-    before = jnp.where(found > 0, below_found, 0)  # values of the range in earlier blocks
+    found, before = _bucket_of_kth(in_range, k)  # the answer's block; values of the range in earlier blocks
     # (..., block): the position of each value of the answer's block (n, in no range, past the end)
     by_block = jnp.pad(inverse, (0, blocks * block - n), constant_values=n).reshape(blocks, block)
     position = by_block[found]
@@ -176,6 +174,15 @@ def block_kth_smallest(counts: jax.Array, inverse: jax.Array, lo: jax.Array, hi:
     # time and read twice, had it write the (..., block) positions out first (128 MiB at the 2K
     # layer's shape, 256 rows of 2048 keys).
     return found * block + _kth_set_bit(_pack_bits(inside), k - before)
+
+
+def _bucket_of_kth(through: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The bucket holding the k-th (0-based) element and the elements in the buckets before it, from
+    ``through`` (..., buckets), the elements up to each bucket's end. int32 (...) each; a k past the
+    last element gives the last bucket."""
+    index = jnp.minimum(jnp.sum(through <= k[..., None], axis=-1), through.shape[-1] - 1)
+    before = jnp.take_along_axis(through, jnp.maximum(index - 1, 0)[..., None], axis=-1)[..., 0]
+    return index, jnp.where(index > 0, before, 0)
 
 
 def _pack_bits(bits: jax.Array) -> jax.Array:
@@ -190,9 +197,8 @@ def _kth_set_bit(words: jax.Array, k: jax.Array) -> jax.Array:
     """int32 (...): the index of the k-th (0-based) set bit of uint32 words (..., W), bit i of word w
     counting as index 32 w + i. Needs k < the number of set bits."""
     through = jnp.cumsum(lax.population_count(words).astype(jnp.int32), axis=-1)  # set bits up to each word's end
-    word_index = jnp.sum(through <= k[..., None], axis=-1)
-    before = jnp.take_along_axis(through, jnp.maximum(word_index - 1, 0)[..., None], axis=-1)[..., 0]
-    k = k - jnp.where(word_index > 0, before, 0)
+    word_index, before = _bucket_of_kth(through, k)
+    k = k - before
     word = jnp.take_along_axis(words, word_index[..., None], axis=-1)[..., 0]
     bit = jnp.zeros_like(k)  # the largest b with at most k set bits below it, by binary search
     for step in (16, 8, 4, 2, 1):
