@@ -95,11 +95,11 @@ class PallasConfig:
       backends still get the copy. On by default (it saves one read and one write of k and v per
       forward: docs/kernels.md has the H100 timings); the default is ``DMA_KV_SEQUENCE_LAYOUT``
       (0 or 1) when set.
-    q_sequence_backward: with the sequence layout and one query head per bias head (R = 1), the
-      Mosaic GPU backward passes read q and dO, and write dq, in their (B, T, H, D) layout (one TMA
-      box a tile) instead of transposing them into tiles; where either pass is not on Mosaic GPU
-      both run on tiles. On by default (it saves one read and one write of q and of dO per
-      backward); the default is ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
+    q_sequence_backward: with the sequence layout and at most ``Q_SEQUENCE_MAX_PER_BIAS`` query
+      heads per bias head, the Mosaic GPU backward passes read q and dO, and write dq, in their
+      (B, T, H, D) layout (one TMA box per query head of the bias head and tile) instead of
+      transposing them into tiles; where either pass is not on Mosaic GPU both run on tiles. On by default (it saves one read and one write of q and of dO, and one of dq,
+      per backward); the default is ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
     fused_key_grads: where both backward passes run on Mosaic GPU with q_sequence_backward's
       conditions, k in (B, Tk, Hkv, D), one bias head per kv head and the queries being the keys,
       the key-major pass runs first and the query-major pass adds its float32 sums of dK and dV to
@@ -319,6 +319,16 @@ def _tiles_to_sequence(x, per_bias, rows_per_pos=None):
     return jnp.moveaxis(x, 1, 3).reshape(batch, tiles * (rows // rows_per_pos), bias_heads * per_bias, dim)
 
 
+def _head_major_rows(x, per_bias):
+    """(..., rows) with rows position-major (row p * R + i: position p, query head i of the bias
+    head) -> head-major (row i * rows / R + p), the row order of the Mosaic GPU backward passes
+    reading q and dO in (B, T, H, D) (``q_sequence``). The same array for R = 1."""
+    if per_bias == 1:
+        return x
+    rows = x.shape[-1]
+    return x.reshape(x.shape[:-1] + (rows // per_bias, per_bias)).swapaxes(-1, -2).reshape(x.shape)
+
+
 def _transposed_sums_fit(dtype, padded_head_dim: int, options: KernelOptions) -> bool:
     """Whether the transposed key-major pass runs (``PallasConfig.slot_sums_transposed``): 16-bit
     inputs and padded head dims up to 128, the case measured to fit in shared memory and to be
@@ -407,12 +417,20 @@ def _mosaic_passes(call, args, *, q_sequence=False) -> tuple[bool, bool]:
         kv_sequence=config.kv_sequence_layout, q_sequence=q_sequence)
 
 
+# The most query heads per bias head (R) for which the backward passes read q and dO in
+# (B, T, H, D). The passes take any R (one TMA box per head, rows head-major; their tests with
+# R = 4 lower on the CPU), but R > 1 has not run on a GPU yet, so the wrapper keeps it to R = 1.
+Q_SEQUENCE_MAX_PER_BIAS = 1
+
+
 def _q_sequence_backward(call, q, args) -> bool:
     """Whether the backward passes read q and dO in their (B, T, H, D) layout
-    (``PallasConfig.q_sequence_backward``): the forward's sequence layout, one query head per bias
-    head (R = 1), and both passes on Mosaic GPU (``_mosaic_passes``)."""
+    (``PallasConfig.q_sequence_backward``): the forward's sequence layout, at most
+    ``Q_SEQUENCE_MAX_PER_BIAS`` query heads per bias head, and both passes on Mosaic GPU
+    (``_mosaic_passes``)."""
     config = call.config
-    if not (config.q_sequence_backward and call.sequence_bias_heads is not None and q.shape[2] == call.bias_heads):
+    if not (config.q_sequence_backward and call.sequence_bias_heads is not None
+            and q.shape[2] // call.bias_heads <= Q_SEQUENCE_MAX_PER_BIAS):
         return False
     return all(_mosaic_passes(call, args, q_sequence=True))
 
@@ -436,7 +454,10 @@ def _kernels_bwd(call, residuals, d_out):
                          table)
         q_sequence = _q_sequence_backward(call, q_tiles, sequence_args)
     finished = False
-    if q_sequence:  # q, dO and dq stay (B, T, H, D)
+    if q_sequence:  # q, dO and dq stay (B, T, H, D); lse and delta rows in the passes' head-major order
+        per_bias = q_tiles.shape[2] // bias_heads
+        sequence_args = sequence_args[:2] + tuple(_head_major_rows(x, per_bias) for x in sequence_args[2:4]) + (
+            sequence_args[4:])
         queries, slots, finished = _backward_passes(call, sequence_args, q_sequence=True)
         dq = queries[0]
     else:  # the backward kernels read the tile layout
