@@ -45,6 +45,7 @@ def _default_backward_backend() -> str:
 KV_SEQUENCE_LAYOUT_VARIABLE = "DMA_KV_SEQUENCE_LAYOUT"
 Q_SEQUENCE_BACKWARD_VARIABLE = "DMA_Q_SEQUENCE_BACKWARD"
 FUSED_KEY_GRADS_VARIABLE = "DMA_FUSED_KEY_GRADS"
+Q_SEQUENCE_MAX_PER_BIAS_VARIABLE = "DMA_Q_SEQUENCE_MAX_PER_BIAS"  # q_sequence_max_per_bias
 
 
 def _flag_from_environment(name: str, default: str = "1") -> bool:
@@ -95,11 +96,13 @@ class PallasConfig:
       backends still get the copy. On by default (it saves one read and one write of k and v per
       forward: docs/kernels.md has the H100 timings); the default is ``DMA_KV_SEQUENCE_LAYOUT``
       (0 or 1) when set.
-    q_sequence_backward: with the sequence layout and at most ``Q_SEQUENCE_MAX_PER_BIAS`` query
-      heads per bias head, the Mosaic GPU backward passes read q and dO, and write dq, in their
-      (B, T, H, D) layout (one TMA box per query head of the bias head and tile) instead of
-      transposing them into tiles; where either pass is not on Mosaic GPU both run on tiles. On by default (it saves one read and one write of q and of dO, and one of dq,
-      per backward); the default is ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
+    q_sequence_backward: with the sequence layout and at most ``q_sequence_max_per_bias()`` query
+      heads per bias head (1 unless ``DMA_Q_SEQUENCE_MAX_PER_BIAS`` says otherwise), the Mosaic
+      GPU backward passes read q and dO, and write dq, in their (B, T, H, D) layout (one TMA box
+      per query head of the bias head and tile) instead of transposing them into tiles; where
+      either pass is not on Mosaic GPU both run on tiles. On by default (it saves one read and one
+      write of q and of dO, and one of dq, per backward); the default is
+      ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
     fused_key_grads: where both backward passes run on Mosaic GPU with q_sequence_backward's
       conditions, k in (B, Tk, Hkv, D), one bias head per kv head and the queries being the keys,
       the key-major pass runs first and the query-major pass adds its float32 sums of dK and dV to
@@ -417,20 +420,26 @@ def _mosaic_passes(call, args, *, q_sequence=False) -> tuple[bool, bool]:
         kv_sequence=config.kv_sequence_layout, q_sequence=q_sequence)
 
 
-# The most query heads per bias head (R) for which the backward passes read q and dO in
-# (B, T, H, D). The passes take any R (one TMA box per head, rows head-major; their tests with
-# R = 4 lower on the CPU), but R > 1 has not run on a GPU yet, so the wrapper keeps it to R = 1.
-Q_SEQUENCE_MAX_PER_BIAS = 1
+def q_sequence_max_per_bias() -> int:
+    """The most query heads per bias head (R) for which the backward passes read q and dO in
+    (B, T, H, D) (``PallasConfig.q_sequence_backward``): ``DMA_Q_SEQUENCE_MAX_PER_BIAS`` when set,
+    else 1. The passes take any R (one TMA box per head, rows head-major) and pass their GPU tests
+    with R = 4, but at 32K on an H100 (H = 32, Hkv = 8) the kernels took 0.72 ms longer than on
+    tiles, more than the 0.58 ms of transposes they save (docs/kernels.md)."""
+    value = os.environ.get(Q_SEQUENCE_MAX_PER_BIAS_VARIABLE, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${Q_SEQUENCE_MAX_PER_BIAS_VARIABLE} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _q_sequence_backward(call, q, args) -> bool:
     """Whether the backward passes read q and dO in their (B, T, H, D) layout
     (``PallasConfig.q_sequence_backward``): the forward's sequence layout, at most
-    ``Q_SEQUENCE_MAX_PER_BIAS`` query heads per bias head, and both passes on Mosaic GPU
+    ``q_sequence_max_per_bias()`` query heads per bias head, and both passes on Mosaic GPU
     (``_mosaic_passes``)."""
     config = call.config
     if not (config.q_sequence_backward and call.sequence_bias_heads is not None
-            and q.shape[2] // call.bias_heads <= Q_SEQUENCE_MAX_PER_BIAS):
+            and q.shape[2] // call.bias_heads <= q_sequence_max_per_bias()):
         return False
     return all(_mosaic_passes(call, args, q_sequence=True))
 

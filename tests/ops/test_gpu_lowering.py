@@ -91,8 +91,8 @@ def test_kernels_reading_tensors_where_they_lie_drop_their_transposes(kv_sequenc
     transposes of forward+backward are k, v into (B, Hkv, Tk, D) and dk, dv back (4:
     ``kv_sequence_layout`` removes them), and q, dO into the backward's tiles and dq back (3:
     ``q_sequence_backward``, which reads R > 1 heads as one box each; allowed here past
-    ``Q_SEQUENCE_MAX_PER_BIAS``)."""
-    monkeypatch.setattr(pallas_gpu, "Q_SEQUENCE_MAX_PER_BIAS", per_bias)
+    ``DMA_Q_SEQUENCE_MAX_PER_BIAS``)."""
+    monkeypatch.setenv(pallas_gpu.Q_SEQUENCE_MAX_PER_BIAS_VARIABLE, str(per_bias))
     q = jax.ShapeDtypeStruct((1, 1024, 4 * per_bias, 128), jnp.bfloat16)
     kv = jax.ShapeDtypeStruct((1, 1024, 4, 128), jnp.bfloat16)
     bias = jax.ShapeDtypeStruct((1, 4, 1024), jnp.float32)

@@ -150,8 +150,8 @@ def test_q_sequence_backward_matches_the_tile_layout(heads, monkeypatch):
     in (B, T, H, D). With R = 1 bitwise the tile layout's gradients, alone and with
     ``kv_sequence_layout`` (``fused_key_grads`` off, as in the test above). With R = 4 a tile's rows
     are head-major, so the sums over its rows add in another order: within a bf16 step, also with
-    ``fused_key_grads`` on (the defaults); run past ``Q_SEQUENCE_MAX_PER_BIAS``."""
-    monkeypatch.setattr(pallas_gpu, "Q_SEQUENCE_MAX_PER_BIAS", heads // 8)
+    ``fused_key_grads`` on (the defaults); run past ``DMA_Q_SEQUENCE_MAX_PER_BIAS``."""
+    monkeypatch.setenv(pallas_gpu.Q_SEQUENCE_MAX_PER_BIAS_VARIABLE, str(heads // 8))
     args, cotangent, kwargs = _problem(8, 2 if heads == 8 else 1, 2048, 2048, heads, 8, 8, 128, jnp.bfloat16, True,
                                        True)
     run = lambda config: _out_and_grads(
