@@ -46,18 +46,3 @@ def op_output_and_grads(length, window, config):
         return (out,) + vjp(cotangent)
 
     return jax.jit(run)
-
-
-def tiles_to_sequence(x, per_position):
-    """A tile-layout q, dO or dq (B, Hb, tiles, block_q * R, D), rows position-major, as
-    (B, T, Hb * R, D): the layout the Mosaic GPU backward passes read with ``q_sequence``."""
-    batch, bias_heads, tiles, rows, dim = x.shape
-    x = x.reshape(batch, bias_heads, tiles, rows // per_position, per_position, dim)
-    return x.transpose(0, 2, 3, 1, 4, 5).reshape(batch, tiles * (rows // per_position), bias_heads * per_position, dim)
-
-
-def head_major_rows(x, per_position):
-    """lse or delta rows (..., block_q * R) from position-major (p * R + i) to head-major
-    (i * block_q + p), their order with ``q_sequence``."""
-    rows = x.shape[-1]
-    return x.reshape(x.shape[:-1] + (rows // per_position, per_position)).swapaxes(-1, -2).reshape(x.shape)

@@ -45,7 +45,6 @@ def _default_backward_backend() -> str:
 KV_SEQUENCE_LAYOUT_VARIABLE = "DMA_KV_SEQUENCE_LAYOUT"
 Q_SEQUENCE_BACKWARD_VARIABLE = "DMA_Q_SEQUENCE_BACKWARD"
 FUSED_KEY_GRADS_VARIABLE = "DMA_FUSED_KEY_GRADS"
-Q_SEQUENCE_MAX_PER_BIAS_VARIABLE = "DMA_Q_SEQUENCE_MAX_PER_BIAS"  # q_sequence_max_per_bias
 
 
 def _flag_from_environment(name: str, default: str = "1") -> bool:
@@ -96,13 +95,11 @@ class PallasConfig:
       backends still get the copy. On by default (it saves one read and one write of k and v per
       forward: docs/kernels.md has the H100 timings); the default is ``DMA_KV_SEQUENCE_LAYOUT``
       (0 or 1) when set.
-    q_sequence_backward: with the sequence layout and at most ``q_sequence_max_per_bias()`` query
-      heads per bias head (1 unless ``DMA_Q_SEQUENCE_MAX_PER_BIAS`` says otherwise), the Mosaic
-      GPU backward passes read q and dO, and write dq, in their (B, T, H, D) layout (one TMA box
-      per query head of the bias head and tile) instead of transposing them into tiles; where
-      either pass is not on Mosaic GPU both run on tiles. On by default (it saves one read and one
-      write of q and of dO, and one of dq, per backward); the default is
-      ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
+    q_sequence_backward: with the sequence layout and one query head per bias head (R = 1), the
+      Mosaic GPU backward passes read q and dO, and write dq, in their (B, T, H, D) layout (one TMA
+      box a tile) instead of transposing them into tiles; where either pass is not on Mosaic GPU
+      both run on tiles. On by default (it saves one read and one write of q and of dO per
+      backward); the default is ``DMA_Q_SEQUENCE_BACKWARD`` (0 or 1) when set.
     fused_key_grads: where both backward passes run on Mosaic GPU with q_sequence_backward's
       conditions, k in (B, Tk, Hkv, D), one bias head per kv head and the queries being the keys,
       the key-major pass runs first and the query-major pass adds its float32 sums of dK and dV to
@@ -322,16 +319,6 @@ def _tiles_to_sequence(x, per_bias, rows_per_pos=None):
     return jnp.moveaxis(x, 1, 3).reshape(batch, tiles * (rows // rows_per_pos), bias_heads * per_bias, dim)
 
 
-def _head_major_rows(x, per_bias):
-    """(..., rows) with rows position-major (row p * R + i: position p, query head i of the bias
-    head) -> head-major (row i * rows / R + p), the row order of the Mosaic GPU backward passes
-    reading q and dO in (B, T, H, D) (``q_sequence``). The same array for R = 1."""
-    if per_bias == 1:
-        return x
-    rows = x.shape[-1]
-    return x.reshape(x.shape[:-1] + (rows // per_bias, per_bias)).swapaxes(-1, -2).reshape(x.shape)
-
-
 def _transposed_sums_fit(dtype, padded_head_dim: int, options: KernelOptions) -> bool:
     """Whether the transposed key-major pass runs (``PallasConfig.slot_sums_transposed``): 16-bit
     inputs and padded head dims up to 128, the case measured to fit in shared memory and to be
@@ -420,26 +407,12 @@ def _mosaic_passes(call, args, *, q_sequence=False) -> tuple[bool, bool]:
         kv_sequence=config.kv_sequence_layout, q_sequence=q_sequence)
 
 
-def q_sequence_max_per_bias() -> int:
-    """The most query heads per bias head (R) for which the backward passes read q and dO in
-    (B, T, H, D) (``PallasConfig.q_sequence_backward``): ``DMA_Q_SEQUENCE_MAX_PER_BIAS`` when set,
-    else 1. The passes take any R (one TMA box per head, rows head-major) and pass their GPU tests
-    with R = 4, but at 32K on an H100 (H = 32, Hkv = 8) the kernels took 0.72 ms longer than on
-    tiles, more than the 0.58 ms of transposes they save (docs/kernels.md)."""
-    value = os.environ.get(Q_SEQUENCE_MAX_PER_BIAS_VARIABLE, "1")
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"${Q_SEQUENCE_MAX_PER_BIAS_VARIABLE} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _q_sequence_backward(call, q, args) -> bool:
     """Whether the backward passes read q and dO in their (B, T, H, D) layout
-    (``PallasConfig.q_sequence_backward``): the forward's sequence layout, at most
-    ``q_sequence_max_per_bias()`` query heads per bias head, and both passes on Mosaic GPU
-    (``_mosaic_passes``)."""
+    (``PallasConfig.q_sequence_backward``): the forward's sequence layout, one query head per bias
+    head (R = 1), and both passes on Mosaic GPU (``_mosaic_passes``)."""
     config = call.config
-    if not (config.q_sequence_backward and call.sequence_bias_heads is not None
-            and q.shape[2] // call.bias_heads <= q_sequence_max_per_bias()):
+    if not (config.q_sequence_backward and call.sequence_bias_heads is not None and q.shape[2] == call.bias_heads):
         return False
     return all(_mosaic_passes(call, args, q_sequence=True))
 
@@ -463,10 +436,7 @@ def _kernels_bwd(call, residuals, d_out):
                          table)
         q_sequence = _q_sequence_backward(call, q_tiles, sequence_args)
     finished = False
-    if q_sequence:  # q, dO and dq stay (B, T, H, D); lse and delta rows in the passes' head-major order
-        per_bias = q_tiles.shape[2] // bias_heads
-        sequence_args = sequence_args[:2] + tuple(_head_major_rows(x, per_bias) for x in sequence_args[2:4]) + (
-            sequence_args[4:])
+    if q_sequence:  # q, dO and dq stay (B, T, H, D)
         queries, slots, finished = _backward_passes(call, sequence_args, q_sequence=True)
         dq = queries[0]
     else:  # the backward kernels read the tile layout

@@ -8,9 +8,8 @@ Design (one CTA = one warpgroup = one (query tile, batch, bias head); grid (tile
 built like the forward (``pallas_kernels.mosaic_gpu.forward``) and reusing its cp.async gather:
 
 - The CTA loads with TMA, on one mbarrier, its query tile and its dO tile (one ``rows x D`` box
-  each: a tile is contiguous in the tile layout, rows position-major; in the (B, T, H, D)
-  layout of ``q_sequence`` one ``block_q x D`` box per query head of the bias head, rows
-  head-major), its lse and delta rows and its table row (``W/64 x 64``).
+  each: a tile is contiguous in the tile layout, rows position-major), its lse and delta rows
+  and its table row (``W/64 x 64``).
 - It visits ``ceil(block_q / 64)`` own-key steps first (own_keys), then the ``W / 64`` table
   steps, 64 keys a step. Key and value rows, with each key's bias, start and end, are gathered
   with cp.async into one of ``num_stages`` 128B-swizzled slots, step s + stages - 1 in flight
@@ -134,8 +133,6 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
     from jax.experimental.pallas import mosaic_gpu as plgpu
 
     per_position = rows // block_q
-    head_major = q_sequence and per_position > 1  # rows i * block_q ... are query head hb * R + i
-    boxes = per_position if q_sequence else 1  # TMA boxes of a q or dO tile
     group = bias_heads // kv_heads
     stages = num_stages
     steps = own_steps + table_steps
@@ -173,11 +170,9 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         kvh = lax.div(hb, jnp.int32(group))
         t0 = n * block_q
         slab = (b * bias_heads + hb) * tiles + n
-        tile = functools.partial(backward_rows, b=b, hb=hb, n=n, block_q=block_q, per_position=per_position,
-                                 q_sequence=q_sequence)
-        for src, dst in ((q_ref, q_smem), (do_ref, do_smem)):
-            for view, part in tile(src):
-                plgpu.copy_gmem_to_smem(view, dst if part is None else dst.at[part], bar)
+        tile = functools.partial(backward_rows, b=b, hb=hb, n=n, rows=rows, q_sequence=q_sequence)
+        plgpu.copy_gmem_to_smem(tile(q_ref), q_smem, bar)
+        plgpu.copy_gmem_to_smem(tile(do_ref), do_smem, bar)
         plgpu.copy_gmem_to_smem(lse_ref.at[b, hb, n], lse_smem, bar)
         plgpu.copy_gmem_to_smem(delta_ref.at[b, hb, n], delta_smem, bar)
         plgpu.copy_gmem_to_smem(tbl_ref.at[slab], tbl_smem, bar)
@@ -217,10 +212,9 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
                 issue(s)
             commit()
 
-        row = plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=wgmma_layout)
-        # Rows are position-major (r // R), or head-major with the sequence layout's R boxes (r % block_q).
-        position = q_offset + t0 + (lax.rem(row, jnp.int32(block_q)) if head_major
-                                    else lax.div(row, jnp.int32(per_position)))
+        position = q_offset + t0 + lax.div(
+            plgpu.broadcasted_iota(jnp.int32, shape, 0, layout=wgmma_layout), jnp.int32(per_position)
+        )
         lse = load_whole(plgpu, lse_smem, row_layout) * _LOG2E
         delta = load_whole(plgpu, delta_smem, row_layout)
 
@@ -310,8 +304,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         wait(0)
         q_smem[...] = (dq * scale).astype(dtype)
         plgpu.commit_smem()
-        for view, part in tile(dq_ref):
-            plgpu.copy_smem_to_gmem(q_smem if part is None else q_smem.at[part], view)
+        plgpu.copy_smem_to_gmem(q_smem, tile(dq_ref))
         plgpu.wait_smem_to_gmem(0)
 
     scratch = [
@@ -325,11 +318,10 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         plgpu.SMEM((stages, block_k), jnp.int32),
         plgpu.SMEM((rows,), jnp.float32),
         plgpu.SMEM((rows,), jnp.float32),
-        plgpu.Barrier(num_arrivals=2 * boxes + 3),
+        plgpu.Barrier(num_arrivals=5),
     ]
     tile_shape = (batch, bias_heads, tiles)
-    dq_shape = ((batch, tiles * block_q, bias_heads * per_position, head_dim) if q_sequence
-                else tile_shape + (rows, head_dim))
+    dq_shape = (batch, tiles * rows, bias_heads, head_dim) if q_sequence else tile_shape + (rows, head_dim)
     out_type = [jax.ShapeDtypeStruct(dq_shape, dtype)]
     if own_keys:
         scratch += [
@@ -379,10 +371,8 @@ def dma_backward_queries_mosaic(
       q_offset: sequence position of query 0.
       own_keys: also visit the tile's own keys ``[q_offset + n * block_q, + block_q)`` and write
         their gradients from this tile.
-      kv_sequence: k and v are (B, Tk, Hkv, D). q_sequence: q, dO (and dq) are (B, T, H, D),
-        H = Hb * R, tile n being positions ``n * block_q ...`` of bias head hb's R query heads
-        hb * R + i; lse and delta rows are then head-major (row i * block_q + p is head
-        hb * R + i at position p of the tile; for R = 1 the same as position-major).
+      kv_sequence: k and v are (B, Tk, Hkv, D). q_sequence: q, dO (and dq) are (B, T, Hb, D),
+        one query head per bias head (R = 1), tile n being rows ``n * block_q ...`` of each head.
       num_stages: shared-memory slots of the key/value pipeline (>= 2).
       key_sums: None, or (dk, dv, carried) of ``backward_slots.carried_key_sums``: the key-major
         pass' float32 sums (B, Hb, Tk, D) and which keys it carried (B, Hb, Tk); the call then

@@ -14,9 +14,8 @@ Design (one CTA = one warpgroup = one (block of 64 slots, batch, bias head); gri
   next). The table is transposed by the wrapper to (W / 64 slabs, tiles + 1, 64), its last row
   -1, so that one TMA box of 2 rows brings both; these boxes go through a ring of 3 buffers, two
   tiles ahead of the compute, because the gather of tile n + 1 reads them.
-- Tile n + 1's query and output-gradient tiles (rows x D, contiguous in the tile layout; R boxes
-  of block_q x D, rows head-major, in the (B, T, H, D) layout of ``q_sequence``), lse and delta
-  come by TMA, and its 64 key and value rows (plus each key's bias and live range) by
+- Tile n + 1's query and output-gradient tiles (rows x D, contiguous in the tile layout), lse and
+  delta come by TMA, and its 64 key and value rows (plus each key's bias and live range) by
   ``cp.async`` gathers into 128B-swizzled slots (``common.cp_async_helpers``), while tile n
   computes: S^T = K Q^T, P^T = exp2(S^T - lse) under the exact live-range mask, dP^T = V dO^T,
   dS^T = P^T (dP^T - delta), dV += P^T dO, dK += dS^T Q (P^T, dS^T from registers), dbias +=
@@ -111,8 +110,6 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
     stages, rings = 2, 3
     group = bias_heads // kv_heads
     per_pos = rows // block_q
-    head_major = q_sequence and per_pos > 1  # rows i * block_q ... are query head hb * R + i
-    boxes = per_pos if q_sequence else 1  # TMA boxes of a q or dO tile
     transforms = (plgpu.TilingTransform((8, 128 // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(128))
     ops = cp_async_helpers(plgpu, transforms, kv_len=kv_len)
     flush = _flush_helper(plgpu)
@@ -144,10 +141,8 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         def fetch_tile(n):
             slot, ring = mod(n, stages), mod(n, rings)
             for src, dst in ((q_ref, q_smem), (do_ref, do_smem)):
-                for view, part in backward_rows(src, b, hb, n, block_q=block_q, per_position=per_pos,
-                                                q_sequence=q_sequence):
-                    plgpu.copy_gmem_to_smem(view, dst.at[slot] if part is None else dst.at[slot, part],
-                                            data_bar.at[slot])
+                plgpu.copy_gmem_to_smem(backward_rows(src, b, hb, n, rows=rows, q_sequence=q_sequence), dst.at[slot],
+                                        data_bar.at[slot])
             for src, dst in ((lse_ref, lse_smem), (delta_ref, delta_smem)):
                 plgpu.copy_gmem_to_smem(src.at[b, hb, n], dst.at[slot], data_bar.at[slot])
             plgpu.barrier_wait(tbl_bar.at[ring])
@@ -162,10 +157,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         commit()
 
         column = plgpu.broadcasted_iota(jnp.int32, shape, 1, layout=wgmma_layout)
-        if head_major:  # row r of the tile is position r % block_q, and block_q divides HALF
-            position_in_tile = q_offset + lax.rem(column, jnp.int32(block_q))
-        else:  # position-major rows: r // R
-            position_in_tile = q_offset + lax.div(column, per_pos)
+        position_in_tile = q_offset + lax.div(column, per_pos)
 
         def step(n, carry):
             dk, dv, db = carry
@@ -198,7 +190,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
                 s = pl.run_scoped(scores, plgpu.ACC(shape, jnp.float32))
                 lse = load_whole(plgpu, lse_smem.at[slot, part], query_layout) * _LOG2E
                 delta = load_whole(plgpu, delta_smem.at[slot, part], query_layout)
-                position = position_in_tile + (n * block_q + (0 if head_major else half * HALF // per_pos))
+                position = position_in_tile + (n * block_q + half * HALF // per_pos)
                 keep = (lax.broadcast_in_dim(lo, shape, [0]) <= position) & (position < lax.broadcast_in_dim(hi, shape, [0]))
                 logits = s * qk_scale + lax.broadcast_in_dim(key_bias, shape, [0]) - lax.broadcast_in_dim(lse, shape, [1])
                 p = jnp.where(keep, jnp.exp2(logits), 0.0)
@@ -244,7 +236,7 @@ def _build(*, batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len, dtype,
         plgpu.SMEM((stages, BLOCK_SLOTS), jnp.int32),  # start
         plgpu.SMEM((stages, BLOCK_SLOTS), jnp.int32),  # end
         plgpu.SMEM((rings, 2, BLOCK_SLOTS), jnp.int32),  # table rows n, n + 1
-        plgpu.Barrier(num_arrivals=2 * boxes + 2, num_barriers=stages),
+        plgpu.Barrier(num_arrivals=4, num_barriers=stages),
         plgpu.Barrier(num_arrivals=1, num_barriers=rings),
     ]
     sums = jax.ShapeDtypeStruct((batch, bias_heads, kv_len, head_dim), jnp.float32)
@@ -265,9 +257,8 @@ def dma_backward_slots_mosaic(q_tiles, do_tiles, lse, delta, k, v, bias, start, 
     Args: as ``pallas_kernels.gpu.backward.dma_backward_slots``: q_tiles, do_tiles (B, Hb, tiles,
     rows, D) bf16/fp16 with rows = block_q * R in {64, 128} (row r of tile n = position
     q_offset + n * block_q + r // R); lse, delta float32 (B, Hb, tiles, rows); k, v (B, Hkv, Tk, D),
-    or (B, Tk, Hkv, D) with ``kv_sequence``; q and dO (B, T, H, D) with ``q_sequence`` (H = Hb * R,
-    tile n being positions ``n * block_q ...`` of bias head hb's R query heads, lse and delta rows
-    head-major: row i * block_q + p is head hb * R + i at position p); bias, start, end (B, Hb, Tk); table
+    or (B, Tk, Hkv, D) with ``kv_sequence``; q and dO (B, T, Hb, D) with ``q_sequence`` (one query
+    head per bias head, tile n being rows ``n * block_q ...``); bias, start, end (B, Hb, Tk); table
     int32 (B, Hb, tiles, W), W a multiple of 64, each key in one slot over one run of consecutive
     tiles (``dma_jax.selection.slots``); scale, q_offset as the forward. carried: optional bool
     (B, Hb, Tk), the keys the table lists (for causal tables ``dma_jax.selection.slots.ever_carried``

@@ -29,29 +29,20 @@ def kv_rows(ref, b, kv_head, *, kv_sequence: bool):
     return ref.at[b, :, kv_head] if kv_sequence else ref.at[b, kv_head]
 
 
-def backward_rows(ref, b, hb, n, *, block_q, per_position, q_sequence: bool):
-    """The TMA boxes of tile n of bias head hb of batch row b of q, dO or dq, as a list of
-    (global view, shared-memory rows or None for all of them).
-
-    In the tile layout the tile is one box, ``ref.at[b, hb, n]`` (rows x D, rows position-major).
-    With ``q_sequence`` (q, dO, dq in (B, T, H, D), H = Hb * R) it is R boxes, one per query head
-    of the bias head: head hb * R + i at positions ``n * block_q ...`` (rows H * D apart) goes to
-    the rows ``i * block_q ...``, so the kernel's rows are head-major: row r is position r % block_q."""
+def backward_rows(ref, b, hb, n, *, rows, q_sequence: bool):
+    """Tile n of bias head hb of batch row b of q, dO or dq: ``ref.at[b, hb, n]`` (rows x D) in the
+    tile layout, or, with ``q_sequence`` (one query head per bias head), the rows positions
+    ``n * rows ...`` of head hb of (B, T, H, D), rows H * D apart (one TMA box either way)."""
     import jax.experimental.pallas as pl
 
-    if not q_sequence:
-        return [(ref.at[b, hb, n], None)]
-    positions = pl.ds(n * block_q, block_q)
-    if per_position == 1:
-        return [(ref.at[b, positions, hb], None)]
-    return [(ref.at[b, positions, hb * per_position + i], pl.ds(i * block_q, block_q)) for i in range(per_position)]
+    return ref.at[b, pl.ds(n * rows, rows), hb] if q_sequence else ref.at[b, hb, n]
 
 
 def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q, kv_sequence=False,
                          q_sequence=False) -> dict:
     """The checks both backward passes share: the tile layout of q, dO, lse and delta (or, with
-    ``q_sequence``, q and dO in (B, T, H, D) with H = Hb * R, Hb from lse, tiles of block_q
-    positions, rows = block_q * R), k and v (in the layout ``kv_sequence`` names, ``kv_dims``), the dtype, the head
+    ``q_sequence``, q and dO in (B, T, H, D) with H = Hb: one query head per bias head, tiles of
+    block_q rows), k and v (in the layout ``kv_sequence`` names, ``kv_dims``), the dtype, the head
     dim, 64- or 128-row tiles that block_q divides, and GQA; raise a ValueError naming the limit,
     else return the sizes (batch, bias_heads, tiles, rows, head_dim, kv_heads, kv_len)."""
     import jax.numpy as jnp
@@ -59,13 +50,10 @@ def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q, kv_seq
     if q_sequence:
         if q_tiles.ndim != 4:
             raise ValueError(f"q must be (B, T, H, D) (q_sequence), got shape {q_tiles.shape}")
-        batch, q_len, heads, head_dim = q_tiles.shape
+        batch, q_len, bias_heads, head_dim = q_tiles.shape
         if q_len % block_q:
             raise ValueError(f"q's length {q_len} must be a multiple of block_q={block_q}")
-        bias_heads = lse.shape[1] if lse.ndim == 4 else heads
-        if heads % bias_heads:
-            raise ValueError(f"q's {heads} heads must be a multiple of the {bias_heads} bias heads (lse's axis 1)")
-        tiles, rows = q_len // block_q, block_q * (heads // bias_heads)
+        tiles, rows = q_len // block_q, block_q
     elif q_tiles.ndim != 5:
         raise ValueError(f"q_tiles must be (B, Hb, tiles, rows, D) (tile layout), got shape {q_tiles.shape}")
     else:
@@ -88,9 +76,6 @@ def check_backward_tiles(q_tiles, do_tiles, lse, delta, k, v, *, block_q, kv_seq
         raise ValueError(f"rows = block_q * R must be 64 or 128, got {rows}")
     if rows % block_q:
         raise ValueError(f"block_q={block_q} must divide the tile's {rows} rows")
-    if q_sequence and rows != block_q and block_q % 8:
-        raise ValueError(f"q_sequence with R > 1 loads each head's block_q rows as one box: block_q={block_q} "
-                         "must be a multiple of 8")
     if bias_heads % kv_heads:
         raise ValueError(f"need Hb % Hkv == 0, got Hb={bias_heads}, Hkv={kv_heads}")
     return dict(batch=batch, bias_heads=bias_heads, tiles=tiles, rows=rows, head_dim=head_dim, kv_heads=kv_heads,

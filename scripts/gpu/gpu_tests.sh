@@ -3,7 +3,7 @@
 # reference at D 64/80/128/256, fp16/bf16/fp32, segments, key mask, Tq < Tk, window None,
 # non-causal, the local-window variant, bitwise-reproducible gradients, the layouts, inside
 # shard_map, the dense regime on cuDNN; the Mosaic GPU kernels and the jax-triton forward;
-# what remat saves; the kernels' layout options and fused_key_grads). 68 tests; most of their time
+# what remat saves; the kernels' layout options and fused_key_grads). 65 tests; most of their time
 # is compilation on the CPU, so they run in PROCESSES parallel pytest processes (default 4; 8 took
 # 202 s for 63 tests on an H100 machine with 16 CPU cores) sharing the one GPU, each on every
 # PROCESSES-th test; each process' log is

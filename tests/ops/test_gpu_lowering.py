@@ -13,7 +13,6 @@ import pytest
 from jax import export
 
 from dma_jax import PallasConfig, dma_attention
-from dma_jax.ops import pallas_gpu
 
 TRITON = export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
 
@@ -82,19 +81,14 @@ def test_mosaic_gpu_kernels_lower_for_cuda():
     assert text.count("@mosaic_gpu_v2") == 3 and "__gpu$xla.gpu.triton" not in text
 
 
-@pytest.mark.parametrize("per_bias", [1, 4], ids=["r1", "r4"])
 @pytest.mark.parametrize("kv_sequence_layout,q_sequence_backward,transposes", [
     (False, False, 7), (True, False, 3), (False, True, 4), (True, True, 0)])
 def test_kernels_reading_tensors_where_they_lie_drop_their_transposes(kv_sequence_layout, q_sequence_backward,
-                                                                       transposes, per_bias, monkeypatch):
-    """R = 1 or 4 query heads per bias head (Hb = Hkv = 4), all three passes on Mosaic GPU: the bf16
-    transposes of forward+backward are k, v into (B, Hkv, Tk, D) and dk, dv back (4:
-    ``kv_sequence_layout`` removes them), and q, dO into the backward's tiles and dq back (3:
-    ``q_sequence_backward``, which reads R > 1 heads as one box each; allowed here past
-    ``DMA_Q_SEQUENCE_MAX_PER_BIAS``)."""
-    monkeypatch.setenv(pallas_gpu.Q_SEQUENCE_MAX_PER_BIAS_VARIABLE, str(per_bias))
-    q = jax.ShapeDtypeStruct((1, 1024, 4 * per_bias, 128), jnp.bfloat16)
-    kv = jax.ShapeDtypeStruct((1, 1024, 4, 128), jnp.bfloat16)
+                                                                       transposes):
+    """One query head per bias head (R = 1), all three passes on Mosaic GPU: the bf16 transposes of
+    forward+backward are k, v into (B, Hkv, Tk, D) and dk, dv back (4: ``kv_sequence_layout``
+    removes them), and q, dO into the backward's tiles and dq back (3: ``q_sequence_backward``)."""
+    q = kv = jax.ShapeDtypeStruct((1, 1024, 4, 128), jnp.bfloat16)
     bias = jax.ShapeDtypeStruct((1, 4, 1024), jnp.float32)
     config = PallasConfig(forward_backend="mosaic_gpu", backward_backend="mosaic_gpu",
                           kv_sequence_layout=kv_sequence_layout, q_sequence_backward=q_sequence_backward)

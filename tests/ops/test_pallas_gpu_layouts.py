@@ -89,30 +89,20 @@ def test_layout_defaults_come_from_the_environment(monkeypatch, variable, field)
     assert getattr(PallasConfig(), field)
 
 
-@pytest.mark.parametrize("heads,backend,sequence_layout,flag,max_per_bias,expected", [
-    (4, "mosaic_gpu", True, True, 1, True),       # R = 1, both passes on Mosaic GPU
-    (8, "mosaic_gpu", True, True, 1, False),      # R = 2, past DMA_Q_SEQUENCE_MAX_PER_BIAS (1)
-    (8, "mosaic_gpu", True, True, 4, True),       # R = 2: one box per query head, rows head-major
-    (16, "mosaic_gpu", True, True, 4, True),      # R = 4
-    (4, "mosaic_gpu", False, True, 1, False),     # the forward's tile layout
-    (4, "mosaic_gpu", True, False, 1, False),     # off
-    (4, "pallas_triton", True, True, 1, False),   # the Triton-lowered passes read tiles only
-    (4, "auto", True, True, 1, False),            # "auto" off a Hopper GPU: Triton-lowered passes
+@pytest.mark.parametrize("heads,backend,sequence_layout,flag,expected", [
+    (4, "mosaic_gpu", True, True, True),       # R = 1, both passes on Mosaic GPU
+    (8, "mosaic_gpu", True, True, False),      # R = 2: the tiles interleave heads
+    (4, "mosaic_gpu", False, True, False),     # the forward's tile layout
+    (4, "mosaic_gpu", True, False, False),     # off
+    (4, "pallas_triton", True, True, False),   # the Triton-lowered passes read tiles only
+    (4, "auto", True, True, False),            # "auto" off a Hopper GPU: Triton-lowered passes
 ])
-def test_backward_reads_q_in_sequence_only_where_both_mosaic_passes_run(
-        heads, backend, sequence_layout, flag, max_per_bias, expected, monkeypatch):
-    monkeypatch.setenv(pallas_gpu.Q_SEQUENCE_MAX_PER_BIAS_VARIABLE, str(max_per_bias))
+def test_backward_reads_q_in_sequence_only_where_both_mosaic_passes_run_with_one_head_a_bias_head(
+        heads, backend, sequence_layout, flag, expected):
     config = PallasConfig(backward_backend=backend, sequence_layout=sequence_layout, q_sequence_backward=flag)
     call = pallas_gpu._Call(config.resolve(head_dim=128, per_bias=heads // 4, dtype=jnp.bfloat16), 0.1, 0, True, 4)
     q = jnp.zeros((1, 256, heads, 128), jnp.bfloat16)
     assert pallas_gpu._q_sequence_backward(call, q, ()) is expected
-
-
-@pytest.mark.parametrize("value", ["0", "two", "-1"])
-def test_a_bad_limit_of_heads_read_in_place_is_refused(value, monkeypatch):
-    monkeypatch.setenv(pallas_gpu.Q_SEQUENCE_MAX_PER_BIAS_VARIABLE, value)
-    with pytest.raises(ValueError, match="DMA_Q_SEQUENCE_MAX_PER_BIAS must be a positive integer"):
-        pallas_gpu.q_sequence_max_per_bias()
 
 
 def test_fused_key_grads_default_on_from_the_environment(monkeypatch):
