@@ -4,7 +4,9 @@
 the grid's length and batch, the command line's overrides), without training or data, and times on
 random tokens (``dma_jax.evaluation.throughput``): the full train step (median of waited-for
 steps, and amortised over back-to-back steps as a training loop runs them, with its compile time),
-then prefill of a ``seq_len`` prompt and ``decode_tokens`` cached decoding steps at batch 1.
+then prefill of a ``seq_len`` prompt and ``decode_tokens`` cached decoding steps at batch 1 (each
+the median of at least three calls: decoding is their difference, so one slow call of two would
+skew it).
 ``add_costs`` runs it for every cell missing from ``results["cost"]``, saving after each, so a
 killed call loses at most the cell it was timing.
 """
@@ -34,7 +36,7 @@ def cell_cost(config_path: str, cell: Cell, overrides: list[str], *, seq_len: in
     train = training_throughput(config, seq_len=seq_len, batch=batch, repeats=repeats)
     model = DecoderLM(config.model, rngs=nnx.Rngs(0))
     inference = inference_throughput(model, prompt_len=seq_len, new_tokens=decode_tokens, batch=1,
-                                     repeats=max(1, repeats // 2))
+                                     repeats=max(3, repeats // 2))  # a median of 3 drops one slow call
     return {"train": train, "inference": inference, "peak_memory_gib": peak_memory_gib()}
 
 

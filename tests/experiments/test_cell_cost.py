@@ -1,0 +1,22 @@
+"""experiments/cell_cost.py: what it asks of the throughput timers (no timing here)."""
+
+from pathlib import Path
+
+import dma_jax.evaluation.throughput as throughput
+from experiments.cell_cost import cell_cost
+from experiments.cells import Cell
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_decoding_is_a_median_of_at_least_three_calls(monkeypatch):
+    # decode time = median(generate with new tokens) - median(generate with one): with two calls a
+    # single slow one moves the median by half its delay, with three it drops out
+    asked = {}
+    monkeypatch.setattr(throughput, "training_throughput", lambda config, **kw: asked.setdefault("train", kw))
+    monkeypatch.setattr(throughput, "inference_throughput", lambda model, **kw: asked.setdefault("inference", kw))
+    cost = cell_cost(str(ROOT / "configs" / "smoke.py"), Cell("mha"), ["model.d_model=32", "model.num_layers=1"],
+                     seq_len=16, batch=2, decode_tokens=3, repeats=2)
+    assert asked["train"]["repeats"] == 2
+    assert asked["inference"]["repeats"] >= 3 and asked["inference"]["new_tokens"] == 3
+    assert cost["inference"] is asked["inference"]
