@@ -11,6 +11,12 @@ Most of the suite's time is XLA compiling small programs for the CPU, so the tes
 train.py / eval.py processes they start, which inherit the environment) compile with LLVM's
 optimisations off unless ``XLA_FLAGS`` is already set: about a fifth less time, and no change to
 floating-point results (XLA's CPU backend does not use fast-math, so LLVM may not reorder them).
+
+They also share JAX's persistent compilation cache (``.pytest_cache/jax_compilation_cache`` unless
+``JAX_COMPILATION_CACHE_DIR`` is set): programs that take a second or more to compile, such as the
+smoke model's train step that many train.py processes build, compile once per run of the suite. A
+4-step train.py run of ``configs/smoke.py`` takes 4.6 s with the program cached against 8.4 s
+without.
 """
 
 import os
@@ -18,6 +24,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax_compilation_cache"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
