@@ -11,6 +11,8 @@ Most of the suite's time is XLA compiling small programs for the CPU, so the tes
 train.py / eval.py processes they start, which inherit the environment) compile with LLVM's
 optimisations off unless ``XLA_FLAGS`` is already set: about a fifth less time, and no change to
 floating-point results (XLA's CPU backend does not use fast-math, so LLVM may not reorder them).
+Each process also runs XLA's Eigen operations on one thread: the pytest workers already outnumber
+the cores.
 
 They also share JAX's persistent compilation cache (``.pytest_cache/jax_compilation_cache`` unless
 ``JAX_COMPILATION_CACHE_DIR`` is set): programs that take a second or more to compile, such as the
@@ -23,7 +25,8 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                      "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax_compilation_cache"))
 
