@@ -1,4 +1,5 @@
-"""What the GPU and TPU kernels share: the mask value and output shapes inside ``shard_map``."""
+"""What the GPU and TPU kernels share: the mask value, output shapes inside ``shard_map``, and the
+power-of-two padding that tile and row sizes take."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import jax
 import jax.numpy as jnp
 
 MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # logit of a key a query does not keep
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << max(0, (n - 1).bit_length())
 
 
 def varying_like(shapes, args):

@@ -23,7 +23,7 @@ from dma_jax.selection.tables import KeyTables, key_tables, num_tiles, table_wid
 from pallas_kernels.gpu.backward import dma_backward_queries, dma_backward_slots
 from pallas_kernels.gpu.common import KernelOptions
 from pallas_kernels.gpu.forward import dma_forward
-from pallas_kernels.shared import vary_like
+from pallas_kernels.shared import next_pow2, vary_like
 
 
 FORWARD_BACKENDS = ("pallas_triton", "jax_triton", "mosaic_gpu", "auto")
@@ -152,7 +152,7 @@ class PallasConfig:
     def resolve(self, *, head_dim: int, per_bias: int, dtype) -> "PallasConfig":
         """This config with every field set for a call with head dim D, R = ``per_bias`` query heads
         per bias head and input ``dtype``; the layout flags are turned off where they do not apply."""
-        rows_per_pos = _next_pow2(per_bias)
+        rows_per_pos = next_pow2(per_bias)
         block_q = self.block_q or max(16, (128 if head_dim <= 128 else 64) // rows_per_pos)
         block_q_bwd = self.block_q_bwd or block_q
         if block_q % block_q_bwd:
@@ -178,13 +178,9 @@ class PallasConfig:
         return max(self.block_k, self.block_k_bwd, self.block_slots, mosaic, mosaic_bwd)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def padded_head_dim(head_dim: int) -> int:
     """D zero-padded to a power of two, at least 16."""
-    return max(16, _next_pow2(head_dim))
+    return max(16, next_pow2(head_dim))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -506,7 +502,7 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
                                                      sink_keys=sink_keys)
 
     # Zero-pad D and R to powers of two; q -> (B, Hb, tiles, block_q * R', D'), or in place.
-    rows_per_pos, dim = _next_pow2(per_bias), padded_head_dim(head_dim)
+    rows_per_pos, dim = next_pow2(per_bias), padded_head_dim(head_dim)
     tiles = num_tiles(q_len, config.block_q)
     pad_d = ((0, 0),) * 3 + ((0, dim - head_dim),)
     qp = jnp.pad(q, ((0, 0), (0, tiles * config.block_q - q_len), (0, 0), (0, dim - head_dim)))

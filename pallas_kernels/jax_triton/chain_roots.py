@@ -10,7 +10,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.shared import varying_like
+from pallas_kernels.shared import next_pow2, varying_like
 
 # A row lives in one program; Triton stages each gather through shared memory, 4 bytes a position:
 # 128 KiB at 32K keys, of the 227 KiB an sm_90 block may use.
@@ -35,7 +35,7 @@ def root_values(pointer: jax.Array, values: jax.Array) -> jax.Array:
 
     from pallas_kernels.jax_triton.chain_roots_kernel import num_warps, root_values_kernel, turns
 
-    padded = 1 << max(0, (length - 1).bit_length())
+    padded = next_pow2(length)
     rows = math.prod(lead)
     pointer = pointer.reshape(rows, length).astype(jnp.int32)
     values = values.reshape(rows, length).astype(jnp.int32)
