@@ -13,6 +13,7 @@ SMOKE = str(ROOT / "configs" / "smoke.py")
 QUICK = ("steps=4", "optim.warmup_steps=1", "eval_every=4", "checkpoint_every=-1", "log_every=2")
 
 
+@pytest.mark.slow  # 55 s; run_grid's resume also runs in tests/experiments/test_science_runners.py
 def test_grid_runs_missing_cells_and_records_errors_then_evaluates_cells(tmp_path):
     from experiments.launch import evaluate_cells
 
@@ -261,6 +262,7 @@ def test_mqar_plot_draws_every_cell_of_the_file_not_only_this_calls():
     assert plotted_axes(results, ["swa"], [2048], [128]) == (["mha", "swa", "dma"], [1024, 2048], [64, 128])
 
 
+@pytest.mark.slow  # 26 s: two trainings and their by-distance scoring
 def test_mqar_by_distance_scores_each_cell_after_training(tmp_path):
     import subprocess
     import sys
