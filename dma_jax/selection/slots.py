@@ -12,16 +12,9 @@ scatter, a running max and pointer jumping: no sort, O(T log T) worst case, no T
 A key-major pass can walk one slot across tiles and meet each key in one unbroken run.
 
 Needs each segment to be one contiguous run (packed documents).
-
-The pointer jumping (``root_values``) runs as XLA gathers, one kernel a turn, or with
-``CHAIN_ROOTS = "triton"`` (environment variable ``DMA_CHAIN_ROOTS``, read at import) as one
-Triton kernel for all turns on a CUDA GPU (``pallas_kernels.jax_triton.chain_roots``, rows of
-up to 32,768 keys; longer rows and other backends keep the gathers).
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +23,8 @@ from jax import lax
 from dma_jax.selection.segments import segment_bounds
 
 
-CHAIN_ROOTS = os.environ.get("DMA_CHAIN_ROOTS", "xla")
-
-
-def _row_chains(ends, valid, segment, window):
-    """One row's slot chains, all (T,): each key's parent (the key it evicts; a root, one of its
-    segment's first ``window`` valid keys or a key never kept, points to itself), its rank among
-    its segment's valid keys (a root's slot), and whether it is ever kept."""
+def _row_slots(ends, valid, segment, window):
+    """Slot of every key of one row (-1 for keys never kept). All arrays (T,)."""
     length = ends.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
     first_of_run, run_end = segment_bounds(segment)
@@ -48,39 +36,13 @@ def _row_chains(ends, valid, segment, window):
     evicted = kept_ever & (ends < run_end)
     evictee = jnp.full((length,), -1, jnp.int32).at[jnp.where(evicted, ends, length)].set(index, mode="drop")
     pointer = jnp.where(kept_ever & ~root & (evictee >= 0), evictee, index)
-    return pointer, rank_in_run, kept_ever
-
-
-def root_values_xla(pointer, values):
-    """int32 (..., T): ``values[root(i)]`` along each row, following ``pointer`` (int32 (..., T),
-    roots point to themselves) to the end. Pointer jumping: after k turns each position points
-    2^k steps up its chain, so ceil(log2(T)) turns reach every root. A fixed count of turns, not
-    a while loop: on the GPU a while loop reads its condition on the host every turn, which stalls
-    the launch queue (docs/kernels.md, the selection's binary search). The reference of
-    ``pallas_kernels.jax_triton.chain_roots.root_values``."""
-    length = pointer.shape[-1]
-
-    def row(p, v):
-        for _ in range(max(1, (length - 1).bit_length())):
-            p = p[p]
-        return v[p]
-
-    for _ in range(pointer.ndim - 1):
-        row = jax.vmap(row)
-    return row(pointer, values)
-
-
-def root_values(pointer, values):
-    """``root_values_xla``, or its Triton kernel where ``CHAIN_ROOTS`` asks for it and it runs."""
-    if CHAIN_ROOTS not in ("xla", "triton"):
-        raise ValueError(f"CHAIN_ROOTS ($DMA_CHAIN_ROOTS) must be 'xla' or 'triton', got {CHAIN_ROOTS!r}")
-    if CHAIN_ROOTS == "triton" and jax.default_backend() == "gpu":
-        from pallas_kernels.jax_triton.chain_roots import MAX_LENGTH
-        from pallas_kernels.jax_triton.chain_roots import root_values as triton_root_values
-
-        if pointer.shape[-1] <= MAX_LENGTH:
-            return triton_root_values(pointer, values)
-    return root_values_xla(pointer, values)
+    # Pointer jumping: after k turns each key points 2^k steps back along its chain (a root
+    # points to itself), so ceil(log2(T)) turns reach every root. A fixed count of turns, not a
+    # while loop: on the GPU a while loop reads its condition on the host every turn, which
+    # stalls the launch queue (docs/kernels.md, the selection's binary search).
+    for _ in range(max(1, (length - 1).bit_length())):
+        pointer = pointer[pointer]
+    return jnp.where(kept_ever, rank_in_run[pointer], -1)
 
 
 def _carried_span(ends, tiles, block_q, q_offset):
@@ -126,9 +88,8 @@ def key_slots(ends, window, *, segment_ids=None, key_mask=None, bias=None):
     if bias is not None:
         valid = valid & ~jnp.isnan(bias) & (bias != -jnp.inf)
     segment = jnp.zeros((batch, length), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
-    row = lambda e, v, s: _row_chains(e, v, s, window)
-    pointer, rank_in_run, kept_ever = jax.vmap(jax.vmap(row, in_axes=(0, 0, None)))(ends, valid, segment)
-    return jnp.where(kept_ever, root_values(pointer, rank_in_run), -1)
+    row = lambda e, v, s: _row_slots(e, v, s, window)
+    return jax.vmap(jax.vmap(row, in_axes=(0, 0, None)))(ends, valid, segment)
 
 
 def ever_carried(ends, q_len, block_q):
