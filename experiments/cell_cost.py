@@ -41,14 +41,15 @@ def cell_cost(config_path: str, cell: Cell, overrides: list[str], *, seq_len: in
 
 
 def add_costs(results: dict, results_path: Path, cells: list[Cell], config_path: str, overrides: list[str], *,
-              seq_len: int, batch: int, decode_tokens: int, repeats: int) -> None:
-    """``cell_cost`` of each cell not yet in ``results["cost"]`` (keyed by ``Cell.spec``); a cell
-    that fails (out of memory, say) gets {"error": ...} and the others go on."""
+              seq_len: int, batch: int, decode_tokens: int, repeats: int, redo: tuple[str, ...] = ()) -> None:
+    """``cell_cost`` of each cell not yet in ``results["cost"]`` (keyed by ``Cell.spec``), and of
+    the cells whose spec is in ``redo`` even if they are; a cell that fails (out of memory, say) gets
+    {"error": ...} and the others go on."""
     from dma_jax.card import device_card
 
     costs = results.setdefault("cost", {})
     for cell in cells:
-        if cell.spec in costs and "error" not in costs[cell.spec]:
+        if cell.spec in costs and "error" not in costs[cell.spec] and cell.spec not in redo:
             continue
         try:
             costs[cell.spec] = cell_cost(config_path, cell, overrides, seq_len=seq_len, batch=batch,

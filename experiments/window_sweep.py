@@ -19,6 +19,7 @@ cell after another on the whole device (``experiments/cell_cost.py``), into --re
 (one entry per cell, whatever the seeds), so that the table puts tokens/s beside perplexity:
 
     python experiments/window_sweep.py --cost --results results/ppl/window_sweep.json
+    python experiments/window_sweep.py --cost --recost swa:512 --results results/ppl/window_sweep.json   # time one again
 
 Writes --results (JSON: card, commands, per-run records with wall time and FLOPs) and two plots
 beside it: perplexity against attention FLOPs per token (mean and range over seeds), and the loss
@@ -105,7 +106,8 @@ def measure_costs(args) -> dict:
     results["cost_command"] = " ".join(["python", *sys.argv])
     path.parent.mkdir(parents=True, exist_ok=True)
     add_costs(results, path, [parse_cell(c) for c in args.cells], args.config, args.overrides, seq_len=args.seq_len,
-              batch=args.batch, decode_tokens=args.decode_tokens, repeats=args.cost_repeats)
+              batch=args.batch, decode_tokens=args.decode_tokens, repeats=args.cost_repeats,
+              redo=tuple(parse_cell(c).spec for c in args.recost))
     return results
 
 
@@ -194,9 +196,11 @@ def main(argv=None):
                    help="train nothing: time each cell's train step and decoding here, into --results' \"cost\"")
     p.add_argument("--decode-tokens", type=int, default=32, help="--cost: cached decoding steps timed (batch 1)")
     p.add_argument("--cost-repeats", type=int, default=5, help="--cost: timed train steps")
+    p.add_argument("--recost", nargs="*", default=[], metavar="CELL",
+                   help="--cost: time these cells again even if their cost is already in --results")
     add_grid_arguments(p, results="results/ppl/window_sweep.json", workroot="runs/window_sweep", timeout=4 * 3600)
     args = p.parse_args(argv)
-    parse_cells_or_exit((*args.cells, *args.seeded_cells))
+    parse_cells_or_exit((*args.cells, *args.seeded_cells, *args.recost))
     if args.cost:
         results = measure_costs(args)
     else:

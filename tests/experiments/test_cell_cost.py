@@ -20,3 +20,17 @@ def test_decoding_is_a_median_of_at_least_three_calls(monkeypatch):
     assert asked["train"]["repeats"] == 2
     assert asked["inference"]["repeats"] >= 3 and asked["inference"]["new_tokens"] == 3
     assert cost["inference"] is asked["inference"]
+
+
+def test_add_costs_skips_timed_cells_unless_asked_again(tmp_path, monkeypatch):
+    import experiments.cell_cost as cell_cost_module
+
+    timed = []
+    monkeypatch.setattr(cell_cost_module, "cell_cost", lambda config, cell, *a, **kw: timed.append(cell.spec) or {})
+    results = {"cost": {"mha": {"train": {}}, "swa:8": {"train": {}}, "dma:8": {"error": "out of memory"}}}
+    kwargs = dict(seq_len=16, batch=2, decode_tokens=3, repeats=2)
+    cells = [Cell("mha"), Cell("swa", 8), Cell("dma", 8)]
+    cell_cost_module.add_costs(results, tmp_path / "r.json", cells, "configs/smoke.py", [], **kwargs)
+    assert timed == ["dma:8"]  # only the failed one
+    cell_cost_module.add_costs(results, tmp_path / "r.json", cells, "configs/smoke.py", [], redo=("swa:8",), **kwargs)
+    assert timed == ["dma:8", "swa:8"]
