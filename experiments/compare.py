@@ -3,7 +3,7 @@
 By default DMA, MHA and SWA learn MQAR from ``configs/mqar_quick.py`` (a few minutes on a 2-core
 CPU, less on a GPU). Prints a table of held-out query accuracy, loss, parameters, wall time and
 training speed, and saves a plot of accuracy against step. Each trained model is then scored by
-``eval.py`` on 512 held-out examples, split by how far back each query's pair lies: the table's
+``eval.py`` on 512 held-out examples (``--eval-examples``), split by how far back each query's pair lies: the table's
 "beyond w" column is the accuracy on queries whose pair lies beyond the window (where one layer of
 sliding window cannot see it), and ``distance.png`` draws accuracy against that distance:
 
@@ -71,12 +71,13 @@ def main(argv=None):
     p.add_argument("--attentions", nargs="+", default=["dma", "mha", "swa"], choices=ATTENTIONS)
     p.add_argument("--out", default="runs/compare", help="workdirs, results.json and compare.png go here")
     p.add_argument("--jobs", type=int, default=1, help="models trained at a time (a GPU fits several)")
+    p.add_argument("--eval-examples", type=int, default=512, help="held-out examples eval.py scores per model")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every model, as train.py takes")
     args = p.parse_args(argv)
     out, config = Path(args.out).resolve(), str(Path(args.config).resolve())  # train.py runs from the repo root
     jobs = [Job(a, config, (f"model.attention={a}", *args.overrides), {"attention": a}) for a in args.attentions]
     results = run_grid(jobs, out / "results.json", out, parallel=args.jobs)
-    evaluate_cells(results, out, ["--mqar", "--mqar-examples", "512"], "mqar", out / "results.json")
+    evaluate_cells(results, out, ["--mqar", "--mqar-examples", str(args.eval_examples)], "mqar", out / "results.json")
     plot(results, out / "compare.png", args.attentions)
     distance = plot_distance(results, out / "distance.png", args.attentions)
     print(table(results, args.attentions))

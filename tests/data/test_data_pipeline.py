@@ -117,3 +117,13 @@ def test_mqar_validation_differs_from_train(tokens_dir):
 def test_vocab_size_of(tokens_dir):
     assert vocab_size_of(configs(tokens_dir)["mqar"]) == 300
     assert 260 < vocab_size_of(configs(tokens_dir)["lm"]) <= 320
+
+
+def test_niah_share_mixes_needle_rows_into_text_rows(tokens_dir):
+    # a needle row trains on its answer only; a text row on (nearly) every position
+    config = dataclasses.replace(configs(tokens_dir)["lm"], seq_len=400, niah_share=0.5)
+    rows = np.concatenate([b["loss_mask"] for b in make_dataset(config)[:16]])
+    needles = rows.sum(axis=1) < 50
+    assert rows.shape == (64, 400) and 0.3 < needles.mean() < 0.7
+    plain = np.concatenate([b["loss_mask"] for b in make_dataset(dataclasses.replace(config, niah_share=0.0))[:4]])
+    assert (plain.sum(axis=1) >= 50).all()

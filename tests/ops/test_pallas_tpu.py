@@ -56,7 +56,7 @@ CASES = {
 # The longest interpret runs (128-key chunks), and three whose features the TPU forward kernel's own
 # tests also cover (Tq < Tk, window None, non-causal: tests/kernels/test_tpu_kernels.py).
 SLOW_CASES = {"tpu_tiles_T111_w20_segments_keymask", "Tq30_Tk79_w9_neginf_hb_h", "T63_wNone_mqa_scale",
-              "noncausal_T63_w4_many_segments_keymask"}
+              "noncausal_T63_w4_many_segments_keymask", "T79_w8_keymask_ties_gqa_hb_hkv_D64"}
 
 
 @pytest.mark.parametrize("case,config", [
