@@ -5,9 +5,11 @@ learns retrieval beside language modelling. ``experiments/passkey.py`` trains on
 and seed and scores exact answers at 1K-8K tokens and five depths (``eval.py --niah``).
 
 Hardware: a GPU. Size: 12.9M parameters (d_model 384, 6 layers, 6 heads of 64, 3 kv heads,
-vocabulary 8192), 32 rows of 1024 tokens a step. Time (predicted, not measured yet): 8-12 min per
-run of 4000 steps on one H100 with four runs sharing it, plus about a minute of scoring. Needs the
-tokenized corpus.
+vocabulary 8192), 32 rows of 1024 tokens a step. Time: four runs sharing one H200 ran at 0.23 s a
+step each (results/niah/passkey_four_sharing_h200.json), about 15 min a run; one run alone on an
+H100 at 0.054 s a step (results/niah/passkey_alone_rate_h100.json), about 4 min of training, so
+runs go one at a time (``--jobs 1``). Needs
+the tokenized corpus.
 
     python train.py --config configs/passkey.py --workdir runs/passkey_dma256
 """

@@ -1,7 +1,7 @@
 """Passkey retrieval past the training length: which attentions still find a needle at 2-8x the
 length they trained at, and how reliably over seeds.
 
-    python experiments/passkey.py --jobs 4 --results results/niah/passkey.json             # the GPU runs
+    python experiments/passkey.py --jobs 1 --results results/niah/passkey.json             # the GPU runs, one at a time
     python experiments/passkey.py --cells mha dma:64 --seeds 0 --steps 30 --train-len 256 --scales 1 2 \\
         --depths 0 1 --per-cell 2 model.d_model=64 model.num_layers=2 model.num_heads=2 model.num_kv_heads=1 \\
         data.global_batch_size=4 data.niah_share=0.5 \\
