@@ -3,9 +3,10 @@
 By default DMA, MHA and SWA learn MQAR from ``configs/mqar_quick.py`` (a few minutes on a 2-core
 CPU, less on a GPU). Prints a table of held-out query accuracy, loss, parameters, wall time and
 training speed, and saves a plot of accuracy against step. Each trained model is then scored by
-``eval.py`` on 512 held-out examples (``--eval-examples``), split by how far back each query's pair lies: the table's
-"beyond w" column is the accuracy on queries whose pair lies beyond the window (where one layer of
-sliding window cannot see it), and ``distance.png`` draws accuracy against that distance:
+``eval.py`` on 512 held-out examples (``--eval-examples``), split by how far back each query's
+pair lies: the table's "beyond w" column is the accuracy on queries whose pair lies beyond the
+window (where one layer of sliding window cannot see it), and ``distance.png`` draws accuracy
+against that distance:
 
     python experiments/compare.py
     python experiments/compare.py --attentions dma mha swa mla nsa --out runs/compare_all steps=3000

@@ -117,8 +117,8 @@ def test_compare_prints_a_table_and_draws_the_curves(tmp_path, capsys):
     from experiments.compare import main
 
     out = tmp_path / "compare"
-    code = main(["--attentions", "dma", "swa", "--out", str(out), "--eval-examples", "16", "steps=4", "optim.warmup_steps=1", "eval_every=2",
-                 "log_every=2", "data.global_batch_size=8"])
+    code = main(["--attentions", "dma", "swa", "--out", str(out), "--eval-examples", "16", "steps=4",
+                 "optim.warmup_steps=1", "eval_every=2", "log_every=2", "data.global_batch_size=8"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "| attention | query accuracy | beyond w = 16 |" in printed
