@@ -1,5 +1,7 @@
 """live_ranges and static_keep against the dense selection_mask and a step-by-step simulation."""
 
+import zlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,11 +49,19 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("length", [1, 2, 63, 111])
-@pytest.mark.parametrize("window", [1, 3, 17, 200, None], ids=lambda w: f"w{w}")
-@pytest.mark.parametrize("case", list(CASES))
+def _combination(case, window, length):
+    # w = 200 keeps every visible key at these lengths as w = None does, and length 2 sits between 1
+    # and 63: those combinations are deselected by default (run with -m slow)
+    slow = window == 200 or length == 2
+    return pytest.param(case, window, length, id=f"{case}-w{window}-{length}",
+                        marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("case,window,length", [
+    _combination(case, window, length)
+    for case in CASES for window in (1, 3, 17, 200, None) for length in (1, 2, 63, 111)])
 def test_live_ranges_equal_selection_mask(case, window, length):
-    rng = np.random.default_rng(hash((case, window, length)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((case, window, length)).encode()))  # the same inputs every run
     bias, seg, mask = _random_case(rng, 2, 3, length, **CASES[case])
     ends = np.asarray(live_ranges(jnp.asarray(bias), window, segment_ids=seg, key_mask=mask))
     expected = np.asarray(selection_mask(jnp.asarray(bias), window, length, segment_ids=seg, key_mask=mask))
