@@ -43,17 +43,7 @@ def x64():
         yield
 
 
-# Modules whose tests start train.py/eval.py processes or several devices, each test 10-60 s: run
-# first, so that pytest-xdist's workers end on the short tests instead of one worker ending alone on
-# a long one.
-LONG_FIRST = ("training/test_faults.py", "experiments/", "training/test_mesh.py", "ops/test_sequence_parallel.py",
-              "training/test_training_loop.py", "training/test_training_sharded.py", "decoding/test_generation.py",
-              "evaluation/test_evaluation.py", "benchmarks/")
-
-
 def pytest_collection_modifyitems(config, items):
-    rank = lambda item: next((i for i, part in enumerate(LONG_FIRST) if part in item.nodeid), len(LONG_FIRST))  # noqa: E731
-    items.sort(key=rank)  # stable: the order within each group stays
     if any(d.platform == "gpu" for d in jax.devices()):
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the GPU machine)")
