@@ -48,20 +48,30 @@ ROWS = ("step", "+ host batch", "+ data pipeline", "+ checkpointer", "training l
 
 def measure(config, steps: int) -> list[dict]:
     """Milliseconds per step of each row of ``ROWS`` (see the module docstring)."""
-    config = dataclasses.replace(config, eval_every=0)
+    with tempfile.TemporaryDirectory(prefix="loop_overhead_") as workdir:  # the checkpoints and metrics log
+        seconds = _seconds(dataclasses.replace(config, eval_every=0), steps, Path(workdir))
+    batch, length = config.data.global_batch_size, config.data.seq_len
+    out, previous = [], None
+    for name in ROWS:
+        ms = seconds[name] / steps * 1e3
+        out.append({"row": name, "ms_per_step": ms, "added_ms": None if previous is None else ms - previous,
+                    "tokens_per_s": batch * length / (ms / 1e3)})
+        previous = ms
+    return out
+
+
+def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
+    """Seconds of ``steps`` steps of each row of ``ROWS``."""
     mesh = make_mesh(config.mesh)
     optimizer = make_optimizer(config.optim, config.steps)
     graphdef, state, shardings = init_state(config, optimizer, mesh)
     data = make_iterator(config.data, "train", jax.process_index(), jax.process_count())
     batch, length = config.data.global_batch_size, config.data.seq_len
-    vocab = config.model.vocab_size
-    host = [random_batch(np.random.default_rng(i), vocab, batch, length) for i in range(4)]
-    workdir = Path(tempfile.mkdtemp(prefix="loop_overhead_"))
+    host = [random_batch(np.random.default_rng(i), config.model.vocab_size, batch, length) for i in range(4)]
     # an interval no timed step reaches: the rows time the checkpointer's call on the steps it skips
     checkpointer = Checkpointer(workdir / "checkpoints", every=2**30, keep=1)
     stop = StopRequest()
     holder = {"state": state}
-    out = []
     with jax.set_mesh(mesh):
         train_step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh,
                                      shardings)
@@ -88,21 +98,16 @@ def measure(config, steps: int) -> list[dict]:
             return time.perf_counter() - start
 
         seconds = {name: timed(name) for name in ROWS[:-1]}
-        # steps + 1 steps from step steps + 1 on: the loop waits after its first step, then logs the
-        # time of the next ``steps`` at its last one, before its closing checkpoint
+        # steps + 1 steps, from step steps + 1 on: the loop logs (and waits) at its first step, whose
+        # number is a multiple of log_every, then logs the time of the next ``steps`` at its last
+        # one, before its closing checkpoint
         loop_config = dataclasses.replace(config, steps=2 * steps + 1, log_every=steps + 1)
         eval_step = make_eval_step(graphdef, mesh, shardings["params"], config.logits_piece)
         records = _run(loop_config, holder["state"], data, train_step, eval_step, checkpointer,
                        MetricsLog(workdir / "metrics.jsonl", 0, True), mesh, steps, None, False, stop)
         seconds["training loop"] = [r for r in records if r["event"] == "train"][-1]["step_time_s"] * steps
     checkpointer.close()
-    previous = None
-    for name in ROWS:
-        ms = seconds[name] / steps * 1e3
-        out.append({"row": name, "ms_per_step": ms, "added_ms": None if previous is None else ms - previous,
-                    "tokens_per_s": batch * length / (ms / 1e3)})
-        previous = ms
-    return out
+    return seconds
 
 
 def main(argv=None):
