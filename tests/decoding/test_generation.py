@@ -86,13 +86,14 @@ def test_sampling_needs_a_key_and_is_reproducible():
 
 @pytest.mark.parametrize("kind", ["dma", "dma_local_sinks", "mha", "swa", "mla", "nsa"])
 def test_chunked_prefill_equals_full_forward(kind):
-    """Prompts run 5 tokens at a time (lengths 23, 9, 2), then decoding: the full forward's logits."""
+    """Prompts run 5 tokens at a time (lengths 13, 7, 2: three chunks, the window of 6 filled in
+    the second), then decoding: the full forward's logits."""
     model = _model(kind)
     rng = np.random.default_rng(1)
-    prompts = jnp.asarray(rng.integers(0, 256, (3, 23)), jnp.int32)
-    lengths = np.array([23, 9, 2])
+    prompts = jnp.asarray(rng.integers(0, 256, (3, 13)), jnp.int32)
+    lengths = np.array([13, 7, 2])
     continuation = jnp.asarray(rng.integers(0, 256, (3, 6)), jnp.int32)
-    prompt_logits, _ = nnx.jit(lambda m, t, l: m.prefill(t, l, 29, 5))(model, prompts, jnp.asarray(lengths))
+    prompt_logits, _ = nnx.jit(lambda m, t, l: m.prefill(t, l, 19, 5))(model, prompts, jnp.asarray(lengths))
     cached = np.asarray(teacher_forced_logits(model, prompts, continuation, prompt_lengths=lengths, prefill_chunk=5))
     for b, (length, full) in enumerate(zip(lengths, _full_logits(model, prompts, lengths, continuation))):
         np.testing.assert_allclose(np.asarray(prompt_logits)[b, :length], full[:length], atol=2e-4)

@@ -41,7 +41,8 @@ CASES = {
     "T79_w8_keymask_ties_gqa_hb_hkv_D64": (Case(
         seed=61, q_len=79, kv_len=79, window=8, key_mask=True, int_bias=True, head_dim=64), POISONED),
     "T63_w5_segments_hb_h_D80": (Case(
-        seed=62, q_len=63, kv_len=63, window=5, segments=True, bias_heads=4, head_dim=80), POISONED),
+        seed=62, q_len=63, kv_len=63, window=5, segments=True, bias_heads=4, head_dim=80, batch=1),
+        POISONED),
     "Tq30_Tk79_w9_neginf_hb_h": (Case(
         seed=63, q_len=30, kv_len=79, window=9, neg_inf_frac=0.2, bias_heads=4), EAGER),
     "T63_wNone_mqa_scale": (Case(

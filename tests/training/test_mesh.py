@@ -80,7 +80,7 @@ SCRIPT = textwrap.dedent(
     from dma_jax.sharding import MeshConfig, make_mesh, tree_shardings, batch_sharding
 
     assert jax.device_count() == 4
-    for attention, mesh_config in (("dma", MeshConfig(2, 2, 1)), ("dma", MeshConfig(1, 2, 2)), ("mha", MeshConfig(1, 4, 1))):
+    for attention, meshes in (("dma", (MeshConfig(2, 2, 1), MeshConfig(1, 2, 2))), ("mha", (MeshConfig(1, 4, 1),))):
         config = ModelConfig.preset("tiny", attention=attention, implementation="xla")
         graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
         rng = np.random.default_rng(0)
@@ -88,19 +88,20 @@ SCRIPT = textwrap.dedent(
         segments = jnp.asarray(np.repeat([[1] * 20 + [2] * 17], 4, 0), jnp.int32)
         loss = lambda p, t, s: jnp.mean(nnx.merge(graphdef, p)(t, s) ** 2)
         expected, expected_grads = jax.jit(jax.value_and_grad(loss))(params, tokens, segments)  # one program, not op by op
-        mesh = make_mesh(mesh_config)
-        with jax.set_mesh(mesh):
-            shardings = tree_shardings(params, mesh)
-            fn = jax.jit(jax.value_and_grad(loss), in_shardings=(shardings, batch_sharding(mesh), batch_sharding(mesh)))
-            got, grads = fn(jax.device_put(params, shardings), tokens, segments)
-            text = fn.lower(params, tokens, segments).as_text()
-        if attention == "dma":
-            assert "shard_map" in text or "manual" in text.lower(), "attention did not run under shard_map"
-        np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
-        for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
-            np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-6)
-        q = grads["blocks"][0]["attn"]["q_proj"]["kernel"]
-        print(attention, mesh_config, q.sharding.spec)
+        for mesh_config in meshes:
+            mesh = make_mesh(mesh_config)
+            with jax.set_mesh(mesh):
+                shardings = tree_shardings(params, mesh)
+                fn = jax.jit(jax.value_and_grad(loss), in_shardings=(shardings, batch_sharding(mesh), batch_sharding(mesh)))
+                got, grads = fn(jax.device_put(params, shardings), tokens, segments)
+                text = fn.lower(params, tokens, segments).as_text()
+            if attention == "dma":
+                assert "shard_map" in text or "manual" in text.lower(), "attention did not run under shard_map"
+            np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
+            for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+                np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-6)
+            q = grads["blocks"][0]["attn"]["q_proj"]["kernel"]
+            print(attention, mesh_config, q.sharding.spec)
     print("mesh ok")
     """
 )
