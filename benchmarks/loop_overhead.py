@@ -7,14 +7,16 @@ each piece of the training loop's host work added, then the loop itself.
 One process builds the config's train step once (``--config`` and ``key=value`` overrides, as
 train.py takes them) and times ``--steps`` back-to-back steps, one wait at the end, per row:
 
-1. ``step``: one batch already on the device, used every step (how ``--cost`` and
-   ``benchmarks.model_throughput`` time a step);
-2. ``+ host batch``: a new batch of random tokens each step, moved to the device with
-   ``global_batch`` (train.py's transfer);
-3. ``+ data pipeline``: the config's grain pipeline (``make_iterator``) instead of random tokens;
-4. ``+ checkpointer``: also the checkpointer's per-step call (it saves only on its interval) and
+1. ``step, random tokens``: one batch of random tokens (one document a row) already on the
+   device, used every step (how ``--cost`` and ``benchmarks.model_throughput`` time a step);
+2. ``step``: the same with one batch of the config's data (packed documents, so the attention
+   sees their segment ids) instead;
+3. ``+ host batch``: four batches of the config's data, read once, one moved to the device with
+   ``global_batch`` each step (train.py's transfer);
+4. ``+ data pipeline``: a new batch from the config's grain pipeline (``make_iterator``) each step;
+5. ``+ checkpointer``: also the checkpointer's per-step call (it saves only on its interval) and
    the preemption check;
-5. ``training loop``: ``dma_jax.training.loop``'s loop itself over the same steps, timed as it
+6. ``training loop``: ``dma_jax.training.loop``'s loop itself over the same steps, timed as it
    times itself (its logged step time; no evaluation, and its closing checkpoint not counted).
 
 Each row's milliseconds per step is the total divided by ``--steps``; the column beside it is what
@@ -43,7 +45,7 @@ from dma_jax.training.optimizer import make_optimizer, wsd_schedule
 from dma_jax.training.step import init_state, make_eval_step, make_train_step
 from dma_jax.training.workdir import MetricsLog
 
-ROWS = ("step", "+ host batch", "+ data pipeline", "+ checkpointer", "training loop")
+ROWS = ("step, random tokens", "step", "+ host batch", "+ data pipeline", "+ checkpointer", "training loop")
 
 
 def measure(config, steps: int) -> list[dict]:
@@ -67,7 +69,7 @@ def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
     graphdef, state, shardings = init_state(config, optimizer, mesh)
     data = make_iterator(config.data, "train", jax.process_index(), jax.process_count())
     batch, length = config.data.global_batch_size, config.data.seq_len
-    host = [random_batch(np.random.default_rng(i), config.model.vocab_size, batch, length) for i in range(4)]
+    host = [next(data) for _ in range(4)]
     # an interval no timed step reaches: the rows time the checkpointer's call on the steps it skips
     checkpointer = Checkpointer(workdir / "checkpoints", every=2**30, keep=1)
     stop = StopRequest()
@@ -75,8 +77,10 @@ def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
     with jax.set_mesh(mesh):
         train_step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh,
                                      shardings)
+        tokens = global_batch(random_batch(np.random.default_rng(0), config.model.vocab_size, batch, length), mesh)
         fixed = global_batch(host[0], mesh)
-        batches = {"step": lambda i: fixed, "+ host batch": lambda i: global_batch(host[i % len(host)], mesh),
+        batches = {"step, random tokens": lambda i: tokens, "step": lambda i: fixed,
+                   "+ host batch": lambda i: global_batch(host[i % len(host)], mesh),
                    "+ data pipeline": lambda i: global_batch(next(data), mesh)}
         batches["+ checkpointer"] = batches["+ data pipeline"]
 
@@ -125,10 +129,10 @@ def main(argv=None):
               "overrides": args.overrides, "steps": args.steps, "seq_len": config.data.seq_len,
               "global_batch_size": config.data.global_batch_size, "rows": rows}
     write_json(result, args.out)
-    print(f"\n{'row':18s} {'ms/step':>9s} {'added ms':>9s} {'tokens/s':>12s}")
+    print(f"\n{'row':20s} {'ms/step':>9s} {'added ms':>9s} {'tokens/s':>12s}")
     for row in rows:
         added = "" if row["added_ms"] is None else f"{row['added_ms']:+9.2f}"
-        print(f"{row['row']:18s} {row['ms_per_step']:9.2f} {added:>9s} {row['tokens_per_s']:12,.0f}")
+        print(f"{row['row']:20s} {row['ms_per_step']:9.2f} {added:>9s} {row['tokens_per_s']:12,.0f}")
     print(f"wrote {args.out}")
     return result
 
