@@ -8,13 +8,13 @@ from benchmarks import model_throughput
 
 def test_toy_run_writes_rows_json_and_plot(tmp_path, capsys):
     result = model_throughput.main([
-        "--lengths", "32", "--attentions", "dma", "swa", "--d-model", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
+        "--lengths", "32", "--attentions", "dma", "--d-model", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",
         "--head-dim", "16", "--vocab-size", "64", "--window", "8", "--tokens-per-batch", "128",
         "--decode-tokens", "3", "--logits-piece", "8", "--repeats", "2", "--dtype", "float32", "--out-dir", str(tmp_path),
         "--remat-saves", "attention",
     ])
     rows = result["rows"]
-    assert [(r["attention"], r["T"], r["remat_saves"]) for r in rows] == [("dma", 32, "attention"), ("swa", 32, "attention")]
+    assert [(r["attention"], r["T"], r["remat_saves"]) for r in rows] == [("dma", 32, "attention")]
     assert all("error" not in r for r in rows), [r.get("error") for r in rows]
     assert {r["window"] for r in rows} == {8}  # min(8, T / 4)
     for r in rows:
