@@ -9,16 +9,18 @@ train.py takes them) and times ``--steps`` back-to-back steps, one wait at the e
 
 1. ``step, random tokens``: one batch of random tokens (one document a row) already on the
    device, used every step (how ``--cost`` and ``benchmarks.model_throughput`` time a step);
-2. ``step``: the same with one batch of the config's data (packed documents, so the attention
-   sees their segment ids) instead;
-3. ``+ host batch``: four batches of the config's data, read once, one moved to the device with
+2. ``step, data tokens``: the same with the tokens of one batch of the config's data, one
+   document a row (segment ids all 1);
+3. ``step, data segments``: random tokens with that batch's documents (its segment ids);
+4. ``step``: that batch of the config's data itself (its tokens and documents);
+5. ``+ host batch``: four batches of the config's data, read once, one moved to the device with
    ``global_batch`` each step (train.py's transfer);
-4. ``+ data pipeline``: a new batch from the config's grain pipeline (``make_iterator``) each step;
-5. ``+ checkpointer``: also the checkpointer's per-step call (it saves only on its interval) and
+6. ``+ data pipeline``: a new batch from the config's grain pipeline (``make_iterator``) each step;
+7. ``+ checkpointer``: also the checkpointer's per-step call (it saves only on its interval) and
    the preemption check;
-6. ``training loop``: ``dma_jax.training.loop``'s loop itself over the same steps, timed as it
+8. ``training loop``: ``dma_jax.training.loop``'s loop itself over the same steps, timed as it
    times itself (its logged step time; no evaluation, and its closing checkpoint not counted);
-7. ``loop, prefetch 2``: the loop again with ``data.device_prefetch=2`` (the next two batches
+9. ``loop, prefetch 2``: the loop again with ``data.device_prefetch=2`` (the next two batches
    read and moved to the device on a background thread while the step runs).
 
 Each row's milliseconds per step is the total divided by ``--steps``; the column beside it is what
@@ -49,7 +51,7 @@ from dma_jax.training.step import init_state, make_eval_step, make_train_step
 from dma_jax.training.workdir import MetricsLog
 
 PREFETCH = 2
-ROWS = ("step, random tokens", "step", "+ host batch", "+ data pipeline", "+ checkpointer", "training loop",
+ROWS = ("step, random tokens", "step, data tokens", "step, data segments", "step", "+ host batch", "+ data pipeline", "+ checkpointer", "training loop",
         f"loop, prefetch {PREFETCH}")
 
 
@@ -84,7 +86,13 @@ def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
                                      shardings)
         tokens = global_batch(random_batch(np.random.default_rng(0), config.model.vocab_size, batch, length), mesh)
         fixed = global_batch(host[0], mesh)
-        batches = {"step, random tokens": lambda i: tokens, "step": lambda i: fixed,
+        # the data's tokens with one document a row, and random tokens with the data's documents
+        ones = {"segment_ids": np.ones_like(host[0]["segment_ids"]), "loss_mask": np.ones_like(host[0]["loss_mask"])}
+        data_tokens = global_batch({**host[0], **ones}, mesh)
+        random = random_batch(np.random.default_rng(0), config.model.vocab_size, batch, length)
+        data_segments = global_batch({**random, "segment_ids": host[0]["segment_ids"]}, mesh)
+        batches = {"step, random tokens": lambda i: tokens, "step, data tokens": lambda i: data_tokens,
+                   "step, data segments": lambda i: data_segments, "step": lambda i: fixed,
                    "+ host batch": lambda i: global_batch(host[i % len(host)], mesh),
                    "+ data pipeline": lambda i: global_batch(next(data), mesh)}
         batches["+ checkpointer"] = batches["+ data pipeline"]
