@@ -19,9 +19,7 @@ train.py takes them) and times ``--steps`` back-to-back steps, one wait at the e
 7. ``+ checkpointer``: also the checkpointer's per-step call (it saves only on its interval) and
    the preemption check;
 8. ``training loop``: ``dma_jax.training.loop``'s loop itself over the same steps, timed as it
-   times itself (its logged step time; no evaluation, and its closing checkpoint not counted);
-9. ``loop, prefetch 2``: the loop again with ``data.device_prefetch=2`` (the next two batches
-   read and moved to the device on a background thread while the step runs).
+   times itself (its logged step time; no evaluation, and its closing checkpoint not counted).
 
 Each row's milliseconds per step is the total divided by ``--steps``; the column beside it is what
 the row adds to the one above. Writes --out (JSON: card, command, rows) and prints a table last.
@@ -36,7 +34,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import result_header, write_json
@@ -50,9 +47,8 @@ from dma_jax.training.optimizer import make_optimizer, wsd_schedule
 from dma_jax.training.step import init_state, make_eval_step, make_train_step
 from dma_jax.training.workdir import MetricsLog
 
-PREFETCH = 2
-ROWS = ("step, random tokens", "step, data tokens", "step, data segments", "step", "+ host batch", "+ data pipeline", "+ checkpointer", "training loop",
-        f"loop, prefetch {PREFETCH}")
+ROWS = ("step, random tokens", "step, data tokens", "step, data segments", "step", "+ host batch", "+ data pipeline",
+        "+ checkpointer", "training loop")
 
 
 def measure(config, steps: int) -> list[dict]:
@@ -114,22 +110,15 @@ def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
             jax.block_until_ready(metrics)
             return time.perf_counter() - start
 
-        seconds = {name: timed(name) for name in ROWS[:-2]}
+        seconds = {name: timed(name) for name in ROWS[:-1]}
+        # steps + 1 steps, from step steps + 1 on: the loop logs (and waits) at its first step, whose
+        # number is a multiple of log_every, then logs the time of the next ``steps`` at its last
+        # one, before its closing checkpoint
+        loop_config = dataclasses.replace(config, steps=2 * steps + 1, log_every=steps + 1)
         eval_step = make_eval_step(graphdef, mesh, shardings["params"], config.logits_piece)
-        spare = jax.tree.map(jnp.copy, holder["state"])  # the step donates the state: one for each loop
-
-        def loop(state, first: int, prefetch: int) -> float:
-            # steps + 1 steps from step first + 1 on: the loop logs (and waits) at its first step, whose
-            # number is a multiple of log_every, then logs the time of the next ``steps`` at its last
-            # one, before its closing checkpoint
-            data_config = dataclasses.replace(config.data, device_prefetch=prefetch)
-            loop_config = dataclasses.replace(config, steps=first + steps + 1, log_every=steps + 1, data=data_config)
-            records = _run(loop_config, state, data, train_step, eval_step, checkpointer,
-                           MetricsLog(workdir / "metrics.jsonl", 0, True), mesh, first, None, False, stop)
-            return [r for r in records if r["event"] == "train"][-1]["step_time_s"] * steps
-
-        seconds["training loop"] = loop(holder["state"], steps, config.data.device_prefetch)
-        seconds[ROWS[-1]] = loop(spare, 2 * steps + 1, PREFETCH)
+        records = _run(loop_config, holder["state"], data, train_step, eval_step, checkpointer,
+                       MetricsLog(workdir / "metrics.jsonl", 0, True), mesh, steps, None, False, stop)
+        seconds["training loop"] = [r for r in records if r["event"] == "train"][-1]["step_time_s"] * steps
     checkpointer.close()
     return seconds
 

@@ -52,9 +52,6 @@ class DataConfig:
     # grain reading
     read_threads: int = 4
     prefetch_buffer_size: int = 8
-    # train.py: batches read and moved to the devices this many steps ahead, on a background thread
-    # (dma_jax.data.prefetch); 0 reads each batch when its step starts
-    device_prefetch: int = 0
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "DataConfig":
@@ -84,9 +81,6 @@ class DataConfig:
             positive(name)
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ValueError(f"data.seed must be an integer in [0, 2**32), got {self.seed!r}")
-        if not isinstance(self.device_prefetch, int) or isinstance(self.device_prefetch, bool) \
-                or self.device_prefetch < 0:
-            raise ValueError(f"data.device_prefetch must be a non-negative integer, got {self.device_prefetch!r}")
         if self.eval_max_batches is not None:
             positive("eval_max_batches")
         if self.kind == "mqar":

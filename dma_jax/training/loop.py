@@ -12,7 +12,6 @@ ends the run after the current step with a checkpoint at that step; running agai
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
@@ -24,7 +23,6 @@ from etils import epath
 from tqdm.auto import tqdm
 
 from dma_jax.data import make_iterator
-from dma_jax.data.prefetch import Prefetch
 from dma_jax.sharding import global_batch, make_mesh
 from dma_jax.training.checkpointing import Checkpointer, as_directory
 from dma_jax.training.config import TrainConfig, config_dict
@@ -146,50 +144,44 @@ def _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, st
         log(header)
         records.append(header)
     bar = tqdm(total=config.steps, initial=start, disable=not progress, dynamic_ncols=True, unit="step")
-    prefetch = config.data.device_prefetch
-    # with prefetching, checkpoints save the data position of the batches trained on, not read ahead
-    source = Prefetch(data, lambda host: global_batch(host, mesh), prefetch) if prefetch else contextlib.nullcontext(data)
-    with source as data:
-        window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-        for step in range(start + 1, end + 1):
-            batch = next(data) if prefetch else global_batch(next(data), mesh)
-            state, metrics = train_step(state, batch)
-            window_tokens += config.data.global_batch_size * seq_len
-            window_steps += 1
-            bar.update(1)
-            last = step == end
-            final = step == config.steps
-            if step == start + 1 and step % config.log_every and not final:  # keep compilation out of the throughput
-                jax.block_until_ready(metrics)
-                window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-            if step % config.log_every == 0 or final:  # the same records whether or not the run is interrupted
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                elapsed = time.perf_counter() - window_start
-                tokens_per_s = window_tokens / elapsed
-                record = {"step": step, "event": "train", **metrics, "tokens_per_s": tokens_per_s,
-                          "step_time_s": elapsed / window_steps,
-                          "mfu": flops_per_token * tokens_per_s / peak if peak else None}
-                record["peak_memory_gib"] = peak_memory_gib()
-                log(record)
-                records.append(record)
-                mfu = f"{record['mfu']:.1%}" if record["mfu"] is not None else "n/a"
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=mfu)
-                window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                scores = evaluate(eval_step, state["params"], config, mesh, config.eval_batches)
-                record = {"step": step, "event": "eval", **scores}
-                log(record)
-                records.append(record)
-                bar.write(f"step {step}: eval loss {record['eval_loss']:.4f}, accuracy {record['eval_accuracy']:.3f}")
-                window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-            metadata = {"step": step, "tokens_seen": step * config.data.global_batch_size * seq_len}
-            preempted = _preempted(stop, checkpointer, step)
-            if config.checkpoint_every >= 0 or preempted:
-                checkpointer.save(step, state, data, metadata=metadata, force=last or preempted)
-            if preempted:
-                checkpointer.wait()
-                bar.write(f"stopped at step {step} ({preempted}); checkpoint {step} saved, run again to resume")
-                break
+    window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
+    for step in range(start + 1, end + 1):
+        batch = global_batch(next(data), mesh)
+        state, metrics = train_step(state, batch)
+        window_tokens += config.data.global_batch_size * seq_len
+        window_steps += 1
+        bar.update(1)
+        last = step == end
+        final = step == config.steps
+        if step == start + 1 and step % config.log_every and not final:  # keep compilation out of the throughput
+            jax.block_until_ready(metrics)
+            window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
+        if step % config.log_every == 0 or final:  # the same records whether or not the run is interrupted
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_tokens / elapsed
+            record = {"step": step, "event": "train", **metrics, "tokens_per_s": tokens_per_s,
+                      "step_time_s": elapsed / window_steps, "mfu": flops_per_token * tokens_per_s / peak if peak else None}
+            record["peak_memory_gib"] = peak_memory_gib()
+            log(record)
+            records.append(record)
+            mfu = f"{record['mfu']:.1%}" if record["mfu"] is not None else "n/a"
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", mfu=mfu)
+            window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
+        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+            record = {"step": step, "event": "eval", **evaluate(eval_step, state["params"], config, mesh, config.eval_batches)}
+            log(record)
+            records.append(record)
+            bar.write(f"step {step}: eval loss {record['eval_loss']:.4f}, accuracy {record['eval_accuracy']:.3f}")
+            window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
+        metadata = {"step": step, "tokens_seen": step * config.data.global_batch_size * seq_len}
+        preempted = _preempted(stop, checkpointer, step)
+        if config.checkpoint_every >= 0 or preempted:
+            checkpointer.save(step, state, data, metadata=metadata, force=last or preempted)
+        if preempted:
+            checkpointer.wait()
+            bar.write(f"stopped at step {step} ({preempted}); checkpoint {step} saved, run again to resume")
+            break
     bar.close()
     checkpointer.wait()
     return records
