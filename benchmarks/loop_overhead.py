@@ -80,12 +80,11 @@ def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
     with jax.set_mesh(mesh):
         train_step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh,
                                      shardings)
-        tokens = global_batch(random_batch(np.random.default_rng(0), config.model.vocab_size, batch, length), mesh)
-        fixed = global_batch(host[0], mesh)
+        random = random_batch(np.random.default_rng(0), config.model.vocab_size, batch, length)
+        tokens, fixed = global_batch(random, mesh), global_batch(host[0], mesh)
         # the data's tokens with one document a row, and random tokens with the data's documents
         ones = {"segment_ids": np.ones_like(host[0]["segment_ids"]), "loss_mask": np.ones_like(host[0]["loss_mask"])}
         data_tokens = global_batch({**host[0], **ones}, mesh)
-        random = random_batch(np.random.default_rng(0), config.model.vocab_size, batch, length)
         data_segments = global_batch({**random, "segment_ids": host[0]["segment_ids"]}, mesh)
         batches = {"step, random tokens": lambda i: tokens, "step, data tokens": lambda i: data_tokens,
                    "step, data segments": lambda i: data_segments, "step": lambda i: fixed,
