@@ -72,22 +72,19 @@ def test_per_device_without_mesh_is_a_plain_call():
     assert jnp.array_equal(per_device(lambda a, b: a * 2, x, None), x * 2)
 
 
-SCRIPT = textwrap.dedent(
+# Shared by both scripts below: one attention's loss and gradients on every mesh against one
+# device's (one program, not op by op); DMA must run its attention under shard_map.
+MATCH_ONE_DEVICE = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
     from dma_jax.models import DecoderLM, ModelConfig
     from dma_jax.sharding import MeshConfig, make_mesh, tree_shardings, batch_sharding
 
-    assert jax.device_count() == 4
-    for attention, meshes in (("dma", (MeshConfig(2, 2, 1), MeshConfig(1, 2, 2))), ("mha", (MeshConfig(1, 4, 1),))):
-        config = ModelConfig.preset("tiny", attention=attention, implementation="xla")
+    def match_one_device(config, tokens, segments, meshes):
         graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
-        rng = np.random.default_rng(0)
-        tokens = jnp.asarray(rng.integers(0, 256, (4, 37)), jnp.int32)
-        segments = jnp.asarray(np.repeat([[1] * 20 + [2] * 17], 4, 0), jnp.int32)
         loss = lambda p, t, s: jnp.mean(nnx.merge(graphdef, p)(t, s) ** 2)
-        expected, expected_grads = jax.jit(jax.value_and_grad(loss))(params, tokens, segments)  # one program, not op by op
+        expected, expected_grads = jax.jit(jax.value_and_grad(loss))(params, tokens, segments)
         for mesh_config in meshes:
             mesh = make_mesh(mesh_config)
             with jax.set_mesh(mesh):
@@ -95,45 +92,38 @@ SCRIPT = textwrap.dedent(
                 fn = jax.jit(jax.value_and_grad(loss), in_shardings=(shardings, batch_sharding(mesh), batch_sharding(mesh)))
                 got, grads = fn(jax.device_put(params, shardings), tokens, segments)
                 text = fn.lower(params, tokens, segments).as_text()
-            if attention == "dma":
+            if config.attention == "dma":
                 assert "shard_map" in text or "manual" in text.lower(), "attention did not run under shard_map"
             np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
             for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
                 np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-6)
-            q = grads["blocks"][0]["attn"]["q_proj"]["kernel"]
-            print(attention, mesh_config, q.sharding.spec)
+            print(config.attention, mesh_config, grads["blocks"][0]["attn"]["q_proj"]["kernel"].sharding.spec)
+    """
+)
+
+SCRIPT = MATCH_ONE_DEVICE + textwrap.dedent(
+    """
+    assert jax.device_count() == 4
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, 256, (4, 37)), jnp.int32)
+    segments = jnp.asarray(np.repeat([[1] * 20 + [2] * 17], 4, 0), jnp.int32)
+    for attention, meshes in (("dma", (MeshConfig(2, 2, 1), MeshConfig(1, 2, 2))), ("mha", (MeshConfig(1, 4, 1),))):
+        match_one_device(ModelConfig.preset("tiny", attention=attention, implementation="xla"), tokens, segments, meshes)
     print("mesh ok")
     """
 )
 
 
-SEQUENCE_SCRIPT = textwrap.dedent(
+SEQUENCE_SCRIPT = MATCH_ONE_DEVICE + textwrap.dedent(
     """
-    import jax, jax.numpy as jnp, numpy as np
-    from flax import nnx
-    from dma_jax.models import DecoderLM, ModelConfig
-    from dma_jax.sharding import MeshConfig, make_mesh, tree_shardings, batch_sharding
-
     assert jax.device_count() == 8
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, 256, (2, 64)), jnp.int32)
+    segments = jnp.asarray(np.repeat([[1] * 21 + [2] * 30 + [3] * 13], 2, 0), jnp.int32)  # across shard borders
     dma_meshes = (MeshConfig(data=2, sequence=4), MeshConfig(data=1, fsdp=2, sequence=4))
     for attention, meshes in (("dma", dma_meshes), ("mha", dma_meshes[:1])):
         config = ModelConfig.preset("tiny", attention=attention, window=6, implementation="xla")
-        graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
-        rng = np.random.default_rng(0)
-        tokens = jnp.asarray(rng.integers(0, 256, (2, 64)), jnp.int32)
-        segments = jnp.asarray(np.repeat([[1] * 21 + [2] * 30 + [3] * 13], 2, 0), jnp.int32)  # across shard borders
-        loss = lambda p, t, s: jnp.mean(nnx.merge(graphdef, p)(t, s) ** 2)
-        expected, expected_grads = jax.jit(jax.value_and_grad(loss))(params, tokens, segments)  # one program, not op by op
-        for mesh_config in meshes:
-            mesh = make_mesh(mesh_config)
-            with jax.set_mesh(mesh):
-                shardings = tree_shardings(params, mesh)
-                fn = jax.jit(jax.value_and_grad(loss), in_shardings=(shardings, batch_sharding(mesh), batch_sharding(mesh)))
-                got, grads = fn(jax.device_put(params, shardings), tokens, segments)
-            np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
-            for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
-                np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-4, atol=1e-6)
-            print(attention, mesh_config, "ok")
+        match_one_device(config, tokens, segments, meshes)
     print("sequence ok")
     """
 )
