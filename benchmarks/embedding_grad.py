@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.common import result_header, write_json
 from dma_jax.data import make_iterator
+from dma_jax.evaluation.throughput import random_batch
 from dma_jax.timing import amortised_seconds, median_seconds
 from dma_jax.training.config import load_config
 
@@ -59,15 +60,16 @@ def measure(config, calls: int, repeats: int) -> list[dict]:
     batch, length = config.data.global_batch_size, config.data.seq_len
     dtype = jnp.dtype(config.model.dtype)
     data = make_iterator(config.data, "train")
-    token_sets = {"random": np.random.default_rng(0).integers(0, vocab, (batch, length), dtype=np.int32),
+    token_sets = {"random": random_batch(np.random.default_rng(0), vocab, batch, length)["inputs"],
                   "data": np.asarray(next(data)["inputs"])}
     table = jax.random.normal(jax.random.key(0), (vocab, width), jnp.float32) * 0.02
     g = jax.random.normal(jax.random.key(1), (batch, length, width), jnp.float32)
+    float32_gradient = gradient_fn(LOOKUPS["f32 gather"], jnp.float32)
+    exact = {kind: float32_gradient(table, jnp.asarray(tokens), g) for kind, tokens in token_sets.items()}
     rows = []
     for (name, lookup), (kind, tokens) in itertools.product(LOOKUPS.items(), token_sets.items()):
-        fn, device_tokens = gradient_fn(lookup, dtype), jnp.asarray(tokens)
-        exact = gradient_fn(LOOKUPS["f32 gather"], jnp.float32)(table, device_tokens, g)
-        error = float(jnp.max(jnp.abs(fn(table, device_tokens, g) - exact)) / jnp.max(jnp.abs(exact)))
+        fn, device_tokens, want = gradient_fn(lookup, dtype), jnp.asarray(tokens), exact[kind]
+        error = float(jnp.max(jnp.abs(fn(table, device_tokens, g) - want)) / jnp.max(jnp.abs(want)))
         rows.append({"lookup": name, "tokens": kind, "commonest_token_repeats": repeats_of_commonest(tokens),
                      "relative_error": error,
                      "ms_amortised": amortised_seconds(fn, table, device_tokens, g, calls=calls) * 1e3,
