@@ -258,7 +258,7 @@ class DecoderLM(nnx.Module):
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
         else:
             positions = positions_in_segments(segment_ids)
-        x = self.embed(tokens)
+        x = self.embed_tokens(tokens)
         run_block = lambda block, x, positions, segment_ids: block(x, positions=positions, segment_ids=segment_ids)
         if self.config.remat:
             run_block = nnx.remat(run_block, policy=remat_policy(self.config.remat_saves))
@@ -269,6 +269,15 @@ class DecoderLM(nnx.Module):
         for block in self.blocks:
             x = run_block(block, x, positions, segment_ids)
         return self.final_norm(x)
+
+    def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+        """int tokens (...) -> (..., d_model) rows of the embedding in the compute dtype.
+
+        Gathers from the float32 table and casts the rows, so the values equal ``nnx.Embed``'s
+        (which casts the whole table first) while the gradient's scatter-add of repeated tokens
+        accumulates in float32.
+        """
+        return jnp.take(self.embed.embedding[...], tokens, axis=0).astype(self.embed.dtype)
 
     def block_list(self) -> list[Block]:
         """The blocks in order, one module each (slices of the stacked parameters when scanned)."""
@@ -294,7 +303,7 @@ class DecoderLM(nnx.Module):
         """
         length = tokens.shape[1]
         chunk = length if chunk is None else min(chunk, length)
-        x = self.embed(tokens[:, :chunk])
+        x = self.embed_tokens(tokens[:, :chunk])
         later_chunk = chunk if chunk < length else 1  # what the caches must take in one step
         caches = []
         blocks = self.block_list()
@@ -305,7 +314,7 @@ class DecoderLM(nnx.Module):
         for start in range(chunk, length, chunk):
             piece = tokens[:, start : start + chunk]
             positions = jnp.broadcast_to(start + jnp.arange(piece.shape[1], dtype=jnp.int32), piece.shape)
-            x = self.embed(piece)
+            x = self.embed_tokens(piece)
             for i, block in enumerate(blocks):
                 x, caches[i] = block.extend(x, positions=positions, cache=caches[i], lengths=lengths)
             logits.append(self._logits(x))
@@ -313,7 +322,7 @@ class DecoderLM(nnx.Module):
 
     def decode(self, tokens: jax.Array, positions: jax.Array, caches):
         """One token per sequence, tokens and positions (B,) -> (logits (B, vocab), caches)."""
-        x = self.embed(tokens[:, None])
+        x = self.embed_tokens(tokens[:, None])
         new_caches = []
         for block, cache in zip(self.block_list(), caches):
             x, cache = block.decode(x, positions=positions, cache=cache)

@@ -149,6 +149,19 @@ def test_cudnn_dense_layers_match_xla_on_gpu(kind):
         assert np.linalg.norm(b - a) <= 0.05 * np.linalg.norm(a) + 1e-6  # bf16: a few per cent
 
 
+def test_embedding_rows_equal_nnx_embed_and_their_gradient_sums_in_float32():
+    """embed_tokens gives nnx.Embed's bf16 rows; a token repeated 1024 times gets the float32 sum
+    of its cotangents (a bf16 scatter-add stalls once the sum is 256 times one term)."""
+    model = _model("mha", dtype="bfloat16")
+    tokens = jnp.concatenate([jnp.full((1, 1024), 7), _tokens(3, 1, 64)], axis=1)
+    np.testing.assert_array_equal(model.embed_tokens(tokens), model.embed(tokens))
+    cotangent = jnp.full((1, tokens.shape[1], model.config.d_model), 0.01, jnp.bfloat16)
+    grad = nnx.grad(lambda m: jnp.sum(m.embed_tokens(tokens).astype(jnp.float32) * cotangent))(model)
+    repeats = np.sum(np.asarray(tokens) == 7)
+    expected = repeats * np.float32(jnp.bfloat16(0.01))
+    np.testing.assert_allclose(grad.embed.embedding[...][7], expected, rtol=1e-5)
+
+
 def test_tokens_must_be_2d():
     with pytest.raises(ValueError, match="tokens"):
         _model("mha")(jnp.zeros((2, 3, 4), jnp.int32))
