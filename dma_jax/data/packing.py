@@ -46,17 +46,23 @@ class PackedRows:
         length, n = self.seq_len, len(self.tokens)
         if not 0 <= index < self.num_rows_padded:
             raise IndexError(f"row {index} out of range [0, {self.num_rows_padded})")
-        positions = index * length + np.arange(length + 1)          # inputs and the one next token
-        valid = positions < n
+        start = index * length                                   # the row reads stream[start : stop]
+        stop = min(start + length + 1, n)                        # its inputs and the one next token
         window = np.zeros(length + 1, np.int32)
-        window[valid] = self.tokens[positions[valid]]
-        document = np.searchsorted(self.offsets, np.minimum(positions, n - 1), side="right") - 1
-        real = valid[:-1] & valid[1:]                                 # both input and target exist
-        first = document[0]
+        count = max(stop - start, 0)                             # window[:count] exists
+        window[:count] = self.tokens[start:stop]
+        # document of window[t], counted from the row's first document: the boundaries inside
+        boundaries = self.offsets[np.searchsorted(self.offsets, start, side="right"):
+                                  np.searchsorted(self.offsets, stop - 1, side="right")]
+        starts = np.zeros(length + 1, np.int32)
+        starts[boundaries - start] = 1
+        document = np.cumsum(starts, dtype=np.int32)
+        valid = np.arange(length + 1) < count
+        real = valid[1:]                                         # both input and target exist
         return {
-            "inputs": np.where(valid[:-1], window[:-1], 0).astype(np.int32),
-            "targets": np.where(real, window[1:], 0).astype(np.int32),
-            "segment_ids": np.where(valid[:-1], document[:-1] - first + 1, 0).astype(np.int32),
+            "inputs": window[:-1],
+            "targets": np.where(real, window[1:], 0),
+            "segment_ids": np.where(valid[:-1], document[:-1] + 1, 0),
             "loss_mask": (real & (document[:-1] == document[1:])).astype(np.float32),
         }
 

@@ -60,3 +60,34 @@ def test_bad_offsets(offsets):
 def test_index_out_of_range():
     with pytest.raises(IndexError):
         PackedRows(TOKENS, OFFSETS, 4)[3]
+
+
+def _reference_row(tokens, offsets, seq_len, index):
+    """Row ``index`` position by position, straight from the module docstring's definition."""
+    n, out = len(tokens), {k: np.zeros(seq_len, np.int32) for k in ("inputs", "targets", "segment_ids")}
+    out["loss_mask"] = np.zeros(seq_len, np.float32)
+    document = lambda position: np.searchsorted(offsets, position, "right")
+    for t in range(seq_len):
+        position = index * seq_len + t
+        if position >= n:
+            break
+        out["inputs"][t] = tokens[position]
+        out["segment_ids"][t] = document(position) - document(index * seq_len) + 1
+        if position + 1 < n:
+            out["targets"][t] = tokens[position + 1]
+            out["loss_mask"][t] = document(position) == document(position + 1)
+    return out
+
+
+@pytest.mark.parametrize("seq_len", [1, 2, 5, 16], ids=lambda n: f"L{n}")
+def test_rows_equal_the_position_by_position_definition(seq_len):
+    rng = np.random.default_rng(100 + seq_len)
+    lengths = rng.integers(1, 9, 12)                  # documents of one token too
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = rng.integers(1, 60000, offsets[-1]).astype(np.uint16)
+    rows = PackedRows(tokens, offsets, seq_len, num_rows_padded=row_count(len(tokens), seq_len) + 1)
+    for index in range(len(rows)):
+        expected = _reference_row(tokens, offsets, seq_len, index)
+        for key, value in rows[index].items():
+            np.testing.assert_array_equal(value, expected[key], err_msg=f"row {index} {key}")
+            assert value.dtype == expected[key].dtype and value.shape == (seq_len,)
