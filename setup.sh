@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install dma-jax with everything the README's two commands need (the `test`
 # extra: training, plots and the test tools). CUDA JAX where an NVIDIA GPU is present. Under
-# CI=true or DMA_INTEROP_TESTS=1 also torch and transformers (the Doge interop tests) and Triton
-# (the kernel PTX report).
+# CI=true also Triton (the kernel PTX report's tests); under DMA_INTEROP_TESTS=1 Triton, torch and
+# transformers (the Doge interop tests, which are in the slow tier: pytest -m slow).
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -11,9 +11,11 @@ extras="test"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   extras="test,cuda"
 fi
-if [ "${CI:-}" = "true" ] || [ "${DMA_INTEROP_TESTS:-}" = "1" ]; then
+if [ "${DMA_INTEROP_TESTS:-}" = "1" ]; then
   # A CPU build of torch is enough for the interop tests; 2.13.0 avoids pulling a CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
   extras="$extras,interop,ptx"
+elif [ "${CI:-}" = "true" ]; then
+  extras="$extras,ptx"
 fi
 .venv/bin/python -m pip install -q -e ".[$extras]"

@@ -59,7 +59,7 @@ def test_positions_restart_in_each_segment():
 
 @pytest.mark.parametrize(
     "name, non_embedding_millions",
-    [("80m", 78), ("200m", 189), ("680m", 623), ("1.7b", 1409)],
+    [("80m", 78), ("200m", 189), pytest.param("680m", 623, marks=pytest.mark.slow), ("1.7b", 1409)],
 )
 def test_presets_have_the_paper_sizes(name, non_embedding_millions):
     config = ModelConfig.preset(name)
@@ -96,7 +96,7 @@ def _implementations_seen(monkeypatch) -> list:
     return seen
 
 
-@pytest.mark.parametrize("kind", ["mha", "swa", "mla"])
+@pytest.mark.parametrize("kind", ["mha"] + [pytest.param(k, marks=pytest.mark.slow) for k in ("swa", "mla")])  # 8-14 s each
 def test_dense_implementation_reaches_dot_product_attention(kind, monkeypatch):
     """``dense_implementation`` is what the dense layers hand to ``jax.nn.dot_product_attention``;
     "xla" gives the default's logits."""
@@ -197,7 +197,7 @@ def _scanned_and_unrolled(**overrides):
     return scanned, unrolled
 
 
-@pytest.mark.parametrize("attention,remat", [("dma", True), ("swa", False)])
+@pytest.mark.parametrize("attention,remat", [pytest.param("dma", True, marks=pytest.mark.slow), ("swa", False)])  # 47 s
 def test_scanned_blocks_equal_unrolled_blocks(attention, remat):
     """scan_layers stacks the blocks' parameters (layers/...) and scans them: same logits and
     gradients as the unrolled model holding the same parameters (with remat for DMA)."""
@@ -217,6 +217,7 @@ def test_scanned_blocks_equal_unrolled_blocks(attention, remat):
                                rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # 25 s; scanned logits equal unrolled ones in the test above
 def test_scanned_model_generates_like_the_unrolled_one():
     from dma_jax import generate
 

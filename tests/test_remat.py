@@ -85,7 +85,7 @@ def _gradients_by_saves(length=48, **config):
     return grads
 
 
-@pytest.mark.parametrize("attention,implementation", [("dma", "xla"), ("mha", None)])  # Pallas: the GPU test below
+@pytest.mark.parametrize("attention,implementation", [("dma", "xla"), pytest.param("mha", None, marks=pytest.mark.slow)])  # Pallas: the GPU test below
 def test_model_gradients_do_not_depend_on_what_remat_saves(attention, implementation):
     """Saving instead of recomputing changes where values come from, not the values."""
     grads = _gradients_by_saves(attention=attention, window=4, implementation=implementation)

@@ -5,6 +5,7 @@
 # on one. Needs data/tokens (python -m dma_jax.data.tokenize). Not yet run; about 5 minutes on an
 # H100 by the earlier runs of these benchmarks.
 #   bash scripts/gpu/real_data_step.sh [OUT_DIR]      (default results/benchmarks/real_data_step)
+# SPECS="CONFIG:ATTENTION:THREADS ..." picks the loop-overhead rows (default: all five below).
 # Writes OUT_DIR/embedding_grad_CARD.json, OUT_DIR/data_pipeline_CARD.json (the host's side alone) and OUT_DIR/loop_CONFIG_ATTENTION_tTHREADS_CARD.json,
 # and prints each benchmark's table.
 set -uo pipefail
@@ -13,7 +14,7 @@ out=${1:-results/benchmarks/real_data_step}
 mkdir -p "$out"
 python -m benchmarks.embedding_grad --config configs/window_sweep.py --out "$out/embedding_grad_$card.json"
 python -m benchmarks.data_pipeline --config configs/window_sweep.py --out "$out/data_pipeline_$card.json"
-for spec in window_sweep:dma:4 window_sweep:mha:4 window_sweep:dma:1 passkey:dma:4 passkey:dma:1; do
+for spec in ${SPECS:-window_sweep:dma:4 window_sweep:mha:4 window_sweep:dma:1 passkey:dma:4 passkey:dma:1}; do
   IFS=: read -r config attention threads <<< "$spec"
   echo "== $config $attention, $threads read threads"
   python -m benchmarks.loop_overhead --config "configs/$config.py" --steps 20 \

@@ -3,9 +3,12 @@ its difference from the row above, and the JSON carries the card and the command
 
 import json
 
+import pytest
+
 from benchmarks import loop_overhead
 
 
+@pytest.mark.slow  # 31 s on a fresh clone
 def test_toy_run_times_every_row_and_writes_json(tmp_path, capsys):
     out = tmp_path / "loop.json"
     result = loop_overhead.main(["--config", "configs/smoke.py", "--steps", "3", "--out", str(out),

@@ -3,9 +3,12 @@
 
 import json
 
+import pytest
+
 from benchmarks import model_throughput
 
 
+@pytest.mark.slow  # 41 s on a fresh clone
 def test_toy_run_writes_rows_json_and_plot(tmp_path, capsys):
     result = model_throughput.main([
         "--lengths", "32", "--attentions", "dma", "--d-model", "32", "--layers", "1", "--heads", "2", "--kv-heads", "1",

@@ -55,6 +55,7 @@ def test_steps_are_profiled_without_cuda_graphs():
     assert "--xla_gpu_enable_command_buffer=" in os.environ["XLA_FLAGS"].split()
 
 
+@pytest.mark.slow  # 21-27 s each on a fresh clone
 @pytest.mark.parametrize("saves", ["nothing", "selection"])
 def test_main_profiles_a_small_dma_model_and_draws_it(tmp_path, capsys, saves):
     out = tmp_path / "step_profile.json"

@@ -63,6 +63,7 @@ def test_dma_cache_stays_at_window_entries():
     assert all(int((c.position >= 0).sum()) == 2 * window for c in caches), "full, never more"
 
 
+@pytest.mark.slow  # 32 s on a fresh clone; cached decoding equals the full forward in the tests above
 def test_greedy_generation_is_consistent_with_the_model():
     model = _model("dma")
     prompts = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, 7)), jnp.int32)
@@ -84,6 +85,7 @@ def test_sampling_needs_a_key_and_is_reproducible():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # 14-50 s a kind on a fresh clone; each kind's cache also has the decoding test above
 @pytest.mark.parametrize("kind", ["dma", "dma_local_sinks", "mha", "swa", "mla", "nsa"])
 def test_chunked_prefill_equals_full_forward(kind):
     """Prompts run 5 tokens at a time (lengths 13, 7, 2: three chunks, the window of 6 filled in

@@ -17,7 +17,8 @@ from dma_jax.data.toy_corpus import write_toy_tokens
 from dma_jax.evaluation import BatchScorer, load_run, mqar_accuracy, niah_accuracy, perplexity
 from dma_jax.evaluation.niah import niah_batch
 from dma_jax.training.loop import train
-from small_runs import small_config
+from dma_jax.training.workdir import read_records
+from small_runs import built_once, small_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,9 +35,10 @@ class TableModel(nnx.Module):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    records = train(small_config(steps=6, eval_every=6, checkpoint_every=3), workdir, progress=False)
-    return workdir, records
+    """A 6-step run's workdir and its logged records, trained by one worker for all."""
+    workdir = built_once(tmp_path_factory, "evaluation_run",
+                         lambda d: train(small_config(steps=6, eval_every=6, checkpoint_every=3), d, progress=False))
+    return workdir, read_records(workdir / "metrics.jsonl")
 
 
 @pytest.fixture(scope="module")

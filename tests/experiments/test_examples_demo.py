@@ -4,6 +4,8 @@ import importlib.util
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("demo", ROOT / "examples" / "demo.py")
 demo = importlib.util.module_from_spec(_spec)
@@ -25,6 +27,7 @@ def test_defaults_and_flags():
     assert demo.parse_args(["--seq-len", "64", "--window", "8"]).seq_len == 64
 
 
+@pytest.mark.slow  # 35 s on a fresh clone; what the demo checks, the op and plotting tests also do
 def test_demo_main_passes_at_small_sizes(tmp_path, capsys):
     assert demo.main(["--out", str(tmp_path)] + SMALL) == 0
     printed = capsys.readouterr().out
@@ -35,6 +38,7 @@ def test_demo_main_passes_at_small_sizes(tmp_path, capsys):
     assert picture.stat().st_size > 0
 
 
+@pytest.mark.slow  # 26 s; the demo's passing run stays in CI
 def test_demo_main_reports_failure(tmp_path, capsys):
     # A negative tolerance cannot be met: the demo must say so and return non-zero.
     small = SMALL + ["--seq-len", "64", "--tolerance", "-1"]

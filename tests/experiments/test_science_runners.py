@@ -57,6 +57,7 @@ def test_cell_overrides_set_the_variant_and_per_head_scores():
         parse_cell("dma:64:hq").overrides()
 
 
+@pytest.mark.slow  # 140 s end to end on a fresh clone; the cell strings have their own tests above
 def test_window_sweep_trains_scores_and_plots(tmp_path, tokens):
     results = tmp_path / "sweep.json"
     out = _run("window_sweep.py", "--config", str(ROOT / "configs" / "smoke.py"), "--cells", "dma:16:l4",

@@ -124,6 +124,7 @@ class _ForeignModel(nnx.Module):
         return self.out(self.attn(self.inp(x)))
 
 
+@pytest.mark.slow  # 27 s; a model written outside the package trains in tests/decoding/test_custom_model.py
 def test_drops_into_a_foreign_nnx_model_and_trains():
     model = _ForeignModel(nnx.Rngs(0))
     model.attn.A[...] = jnp.full((KV_HEADS,), 0.5)

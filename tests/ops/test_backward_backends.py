@@ -60,6 +60,7 @@ def test_auto_takes_the_mosaic_key_major_pass_only_where_it_applies(change, appl
     assert mosaic_backward_applies(*args, **kwargs) == applies
 
 
+@pytest.mark.slow  # 28 s in interpret mode; the Pallas cases of tests/ops/test_attention.py run the same kernels
 def test_auto_runs_the_triton_kernels_in_interpret_mode():
     """Forward and backward "auto" in interpret mode (no Hopper GPU): the Triton-lowered kernels'
     output and gradients."""

@@ -147,8 +147,13 @@ def _assert_close(name, got, want, tol):
 
 # Cases whose every feature another case of the table also has ("everything" holds GQA with a bias
 # head per query head, a key mask and -inf keys; the other noncausal, window-1, w >= T and Tq < Tk
-# cases hold theirs): deselected by default, run with -m slow.
-SLOW_CASES = {"gqa_hb_eq_h", "tq_lt_tk_causal", "noncausal", "window_1", "window_eq_T", "key_mask", "neg_inf_bias"}
+# cases hold theirs; "gqa_hb_eq_hkv" has GQA, "window_none_noncausal_segments" w = None,
+# "noncausal_tq_ne_tk" Tq != Tk, the causal empty rows an empty row's gradients, "window_1_ties"
+# ties; Tq = 1 and a custom scale also run in tests/ops/test_attention.py's table): deselected by
+# default, run with -m slow.
+SLOW_CASES = {"gqa_hb_eq_h", "tq_lt_tk_causal", "noncausal", "window_1", "window_eq_T", "key_mask", "neg_inf_bias",
+              "gqa_hkv1_hb2", "window_none", "noncausal_tq_gt_tk", "empty_noncausal_all_masked", "ties_int_bias",
+              "tq1_decode", "custom_scale"}
 
 
 @pytest.mark.parametrize("case", [

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from small_runs import host_devices_env
 
 
@@ -52,11 +54,16 @@ CASES = [  # T = 64 over 8 shards: 8 positions a shard
 ]
 
 
-def test_sequence_parallel_equals_one_device():
+@pytest.mark.parametrize("names", [
+    ("w5_segments_keymask_ties", "w20_wider_than_a_shard"),
+    pytest.param(("hb_h_w5", "window_none_hb_h", "w8_one_shard_exactly"), marks=pytest.mark.slow),  # 50 s
+], ids=["ties-and-wide-window", "more"])
+def test_sequence_parallel_equals_one_device(names):
+    cases = [case for case in CASES if case["name"] in names]
     results = run(f"""
         rng = np.random.default_rng(0)
         out = {{}}
-        for case in {CASES!r}:
+        for case in {cases!r}:
             T, H, Hkv, Hb, D = 64, case["heads"], case["kv_heads"], case["bias_heads"], 8
             q = jnp.asarray(rng.standard_normal((2, T, H, D)), jnp.float32)
             k = jnp.asarray(rng.standard_normal((2, T, Hkv, D)), jnp.float32)
@@ -83,11 +90,13 @@ def test_sequence_parallel_equals_one_device():
             out[case["name"]] = dict(errors=errors, scales=scales)
         print(json.dumps(out))
     """)
+    assert set(results) == set(names)
     for name, result in results.items():
         for what, error, scale in zip(("out", "dq", "dk", "dv", "dbias"), result["errors"], result["scales"]):
             assert error <= 1e-5 * max(scale, 1.0), (name, what, error, scale)
 
 
+@pytest.mark.slow  # 50 s; the kernels lower inside shard_map in tests/ops/test_gpu_lowering.py
 def test_the_pallas_kernels_run_inside_each_shard():
     result = run("""
         rng = np.random.default_rng(1)
@@ -101,6 +110,7 @@ def test_the_pallas_kernels_run_inside_each_shard():
     assert result["error"] <= 1e-5
 
 
+@pytest.mark.slow  # 38 s on a fresh clone
 def test_collectives_move_the_same_bytes_at_every_length():
     """Forward+backward at T = 4K and 16K over 8 shards, w = 64: the all-gather of the carried
     candidates and the reduce-scatter of their gradients do not grow with T, and stay far below

@@ -17,8 +17,10 @@ def _segments(rng, length, pieces):
 
 
 @pytest.mark.parametrize("length,window,tile_q,pieces,masked", [
-    (111, 5, 16, 4, False), (111, 7, 8, 30, True), (64, None, 16, 5, False), (50, 3, 16, 1, True),
-    (97, 40, 16, 12, False)])
+    pytest.param(111, 5, 16, 4, False, marks=pytest.mark.slow),  # slow: 16-23 s each
+    pytest.param(111, 7, 8, 30, True, marks=pytest.mark.slow),
+    pytest.param(64, None, 16, 5, False, marks=pytest.mark.slow), (50, 3, 16, 1, True),
+    pytest.param(97, 40, 16, 12, False, marks=pytest.mark.slow)])
 def test_table_lists_each_kept_key_once_in_one_column(length, window, tile_q, pieces, masked):
     rng = np.random.default_rng(length + pieces)
     batch, heads = 2, 3

@@ -22,7 +22,7 @@ from dma_jax.training.checkpointing import Checkpointer, CheckpointMismatch
 from dma_jax.training.config import load_config
 from dma_jax.training.loop import train
 from dma_jax.training.workdir import WorkdirBusy, WorkdirLock, read_records
-from small_runs import small_config
+from small_runs import built_once, small_config
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = ["steps=6", "log_every=1", "eval_every=3", "eval_batches=1", "checkpoint_every=2", "keep_checkpoints=10",
@@ -59,11 +59,14 @@ def logged(workdir):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The metrics log of one uninterrupted subprocess run (the reference of every case below)."""
-    workdir = tmp_path_factory.mktemp("whole")
-    result = run_train(workdir)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return logged(workdir)
+    """The metrics log of one uninterrupted subprocess run (the reference of every case below),
+    run by one worker for all."""
+
+    def build(workdir):
+        result = run_train(workdir)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    return logged(built_once(tmp_path_factory, "faults_uninterrupted", build))
 
 
 def test_a_kill_while_the_metrics_log_is_rewritten_loses_no_history(tmp_path, uninterrupted):
@@ -80,6 +83,7 @@ def test_a_kill_while_the_metrics_log_is_rewritten_loses_no_history(tmp_path, un
     assert logged(tmp_path) == uninterrupted
 
 
+@pytest.mark.slow  # 31 s on a fresh clone
 def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, uninterrupted):
     """Case 5: a kill mid-write leaves half a line; every later resume used to crash on it."""
     killed = run_train(tmp_path, "--stop-after", "3", fault="metrics_append")
@@ -110,6 +114,7 @@ def test_a_second_trainer_on_a_busy_workdir_is_refused(tmp_path):
     assert not (tmp_path / "train.lock").exists()
 
 
+@pytest.mark.slow  # 35 s; a second trainer on a busy workdir stays in CI
 def test_two_trainers_started_together_one_runs(tmp_path):
     first, second = run_train(tmp_path, wait=False), run_train(tmp_path, wait=False)
     outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
@@ -158,6 +163,7 @@ def test_damaged_latest_checkpoints_fall_back_to_the_newest_good_one(tmp_path, u
     assert logged(tmp_path) == uninterrupted
 
 
+@pytest.mark.slow  # 47 s on a fresh clone
 def test_no_checkpoint_restoring_is_a_clear_error(tmp_path):
     train_here(tmp_path, stop_after=2)
     for metadata in (tmp_path / "checkpoints").glob("*/state/_METADATA"):
@@ -173,6 +179,7 @@ def _set_attention(workdir, attention):
     (workdir / "config.json").write_text(json.dumps(config))
 
 
+@pytest.mark.slow  # 49 s on a fresh clone
 @pytest.mark.parametrize("trained,claimed", [("dma", "mha")])
 def test_eval_refuses_a_checkpoint_of_another_model(tmp_path, trained, claimed):
     """Case 3: config.json saying mha over a DMA run's checkpoints used to score an MHA model whose
@@ -194,6 +201,7 @@ def test_eval_refuses_a_checkpoint_of_another_model(tmp_path, trained, claimed):
                                                                             implementation="xla")), tmp_path, progress=False)
 
 
+@pytest.mark.slow  # 37 s; a kill while the log is rewritten stays in CI
 def test_a_kill_before_the_first_checkpoint_logs_start_once(tmp_path, uninterrupted):
     """Case 7: a run killed before its first checkpoint starts over; its log must not keep the
     first attempt's start event (or its steps)."""
@@ -204,6 +212,7 @@ def test_a_kill_before_the_first_checkpoint_logs_start_once(tmp_path, uninterrup
     assert logged(tmp_path) == uninterrupted
 
 
+@pytest.mark.slow  # 53 s; kills and SIGTERM resume to the same log in the cases kept in CI
 def test_stop_after_logs_what_an_uninterrupted_run_logs(tmp_path):
     """Case 7: --stop-after used to add a record at its last step that the uninterrupted run lacks.
     Runs that stop between log steps, and a run of a single step, log what one run logs, each log
@@ -218,6 +227,7 @@ def test_stop_after_logs_what_an_uninterrupted_run_logs(tmp_path):
     assert [r["step"] for r in split] == [4, 8] and all(r["tokens_per_s"] > 0 for r in split)
 
 
+@pytest.mark.slow  # 26 s on a fresh clone
 def test_resume_says_where_it_resumed_and_when_nothing_is_left(tmp_path, capsys):
     """Also: a checkpoint without its top-level _CHECKPOINT_METADATA (descriptive only: Orbax
     restores without it and warns) is no damage."""

@@ -129,6 +129,7 @@ SEQUENCE_SCRIPT = MATCH_ONE_DEVICE + textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 92 s; the sequence-parallel op alone: tests/ops/test_sequence_parallel.py
 def test_sequence_split_model_matches_one_device():
     """A training step's loss and gradients with the sequence split over 4 of 8 CPU devices, beside
     a data or an fsdp axis, equal one device's (the sequence axis alone: tests/ops/test_sequence_parallel.py): DMA through the carried keys, MHA through XLA's
@@ -140,6 +141,7 @@ def test_sequence_split_model_matches_one_device():
     assert "sequence ok" in result.stdout
 
 
+@pytest.mark.slow  # 86 s; train.py on the same mesh: tests/training/test_training_sharded.py
 def test_sharded_model_matches_one_device():
     env = host_devices_env(4)
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)

@@ -56,6 +56,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 43 s; the sharded train step: tests/training/test_training_sharded.py
 @pytest.mark.parametrize("devices", [4])
 def test_shard_map_over_batch_matches_reference(devices):
     env = host_devices_env(devices)

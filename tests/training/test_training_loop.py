@@ -25,6 +25,7 @@ def train_cli(argv, capsys) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
+@pytest.mark.slow  # 55 s; resumed logs equal whole ones in tests/training/test_faults.py
 def test_resume_continues_exactly(tmp_path):
     config = small_config()
     whole = train(config, tmp_path / "whole", progress=False)
@@ -51,6 +52,7 @@ def test_training_reduces_the_loss(tmp_path):
     assert records[0]["event"] == "start" and records[0]["params"] > 0
 
 
+@pytest.mark.slow  # 41 s on a fresh clone
 def test_gradient_accumulation_matches_one_batch(tmp_path):
     one = train(small_config(steps=3, eval_every=0), tmp_path / "one", progress=False)
     four = train(small_config(steps=3, eval_every=0, grad_accum=4), tmp_path / "four", progress=False)
@@ -73,6 +75,7 @@ def test_bad_config_fails_before_compute_naming_the_key(tmp_path, capsys, overri
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow  # 55 s; train.py's command line also runs in tests/training/test_faults.py
 def test_readme_main_job_runs_from_the_command_line(tmp_path):
     """train.py on configs/smoke.py (the README's one-model example), shortened: trains, evaluates and saves."""
     result = subprocess.run(
