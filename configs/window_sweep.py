@@ -5,7 +5,9 @@ w = 256-2048; the local-window variant) and its steps, about 7.5 tokens per para
 
 Hardware: a GPU. Size: 12.9M parameters (d_model 384, 6 layers, 6 heads of 64, 3 kv heads,
 vocabulary 8192), 16 rows of 2048 tokens a step. Time: 180-215 s a cell alone on one H100 (2,950
-steps, scoring included); runs sharing a card share its throughput
+steps, scoring included) before the embedding fix; since it the training loop runs DMA-512 at
+15.4 ms a step on an H100 (results/benchmarks/real_data_step/), about 45 s of training a cell;
+runs sharing a card share its throughput
 (results/ppl/shared_card_probe_h200.json). Needs the tokenized corpus.
 
     python train.py --config configs/window_sweep.py --workdir runs/window_dma512

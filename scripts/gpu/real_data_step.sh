@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # What real text costs a train step on one GPU: the embedding gradient's lookups on random and
-# corpus tokens (benchmarks.embedding_grad), grain's batches by read threads (benchmarks.data_pipeline), then benchmarks.loop_overhead's rows for the window
-# sweep's model (DMA and MHA) and the passkey model (DMA), with grain reading on four threads and
-# on one. Needs data/tokens (python -m dma_jax.data.tokenize). Not yet run; about 5 minutes on an
-# H100 by the earlier runs of these benchmarks.
+# corpus tokens (benchmarks.embedding_grad), grain's batches by read threads
+# (benchmarks.data_pipeline), then benchmarks.loop_overhead's rows for the window sweep's model
+# (DMA and MHA) and the passkey model (DMA), with grain reading on four threads and on one. Needs
+# data/tokens (python -m dma_jax.data.tokenize). results/benchmarks/real_data_step holds the
+# embedding benchmark and the three four-thread rows, run as these commands on one H100 in about
+# 2 minutes; data_pipeline and the one-thread rows have not run on a GPU.
 #   bash scripts/gpu/real_data_step.sh [OUT_DIR]      (default results/benchmarks/real_data_step)
 # SPECS="CONFIG:ATTENTION:THREADS ..." picks the loop-overhead rows (default: all five below).
 # Writes OUT_DIR/embedding_grad_CARD.json, OUT_DIR/data_pipeline_CARD.json (the host's side alone) and OUT_DIR/loop_CONFIG_ATTENTION_tTHREADS_CARD.json,
