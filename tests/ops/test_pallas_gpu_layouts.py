@@ -45,11 +45,12 @@ def _outputs_and_grads(config, case, seed=0, batch=1):
     return out, grads
 
 
-# Interpret-mode runs of 14-22 s each on a fresh clone: CI keeps the masked case and the one that falls back.
-IN_CI = {"segments-and-mask", "r3-d80-falls-back"}
+# Interpret-mode runs of 14-22 s each on a fresh clone: CI keeps the masked case and the one that
+# falls back; these run with -m slow.
+SLOW_CASES = {"gqa-r2", "tq<tk-r4", "non-causal"}
 
 
-@pytest.mark.parametrize("case", [pytest.param(value, id=name, marks=[] if name in IN_CI else [pytest.mark.slow])
+@pytest.mark.parametrize("case", [pytest.param(value, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else [])
                                   for name, value in CASES.items()])
 def test_sequence_layout_equals_tile_layout(case, monkeypatch):
     layouts = []

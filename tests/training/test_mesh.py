@@ -141,7 +141,7 @@ def test_sequence_split_model_matches_one_device():
     assert "sequence ok" in result.stdout
 
 
-@pytest.mark.slow  # 86 s; train.py on the same mesh: tests/training/test_training_sharded.py
+@pytest.mark.slow  # 86 s; a sharded model's training steps: tests/training/test_training_sharded.py
 def test_sharded_model_matches_one_device():
     env = host_devices_env(4)
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
