@@ -5,12 +5,9 @@ learns retrieval beside language modelling. ``experiments/passkey.py`` trains on
 and seed and scores exact answers at 1K-8K tokens and five depths (``eval.py --niah``).
 
 Hardware: a GPU. Size: 12.9M parameters (d_model 384, 6 layers, 6 heads of 64, 3 kv heads,
-vocabulary 8192), 32 rows of 1024 tokens a step. Time: four runs sharing one H200 ran at 0.23 s a
-step each (results/niah/passkey_four_sharing_h200.json), one run alone on an H100 at 0.054 s
-(results/niah/passkey_alone_rate_h100.json), both before the embedding fix; runs go one at a time
-(``--jobs 1``). Since the fix the training loop runs at 13.9 ms a step on an H100
-(results/benchmarks/real_data_step/loop_passkey_dma_t4_h100.json): about a minute of training.
-Needs the tokenized corpus.
+vocabulary 8192), 32 rows of 1024 tokens a step. Time: one run alone on an H100 trains in 60-94 s
+with compilation and is scored in about 30 s more (results/niah/passkey.json: 1,232 s for 12 runs);
+runs go one at a time (``--jobs 1``). Needs the tokenized corpus.
 
     python train.py --config configs/passkey.py --workdir runs/passkey_dma256
 """

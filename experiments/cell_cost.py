@@ -41,10 +41,12 @@ def cell_cost(config_path: str, cell: Cell, overrides: list[str], *, seq_len: in
 
 
 def add_costs(results: dict, results_path: Path, cells: list[Cell], config_path: str, overrides: list[str], *,
-              seq_len: int, batch: int, decode_tokens: int, repeats: int, redo: tuple[str, ...] = ()) -> None:
+              seq_len: int, batch: int, decode_tokens: int, repeats: int, redo: tuple[str, ...] = (),
+              command: str = "") -> None:
     """``cell_cost`` of each cell not yet in ``results["cost"]`` (keyed by ``Cell.spec``), and of
     the cells whose spec is in ``redo`` even if they are; a cell that fails (out of memory, say) gets
-    {"error": ...} and the others go on."""
+    {"error": ...} and the others go on. Each entry records the card and ``command`` (the runner's
+    command line that timed it)."""
     from dma_jax.card import device_card
 
     costs = results.setdefault("cost", {})
@@ -57,6 +59,7 @@ def add_costs(results: dict, results_path: Path, cells: list[Cell], config_path:
         except Exception as error:  # recorded, so that one cell's failure does not lose the others
             costs[cell.spec] = {"error": f"{type(error).__name__}: {error}"[:500]}
         costs[cell.spec]["card"] = device_card()
+        costs[cell.spec]["command"] = command
         train = costs[cell.spec].get("train", {})
         print(f"{cell.spec}: train {train.get('tokens_per_s_amortised', 0):,.0f} tok/s, decode "
               f"{costs[cell.spec].get('inference', {}).get('decode_tokens_per_s', 0):,.1f} tok/s "

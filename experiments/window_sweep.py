@@ -103,11 +103,10 @@ def measure_costs(args) -> dict:
     """``--cost``: add the missing cells' costs to --results (created if absent) and return it."""
     path = Path(args.results)
     results = load_results(path)
-    results["cost_command"] = " ".join(["python", *sys.argv])
     path.parent.mkdir(parents=True, exist_ok=True)
     add_costs(results, path, [parse_cell(c) for c in args.cells], args.config, args.overrides, seq_len=args.seq_len,
               batch=args.batch, decode_tokens=args.decode_tokens, repeats=args.cost_repeats,
-              redo=tuple(parse_cell(c).spec for c in args.recost))
+              redo=tuple(parse_cell(c).spec for c in args.recost), command=" ".join(["python", *sys.argv]))
     return results
 
 

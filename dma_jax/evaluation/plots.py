@@ -57,7 +57,9 @@ def heatmap(rows: list[dict], x: str, y: str, value: str, path: str | Path, titl
 def lines(series: dict[str, list[tuple[float, ...]]], path: str | Path, title: str, x_label: str, y_label: str,
           *, log_x: bool = True, log_y: bool = False, xticks=None):
     """One line per name of (x, y) points; points given as (x, y, low, high) also draw that range
-    as an error bar (e.g. the spread over seeds). ``xticks``: label exactly these x values."""
+    as an error bar (e.g. the spread over seeds); a mean that rounding puts a hair outside its own
+    range (three seeds of 0.2 average to 0.20000000000000004) gets a zero-length bar on that side.
+    ``xticks``: label exactly these x values."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, points in sorted(series.items()):
         points = sorted(points)
@@ -66,7 +68,7 @@ def lines(series: dict[str, list[tuple[float, ...]]], path: str | Path, title: s
         ranged = [p for p in points if len(p) == 4]
         if ranged:
             x, y, low, high = (np.array(c, dtype=float) for c in zip(*ranged))
-            ax.errorbar(x, y, yerr=[y - low, high - y], fmt="none", ecolor=line.get_color(), capsize=3)
+            ax.errorbar(x, y, yerr=np.maximum([y - low, high - y], 0.0), fmt="none", ecolor=line.get_color(), capsize=3)
     if log_x:
         ax.set_xscale("log")
     if log_y:

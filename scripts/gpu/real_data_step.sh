@@ -3,9 +3,8 @@
 # corpus tokens (benchmarks.embedding_grad), grain's batches by read threads
 # (benchmarks.data_pipeline), then benchmarks.loop_overhead's rows for the window sweep's model
 # (DMA and MHA) and the passkey model (DMA), with grain reading on four threads and on one. Needs
-# data/tokens (python -m dma_jax.data.tokenize). results/benchmarks/real_data_step holds the
-# embedding benchmark and the three four-thread rows, run as these commands on one H100 in about
-# 2 minutes; data_pipeline and the one-thread rows have not run on a GPU.
+# data/tokens (python -m dma_jax.data.tokenize). results/benchmarks/real_data_step holds all of
+# them, run as these commands on one H100 (about 3.5 minutes in all).
 #   bash scripts/gpu/real_data_step.sh [OUT_DIR]      (default results/benchmarks/real_data_step)
 # SPECS="CONFIG:ATTENTION:THREADS ..." picks the loop-overhead rows (default: all five below).
 # Writes OUT_DIR/embedding_grad_CARD.json, OUT_DIR/data_pipeline_CARD.json (the host's side alone) and OUT_DIR/loop_CONFIG_ATTENTION_tTHREADS_CARD.json,

@@ -12,6 +12,14 @@ def test_lines_draw_ranges_as_error_bars(tmp_path):
     assert first.read_bytes() != second.read_bytes()  # the error bars are drawn
 
 
+def test_lines_take_a_mean_that_rounding_puts_outside_its_range(tmp_path):
+    seeds = [0.2, 0.2, 0.2]
+    mean = sum(seeds) / len(seeds)
+    assert mean > max(seeds)  # the case passkey.py's summary met: matplotlib refuses a negative bar
+    path = lines({"swa": [(1024, mean, min(seeds), max(seeds))]}, tmp_path / "l.png", "t", "length", "exact")
+    assert path.stat().st_size > 1000
+
+
 def test_heatmaps_mark_missing_cells_and_empty_panels(tmp_path):
     rows = [{"length": 64, "depth": 0.0, "accuracy": 1.0}, {"length": 128, "depth": 1.0, "accuracy": 0.25}]
     path = heatmaps({"DMA": rows, "SWA": []}, "length", "depth", "accuracy", tmp_path / "h.png", "needle",

@@ -32,5 +32,8 @@ def test_add_costs_skips_timed_cells_unless_asked_again(tmp_path, monkeypatch):
     cells = [Cell("mha"), Cell("swa", 8), Cell("dma", 8)]
     cell_cost_module.add_costs(results, tmp_path / "r.json", cells, "configs/smoke.py", [], **kwargs)
     assert timed == ["dma:8"]  # only the failed one
-    cell_cost_module.add_costs(results, tmp_path / "r.json", cells, "configs/smoke.py", [], redo=("swa:8",), **kwargs)
+    cell_cost_module.add_costs(results, tmp_path / "r.json", cells, "configs/smoke.py", [], redo=("swa:8",),
+                               command="again", **kwargs)
     assert timed == ["dma:8", "swa:8"]
+    assert results["cost"]["swa:8"]["command"] == "again"  # each cell names the command that timed it
+    assert results["cost"]["dma:8"]["command"] == "" and "command" not in results["cost"]["mha"]
