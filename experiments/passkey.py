@@ -11,7 +11,9 @@ Every cell (``experiments/cells.py``: ``mha``, ``swa:W``, ``dma:W``, ``dma:W:lL[
 trains ``configs/passkey.py`` (language modelling with a share of single-needle rows, T =
 --train-len); right after, ``eval.py --niah`` scores exact answers (teacher-forced, equal to
 greedy decoding's) at --scales times the training length and --depths of the needle, --per-cell
-prompts each.
+prompts each; and the held-out text's loss in windows of --ppl-scale times the training length,
+split at the training length by position in the document (``eval.py --perplexity --ppl-split-at``):
+whether a model that loses the needle past its training length loses language modelling there too.
 
 Writes --results (JSON: card, commands, each run's grid) and two plots beside it: accuracy against
 context length per cell (mean over depths and seeds, range over seeds), and the (length, depth)
@@ -59,6 +61,37 @@ def by_length(results: dict) -> dict[str, dict[int, list[float]]]:
     return out
 
 
+def lm_summary(results: dict) -> list[dict]:
+    """Per cell, over seeds: the held-out loss of tokens before and from the training length in
+    their document (mean, min, max), for the runs scored with ``--ppl-scale``."""
+    by_cell: dict[str, list[dict]] = {}
+    for run in results["cells"].values():
+        split = run.get("perplexity", {}).get("by_position")
+        if split and split["after"]["loss"] is not None:
+            by_cell.setdefault(run["cell"]["cell"], []).append(run["perplexity"])
+    rows = []
+    for cell, scored in sorted(by_cell.items()):
+        row = {"cell": cell, "seeds": len(scored), "seq_len": scored[0]["seq_len"],
+               "split_at": scored[0]["by_position"]["split_at"]}
+        for side in ("before", "after"):
+            losses = [p["by_position"][side]["loss"] for p in scored]
+            row[side] = {"loss": sum(losses) / len(losses), "min": min(losses), "max": max(losses),
+                         "tokens": scored[0]["by_position"][side]["tokens"]}
+        rows.append(row)
+    return rows
+
+
+def print_lm_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    print(f"\nheld-out loss in windows of {rows[0]['seq_len']}, by position in the document")
+    print(f"{'cell':<16}{'seeds':>6}{'< ' + str(rows[0]['split_at']):>10}{'>= ' + str(rows[0]['split_at']):>10}"
+          f"{'tokens >=':>11}")
+    for r in rows:
+        print(f"{r['cell']:<16}{r['seeds']:>6}{r['before']['loss']:>10.3f}{r['after']['loss']:>10.3f}"
+              f"{r['after']['tokens']:>11,.0f}")
+
+
 def summary(results: dict) -> list[dict]:
     rows = []
     for cell, lengths in by_length(results).items():
@@ -103,17 +136,26 @@ def main(argv=None):
     p.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--per-cell", type=int, default=16, help="prompts per (length, depth)")
     p.add_argument("--heatmap-seed", type=int, default=0)
+    p.add_argument("--ppl-scale", type=float, default=2.0,
+                   help="held-out loss in windows of this times --train-len, split at --train-len (0: not scored)")
     add_grid_arguments(p, results="results/niah/passkey.json", workroot="runs/passkey", timeout=3 * 3600)
     args = p.parse_args(argv)
     parse_cells_or_exit(args.cells)
     num_heads = base_model(args.config, args.overrides).num_heads
+    if args.ppl_scale < 0:
+        p.error(f"--ppl-scale must be >= 0, got {args.ppl_scale}")
     flags = ["--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
              "--niah-per-cell", str(args.per_cell)]
+    if args.ppl_scale:
+        flags += ["--perplexity", "--ppl-seq-len", str(round(args.ppl_scale * args.train_len)),
+                  "--ppl-split-at", str(args.train_len)]
     results = run_grid_from_args([] if args.plot_only else jobs(args, num_heads), args,
-                                 after=lambda workdir, env: run_eval(workdir, flags, "niah", env))
-    report_summary(results, args, summary(results), lambda *a: plot(*a, args.heatmap_seed), print_table,
-                   "no run has a needle grid yet", train_len=args.train_len, steps=args.steps, scales=args.scales,
-                   depths=args.depths)
+                                 after=lambda workdir, env: run_eval(workdir, flags, "niah", env, also=("perplexity",)))
+    lm_rows = lm_summary(results)
+    report_summary(results, args, summary(results), lambda *a: plot(*a, args.heatmap_seed),
+                   lambda rows: (print_table(rows), print_lm_table(lm_rows)), "no run has a needle grid yet",
+                   train_len=args.train_len, steps=args.steps, scales=args.scales, depths=args.depths,
+                   ppl_scale=args.ppl_scale, lm_summary=lm_rows)
 
 
 if __name__ == "__main__":

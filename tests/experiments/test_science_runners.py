@@ -162,3 +162,24 @@ def test_passkey_mixes_needles_into_text_and_scores_past_the_training_length(tmp
     assert sorted({(r["length"], r["depth"]) for r in run["niah"]}) == [(256, 0.0), (256, 1.0), (512, 0.0), (512, 1.0)]
     assert [(r["cell"], r["length"]) for r in stored["summary"]] == [("dma:32:l8", 256), ("dma:32:l8", 512)]
     assert (tmp_path / "passkey.png").stat().st_size > 1000 and (tmp_path / "passkey_depths.png").stat().st_size > 1000
+    split = run["perplexity"]["by_position"]  # --ppl-scale 2: windows of 512, split at the training length
+    assert run["perplexity"]["seq_len"] == 512 and split["split_at"] == 256
+    assert split["after"]["tokens"] > 0 and split["after"]["loss"] > 0
+    [lm] = stored["lm_summary"]
+    assert lm["cell"] == "dma:32:l8" and lm["after"]["loss"] == split["after"]["loss"]
+
+
+def test_passkey_lm_summary_averages_each_side_of_the_training_length_over_seeds():
+    from experiments.passkey import lm_summary
+
+    def run(cell, before, after):
+        return {"cell": {"cell": cell}, "perplexity": {"seq_len": 2048, "by_position": {
+            "split_at": 1024, "before": {"loss": before, "tokens": 10.0}, "after": {"loss": after, "tokens": 5.0}}}}
+
+    results = {"cells": {"a": run("mha", 2.0, 6.0), "b": run("mha", 2.2, 8.0), "c": run("swa:256", 2.3, 2.4),
+                         "d": {"cell": {"cell": "dma:256"}},  # scored before --ppl-scale existed
+                         "e": run("dma:256", 2.5, None)}}  # no token reached the split
+    rows = lm_summary(results)
+    assert [r["cell"] for r in rows] == ["mha", "swa:256"]
+    assert rows[0]["seeds"] == 2 and abs(rows[0]["before"]["loss"] - 2.1) < 1e-12
+    assert (rows[0]["after"]["loss"], rows[0]["after"]["min"], rows[0]["after"]["max"]) == (7.0, 6.0, 8.0)
