@@ -16,6 +16,7 @@ import pytest
 
 import dma_jax
 from problems import random_qkv
+from case_tables import case_params
 
 FP32_REL_TOL = 1e-4  # max abs error <= FP32_REL_TOL * max |reference|
 
@@ -166,9 +167,7 @@ SLOW_CASES = {"pallas_T63_w2", "pallas_noncausal_T111_w5_segments_hb_h", "pallas
               "pallas_T111_w8_keymask_ties", "pallas_noncausal_Tq40_Tk63_w6_keymask"}
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(value, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else [])
-    for name, value in CASES.items()])
+@pytest.mark.parametrize("case", case_params(CASES, SLOW_CASES))
 def test_matches_reference_fp32(case: Case):
     q, k, v, bias, ct, kwargs = make_inputs(case)
     window, impl = case.window, case.implementation

@@ -14,6 +14,7 @@ import pytest
 import dma_jax.ops.pallas_gpu as pallas_gpu
 from dma_jax.ops.pallas_gpu import PallasConfig, dma_attention_pallas
 from pallas_kernels.gpu.common import KernelOptions
+from case_tables import case_params
 
 CASES = {  # q_len, kv_len, heads, bias_heads, head_dim, causal, masks
     "gqa-r2": (47, 47, 4, 2, 32, True, False),
@@ -50,8 +51,7 @@ def _outputs_and_grads(config, case, seed=0, batch=1):
 SLOW_CASES = {"gqa-r2", "tq<tk-r4", "non-causal"}
 
 
-@pytest.mark.parametrize("case", [pytest.param(value, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else [])
-                                  for name, value in CASES.items()])
+@pytest.mark.parametrize("case", case_params(CASES, SLOW_CASES))
 def test_sequence_layout_equals_tile_layout(case, monkeypatch):
     layouts = []
     forward = pallas_gpu.dma_forward

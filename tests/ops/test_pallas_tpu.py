@@ -22,6 +22,7 @@ from dma_jax import PallasConfig, PallasTpuConfig, XlaConfig
 from dma_jax.ops import attention
 from pallas_kernels.tpu.common import TpuKernelOptions
 from test_attention import FP32_REL_TOL, Case, make_inputs, max_err, out_and_grads
+from case_tables import case_params
 
 NAMES = ["out", "dq", "dk", "dv", "dbias"]
 POISONED = PallasTpuConfig().interpreted(poison_outputs=True)
@@ -61,9 +62,7 @@ SLOW_CASES = {"tpu_tiles_T111_w20_segments_keymask", "Tq30_Tk79_w9_neginf_hb_h",
               "noncausal_T63_w4_many_segments_keymask", "T79_w8_keymask_ties_gqa_hb_hkv_D64"}
 
 
-@pytest.mark.parametrize("case,config", [
-    pytest.param(*value, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else [])
-    for name, value in CASES.items()])
+@pytest.mark.parametrize("case,config", case_params(CASES, SLOW_CASES, unpack=True))
 def test_matches_reference_fp32(case: Case, config):
     q, k, v, bias, ct, kwargs = make_inputs(case)
     got_out, got_grads = out_and_grads(_tpu_fn(case.window, kwargs, config), q, k, v, bias, ct)

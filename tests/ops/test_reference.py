@@ -16,6 +16,7 @@ import pytest
 import dma_jax
 from problems import random_qkv
 from naive import kept_sets_to_mask, naive_attention_with_kept, naive_dma_attention, naive_dma_fn, naive_kept_sets
+from case_tables import case_params
 
 FWD_TOL = dict(rtol=1e-11, atol=1e-11)
 GRAD_TOL = dict(rtol=1e-9, atol=1e-10)
@@ -156,9 +157,7 @@ SLOW_CASES = {"gqa_hb_eq_h", "tq_lt_tk_causal", "noncausal", "window_1", "window
               "tq1_decode", "custom_scale"}
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(value, id=name, marks=[pytest.mark.slow] if name in SLOW_CASES else [])
-    for name, value in CASES.items()])
+@pytest.mark.parametrize("case", case_params(CASES, SLOW_CASES))
 def test_reference_matches_naive(x64, case: Case):
     q, k, v, bias, segment_ids, key_mask, cotangent = make_inputs(case)
     kept = naive_kept_sets(
