@@ -64,7 +64,7 @@ def measure(config, repeats: int, steps: int) -> dict:
     mesh = make_mesh(config.mesh)
     optimizer = make_optimizer(config.optim, config.steps)
     data = make_iterator(config.data, "train", jax.process_index(), jax.process_count())
-    host = [next(data) for _ in range(max(steps, 1))]
+    host = [next(data) for _ in range(steps)]
     batch, length = config.data.global_batch_size, config.data.seq_len
     with jax.set_mesh(mesh):
         graphdef, state, shardings = init_state(config, optimizer, mesh)

@@ -140,10 +140,10 @@ def main(argv=None):
                    help="held-out loss in windows of this times --train-len, split at --train-len (0: not scored)")
     add_grid_arguments(p, results="results/niah/passkey.json", workroot="runs/passkey", timeout=3 * 3600)
     args = p.parse_args(argv)
-    parse_cells_or_exit(args.cells)
-    num_heads = base_model(args.config, args.overrides).num_heads
     if args.ppl_scale < 0:
         p.error(f"--ppl-scale must be >= 0, got {args.ppl_scale}")
+    parse_cells_or_exit(args.cells)
+    num_heads = base_model(args.config, args.overrides).num_heads
     flags = ["--niah", "--niah-scales", *map(str, args.scales), "--niah-depths", *map(str, args.depths),
              "--niah-per-cell", str(args.per_cell)]
     if args.ppl_scale:
