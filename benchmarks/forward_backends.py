@@ -6,8 +6,8 @@
 Backends (``PallasConfig.forward_backend``): "pallas_triton" (today's kernel, the Triton lowering
 of Pallas), "jax_triton" (the same algorithm in the Triton language, launched with
 ``jax_triton.triton_call``), "mosaic_gpu" (Pallas Mosaic GPU). A variant is
-``backend[:wW][:sS][:qQ][:kK][:contiguous]``: W warps, S pipeline stages, Q query positions and K
-keys per step (defaults: the resolved ``PallasConfig``); ``contiguous`` replaces each tile's table
+``backend[:wW][:sS][:qQ][:kK][:gG][:contiguous]``: W warps, S pipeline stages, Q query positions, K
+keys per step and G warpgroups of the Mosaic GPU forward (defaults: the resolved ``PallasConfig``); ``contiguous`` replaces each tile's table
 by the W keys just before the tile (same width, same work, but contiguous reads instead of
 gathers: a diagnostic of what the gathers cost; its output differs, so it is not compared).
 Shapes of ``benchmarks.attention``: B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias.
@@ -53,13 +53,14 @@ class Variant:
     stages: int | None = None
     block_q: int | None = None
     block_k: int | None = None
+    warpgroups: int | None = None
     contiguous: bool = False  # diagnostic: a sliding-window table of the same width (no scattered reads)
 
 
 def parse_variant(text: str) -> Variant:
     """'jax_triton:w8:s3:q64:k64' -> Variant (fields left out keep the resolved config's)."""
     backend, *fields = text.split(":")
-    names = dict(w="warps", s="stages", q="block_q", k="block_k")
+    names = dict(w="warps", s="stages", q="block_q", k="block_k", g="warpgroups")
     contiguous = "contiguous" in fields
     fields = [f for f in fields if f != "contiguous"]
     return Variant(text, backend, contiguous=contiguous, **{names[f[0]]: int(f[1:]) for f in fields})
@@ -71,7 +72,8 @@ def config_of(variant: Variant) -> PallasConfig:
     options = dataclasses.replace(base.options, num_warps=variant.warps or base.options.num_warps,
                                   num_stages=variant.stages or base.options.num_stages)
     config = dataclasses.replace(base, options=options, block_q=variant.block_q,
-                                 block_k=variant.block_k or base.block_k)
+                                 block_k=variant.block_k or base.block_k,
+                                 forward_warpgroups=variant.warpgroups or base.forward_warpgroups)
     return config.resolve(head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS, dtype=jnp.bfloat16)
 
 
@@ -107,7 +109,7 @@ def measure(variants, length, window, *, calls, repeats) -> list[dict]:
             config = config_of(variant)
             block_k = MOSAIC_BLOCK_K if variant.backend == "mosaic_gpu" else config.block_k
             row.update(block_q=config.block_q, block_k=block_k, warps=config.options.num_warps,
-                       stages=config.options.num_stages)
+                       stages=config.options.num_stages, warpgroups=config.forward_warpgroups)
             pad = -length % config.block_q
             qp = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
             fn, tables = kernel_call(config, length, bias, window)
@@ -200,13 +202,15 @@ def main(argv=None):
     p.add_argument("--calls", type=int, default=50)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default=None)
+    p.add_argument("--prediction", default=PREDICTION,
+                   help="what this run is expected to show, written before it (kept in the JSON)")
     args = p.parse_args(argv)
     variants = [parse_variant(v) for v in args.variants]
     rows = []
     for length in args.lengths:
         rows += measure(variants, length, args.window, calls=args.calls, repeats=args.repeats)
         print(table(rows[-len(variants) - 1:]), flush=True)
-    result = dict(result_header("forward_backends", "benchmarks.forward_backends", argv), prediction=PREDICTION,
+    result = dict(result_header("forward_backends", "benchmarks.forward_backends", argv), prediction=args.prediction,
                   versions=_versions(), rows=rows)
     if args.out:
         path = write_json(result, args.out)
