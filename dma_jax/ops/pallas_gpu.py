@@ -123,7 +123,8 @@ class PallasConfig:
       1) when set.
     forward_warpgroups: the Mosaic GPU forward's warpgroups on 128-row tiles: 1 (one warpgroup
       computes all 128 rows) or 2 (two warpgroups of 64 rows share each gathered key step; the
-      same results bitwise). Tiles of 64 rows always take one. The default is
+      same arithmetic a row, so the same results bitwise, which a GPU test checks; not yet run on
+      a GPU, docs/kernels.md). Tiles of 64 rows always take one. The default is
       ``DMA_FORWARD_WARPGROUPS`` (1 or 2) when set, else 1.
     """
 
