@@ -143,17 +143,17 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
         t0 = n * block_q
         slab = (b * bias_heads + hb) * tiles + n
 
-        def q_box(j):
+        def box(ref, j):
             """Box j of the tile in q or out (B, T, H, D): a head's block_q positions, or with one
             head, positions [j * box_rows, + box_rows)."""
             if per_bias > 1:
-                return q_ref.at[b, pl.ds(t0, block_q), hb * per_bias + j]
-            return q_ref.at[b, pl.ds(t0 + j * box_rows, box_rows), hb]
+                return ref.at[b, pl.ds(t0, block_q), hb * per_bias + j]
+            return ref.at[b, pl.ds(t0 + j * box_rows, box_rows), hb]
 
         def load_tile():
             for j in range(boxes):
                 dst = q_smem.at[j // boxes_per_wg, pl.ds((j % boxes_per_wg) * box_rows, box_rows)]
-                plgpu.copy_gmem_to_smem(q_box(j), dst, bar)
+                plgpu.copy_gmem_to_smem(box(q_ref, j), dst, bar)
             plgpu.copy_gmem_to_smem(tbl_ref.at[slab], tbl_smem, bar)
 
         if warpgroups > 1:
@@ -248,10 +248,8 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
         lse_smem.at[w][...] = jnp.where(empty, jnp.inf, m_i * _LN2 + jnp.log(safe_sum))
         plgpu.commit_smem()
         for i in range(boxes_per_wg):
-            j = w * boxes_per_wg + i
-            o_box = (o_ref.at[b, pl.ds(t0, block_q), hb * per_bias + j] if per_bias > 1
-                     else o_ref.at[b, pl.ds(t0 + j * box_rows, box_rows), hb])
-            plgpu.copy_smem_to_gmem(q_own.at[pl.ds(i * box_rows, box_rows)], o_box, commit_group=False)
+            src = q_own.at[pl.ds(i * box_rows, box_rows)]
+            plgpu.copy_smem_to_gmem(src, box(o_ref, w * boxes_per_wg + i), commit_group=False)
         plgpu.copy_smem_to_gmem(lse_smem.at[w], lse_ref.at[slab, pl.ds(w * wg_rows, wg_rows)], commit_group=False)
         plgpu.commit_smem_to_gmem_group()
         plgpu.wait_smem_to_gmem(0)
