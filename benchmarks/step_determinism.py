@@ -84,7 +84,7 @@ def measure(config, repeats: int, steps: int) -> dict:
         for _ in range(2):
             _, state, _ = init_state(config, optimizer, mesh)
             losses = []
-            for host_batch in host[:steps]:
+            for host_batch in host:
                 state, metrics = step(state, global_batch(host_batch, mesh))
                 losses.append(float(metrics["loss"]))
             runs.append((losses, jax.device_get(state["params"])))
@@ -108,6 +108,11 @@ def _merge(calls: list[list[dict]]) -> list[dict]:
     return sorted(merged.values(), key=lambda r: r["leaf"])
 
 
+def _leaf_list(rows: list[dict]) -> str:
+    """The leaves of ``leaf_differences`` rows with their largest difference, or "-" for none."""
+    return ", ".join(f"{r['leaf']} ({r['max_abs_diff']:.1e})" for r in rows) or "-"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/passkey.py")
@@ -127,12 +132,12 @@ def main(argv=None):
     print(f"\nXLA_FLAGS={result['xla_flags']!r}")
     print(f"{'check':28s} {'differing':>10s}  leaves that differ (largest |difference|)")
     for row in found["gradient"]:
-        leaves = ", ".join(f"{r['leaf']} ({r['max_abs_diff']:.1e})" for r in row["leaves"]) or "-"
-        print(f"{'gradient, ' + row['batch']:28s} {row['calls_differing']:>4d} of {row['calls'] - 1:<3d}  {leaves}")
+        print(f"{'gradient, ' + row['batch']:28s} {row['calls_differing']:>4d} of {row['calls'] - 1:<3d}  "
+              f"{_leaf_list(row['leaves'])}")
     run = found["run"]
-    leaves = ", ".join(f"{r['leaf']} ({r['max_abs_diff']:.1e})" for r in run["final_params_differing"]) or "-"
     first = run["first_step_with_another_loss"]
-    print(f"{'run of ' + str(run['steps']) + ' steps, twice':28s} {'step ' + str(first) if first else 'none':>10s}  {leaves}")
+    print(f"{'run of ' + str(run['steps']) + ' steps, twice':28s} {'step ' + str(first) if first else 'none':>10s}  "
+          f"{_leaf_list(run['final_params_differing'])}")
     print(f"wrote {args.out}")
     return result
 
