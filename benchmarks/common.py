@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -96,8 +97,10 @@ def command_line(module: str, argv=None) -> str:
 def result_header(benchmark: str, module: str, argv=None) -> dict:
     """The fields every benchmark JSON starts with: its name, the card and the command, and the
     ``DMA_*`` environment variables that change the kernels' defaults (``dma_jax.PallasConfig``)
-    where any is set, as a prefix of the command."""
-    overrides = " ".join(f"{name}={value}" for name, value in sorted(os.environ.items()) if name.startswith("DMA_"))
+    and ``XLA_FLAGS`` (e.g. ``--xla_gpu_deterministic_ops=true``) where any is set, as a prefix of
+    the command."""
+    overrides = " ".join(f"{name}={shlex.quote(value)}" for name, value in sorted(os.environ.items())
+                         if name.startswith("DMA_") or name == "XLA_FLAGS")
     command = command_line(module, argv)
     return dict(benchmark=benchmark, card=device_card(), command=f"{overrides} {command}" if overrides else command)
 

@@ -6,8 +6,8 @@
 Backends (``PallasConfig.forward_backend``): "pallas_triton" (today's kernel, the Triton lowering
 of Pallas), "jax_triton" (the same algorithm in the Triton language, launched with
 ``jax_triton.triton_call``), "mosaic_gpu" (Pallas Mosaic GPU). A variant is
-``backend[:wW][:sS][:qQ][:kK][:gG][:contiguous]``: W warps, S pipeline stages, Q query positions, K
-keys per step and G warpgroups of the Mosaic GPU forward (defaults: the resolved ``PallasConfig``); ``contiguous`` replaces each tile's table
+``backend[:wW][:sS][:qQ][:kK][:contiguous]``: W warps, S pipeline stages, Q query positions and K
+keys per step (defaults: the resolved ``PallasConfig``); ``contiguous`` replaces each tile's table
 by the W keys just before the tile (same width, same work, but contiguous reads instead of
 gathers: a diagnostic of what the gathers cost; its output differs, so it is not compared).
 Shapes of ``benchmarks.attention``: B = 1, H = 32, Hkv = 8, D = 128, bf16, causal, random bias.
@@ -53,14 +53,13 @@ class Variant:
     stages: int | None = None
     block_q: int | None = None
     block_k: int | None = None
-    warpgroups: int | None = None
     contiguous: bool = False  # diagnostic: a sliding-window table of the same width (no scattered reads)
 
 
 def parse_variant(text: str) -> Variant:
     """'jax_triton:w8:s3:q64:k64' -> Variant (fields left out keep the resolved config's)."""
     backend, *fields = text.split(":")
-    names = dict(w="warps", s="stages", q="block_q", k="block_k", g="warpgroups")
+    names = dict(w="warps", s="stages", q="block_q", k="block_k")
     contiguous = "contiguous" in fields
     fields = [f for f in fields if f != "contiguous"]
     return Variant(text, backend, contiguous=contiguous, **{names[f[0]]: int(f[1:]) for f in fields})
@@ -72,8 +71,7 @@ def config_of(variant: Variant) -> PallasConfig:
     options = dataclasses.replace(base.options, num_warps=variant.warps or base.options.num_warps,
                                   num_stages=variant.stages or base.options.num_stages)
     config = dataclasses.replace(base, options=options, block_q=variant.block_q,
-                                 block_k=variant.block_k or base.block_k,
-                                 forward_warpgroups=variant.warpgroups or base.forward_warpgroups)
+                                 block_k=variant.block_k or base.block_k)
     return config.resolve(head_dim=HEAD_DIM, per_bias=HEADS // KV_HEADS, dtype=jnp.bfloat16)
 
 
@@ -95,8 +93,8 @@ def contiguous_table(table, block_q):
 
 
 def measure(variants, length, window, *, calls, repeats) -> list[dict]:
-    q, k, v, bias = inputs(length, seed=11)
-    kt, vt = (jnp.transpose(x, (0, 2, 1, 3)) for x in (k, v))
+    q, k, v, bias = inputs(length, seed=11)  # k, v: (B, Tk, Hkv, D)
+    heads_major = tuple(jnp.transpose(x, (0, 2, 1, 3)) for x in (k, v))  # (B, Hkv, Tk, D)
     useful = 4 * HEAD_DIM * kept_pairs(bias, window) * (HEADS // KV_HEADS)
     rows, first = [], None
     dense = jax.jit(cudnn)
@@ -109,13 +107,14 @@ def measure(variants, length, window, *, calls, repeats) -> list[dict]:
             config = config_of(variant)
             block_k = MOSAIC_BLOCK_K if variant.backend == "mosaic_gpu" else config.block_k
             row.update(block_q=config.block_q, block_k=block_k, warps=config.options.num_warps,
-                       stages=config.options.num_stages, warpgroups=config.forward_warpgroups)
+                       stages=config.options.num_stages)
             pad = -length % config.block_q
             qp = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
             fn, tables = kernel_call(config, length, bias, window)
             if variant.contiguous:
                 tables = tables[:2] + (contiguous_table(tables[2], config.block_q),)
-            args = (qp, kt, vt, bias) + tables
+            # k and v in the layout the config's kernels read (kv_sequence_layout)
+            args = (qp, *((k, v) if config.kv_sequence_layout else heads_major), bias) + tables
             out, lse = jax.block_until_ready(fn(*args))
             row.update(single_ms=median_ms(fn, *args, repeats=repeats),
                        amortised_ms=amortised_seconds(fn, *args, calls=calls) * 1e3)

@@ -47,17 +47,6 @@ Q_SEQUENCE_BACKWARD_VARIABLE = "DMA_Q_SEQUENCE_BACKWARD"
 FUSED_KEY_GRADS_VARIABLE = "DMA_FUSED_KEY_GRADS"
 
 
-# environment variable (1 or 2): PallasConfig's default forward_warpgroups
-FORWARD_WARPGROUPS_VARIABLE = "DMA_FORWARD_WARPGROUPS"
-
-
-def _default_forward_warpgroups() -> int:
-    value = os.environ.get(FORWARD_WARPGROUPS_VARIABLE, "1")
-    if value not in ("1", "2"):
-        raise ValueError(f"${FORWARD_WARPGROUPS_VARIABLE} must be 1 or 2, got {value!r}")
-    return int(value)
-
-
 def _flag_from_environment(name: str, default: str = "1") -> bool:
     value = os.environ.get(name, default)
     if value not in ("0", "1"):
@@ -121,11 +110,6 @@ class PallasConfig:
       (B, Hb, Tk, D) arrays a call. On by default (0.34 ms of the 2K model layer's 4.56 ms
       forward+backward on an H100, docs/kernels.md); the default is ``DMA_FUSED_KEY_GRADS`` (0 or
       1) when set.
-    forward_warpgroups: the Mosaic GPU forward's warpgroups on 128-row tiles: 1 (one warpgroup
-      computes all 128 rows) or 2 (two warpgroups of 64 rows share each gathered key step; the
-      same arithmetic a row, so the same results bitwise, which a GPU test checks; not yet run on
-      a GPU, docs/kernels.md). Tiles of 64 rows always take one. The default is
-      ``DMA_FORWARD_WARPGROUPS`` (1 or 2) when set, else 1.
     """
 
     block_q: int | None = None
@@ -146,12 +130,8 @@ class PallasConfig:
         default_factory=functools.partial(_flag_from_environment, Q_SEQUENCE_BACKWARD_VARIABLE))
     fused_key_grads: bool = dataclasses.field(
         default_factory=functools.partial(_flag_from_environment, FUSED_KEY_GRADS_VARIABLE))
-    forward_warpgroups: int = dataclasses.field(default_factory=_default_forward_warpgroups)
 
     def __post_init__(self):
-        if self.forward_warpgroups not in (1, 2):
-            raise ValueError(f"forward_warpgroups must be 1 or 2, got {self.forward_warpgroups!r} "
-                             f"(the default comes from ${FORWARD_WARPGROUPS_VARIABLE} when it is set)")
         if self.forward_backend not in FORWARD_BACKENDS:
             raise ValueError(f"forward_backend must be one of {FORWARD_BACKENDS}, got {self.forward_backend!r} "
                              f"(the default comes from ${FORWARD_BACKEND_VARIABLE} when it is set)")
@@ -243,7 +223,7 @@ def _takes(check, *args, **kwargs) -> bool:
 
 
 def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_heads, own_keys, num_stages,
-                           interpret=False, device=None, kv_sequence=False, warpgroups=1) -> bool:
+                           interpret=False, device=None, kv_sequence=False) -> bool:
     """Whether ``forward_backend="auto"`` runs this call's forward on Mosaic GPU: a Hopper GPU
     (compute capability 9.x; not interpret mode, not the sequence-less tile layout) and arguments
     within ``dma_forward_mosaic``'s limits."""
@@ -252,15 +232,7 @@ def mosaic_forward_applies(q, k, v, bias, start, end, table, *, block_q, bias_he
     if interpret or bias_heads is None or not _is_hopper(device):
         return False
     return _takes(check_arguments, q, k, v, bias, start, end, table, block_q=block_q, block_k=MOSAIC_BLOCK_K,
-                  bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence,
-                  warpgroups=warpgroups)
-
-
-def mosaic_forward_warpgroups(config, q, bias_heads) -> int:
-    """The Mosaic GPU forward's warpgroups for a call with q (B, T, H, D) in the sequence layout:
-    ``config.forward_warpgroups`` on 128-row tiles (block_q * H / Hb), else one."""
-    rows = config.block_q * (q.shape[2] // bias_heads) if q.ndim == 4 and bias_heads else 0
-    return config.forward_warpgroups if rows == 128 else 1
+                  bias_heads=bias_heads, num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence)
 
 
 def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpret=False,
@@ -295,9 +267,7 @@ def _forward(call, q_tiles, k, v, bias, start, end, table):
         applies = mosaic_forward_applies(q_tiles, k, v, bias, start, end, table, block_q=config.block_q,
                                          bias_heads=call.sequence_bias_heads, own_keys=call.causal,
                                          num_stages=config.options.num_stages, interpret=config.options.interpret,
-                                         kv_sequence=config.kv_sequence_layout,
-                                         warpgroups=mosaic_forward_warpgroups(config, q_tiles,
-                                                                              call.sequence_bias_heads))
+                                         kv_sequence=config.kv_sequence_layout)
         backend = "mosaic_gpu" if applies else "pallas_triton"
     common = dict(scale=call.scale, block_q=config.block_q, block_k=config.block_k, q_offset=call.q_offset,
                   own_keys=call.causal)
@@ -307,7 +277,6 @@ def _forward(call, q_tiles, k, v, bias, start, end, table):
         common["block_k"] = MOSAIC_BLOCK_K
         return dma_forward_mosaic(q_tiles, k, v, bias, start, end, table, bias_heads=call.bias_heads,
                                   num_stages=config.options.num_stages, kv_sequence=config.kv_sequence_layout,
-                                  warpgroups=mosaic_forward_warpgroups(config, q_tiles, call.bias_heads),
                                   **common)
     k, v = _swap_kv_layout(call, k), _swap_kv_layout(call, v)
     if backend == "pallas_triton":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 
-WARPGROUP = 128  # threads of one warpgroup: the CTA of every Mosaic GPU kernel here but the two-warpgroup forward
+WARPGROUP = 128  # threads of one warpgroup: the CTA of every Mosaic GPU kernel here
 SMEM_BYTES = 227 * 1024  # sm_90 opt-in maximum of shared memory per block
 
 
@@ -101,12 +101,8 @@ def load_whole(plgpu, ref, layout):
     return plgpu.load(ref, layout=layout)
 
 
-def cp_async_helpers(plgpu, transforms, *, kv_len, warpgroups=1):
+def cp_async_helpers(plgpu, transforms, *, kv_len):
     """inline_mgpu helpers: the cp.async row gathers, commit, wait(+fence+barrier), barrier.
-
-    With ``warpgroups`` = 2 the CTA's 256 threads share each gather (every thread issues half the
-    copies it would alone) and the barriers span the whole CTA (``bar.sync 0``), so both warpgroups
-    see every gathered row; with 1, one warpgroup does it all and its barrier is the warpgroup's.
 
     Keys are gathered by index into the (8, 64)-tiled, 128B-swizzled layout that wgmma reads:
     16-byte chunk c of row r of a ``block_k x D`` slot lives at byte
@@ -117,19 +113,8 @@ def cp_async_helpers(plgpu, transforms, *, kv_len, warpgroups=1):
     Hkv * D for k and v in their (B, Tk, Hkv, D) layout.
     """
     from jax._src.lib.mlir import ir
-    from jax._src.lib.mlir.dialects import arith, gpu, llvm, memref, nvvm
+    from jax._src.lib.mlir.dialects import arith, llvm, memref, nvvm
     from jax.experimental.mosaic.gpu import utils as mgpu_utils
-
-    if warpgroups not in (1, 2):
-        raise ValueError(f"warpgroups must be 1 or 2, got {warpgroups}")
-    threads = warpgroups * WARPGROUP
-
-    def sync():
-        """Every thread of the gathers: the warpgroup's named barrier, or the CTA's barrier 0."""
-        if warpgroups == 1:
-            mgpu_utils.warpgroup_barrier()
-        else:
-            gpu.barrier()
 
     def c(value, ty):
         return arith.constant(ty, ir.IntegerAttr.get(ty, value))
@@ -150,13 +135,13 @@ def cp_async_helpers(plgpu, transforms, *, kv_len, warpgroups=1):
         swizzle_elems = 128 // elem_bytes  # one 128-byte swizzle row = one tile column
         row_tile_bytes = (head_dim // swizzle_elems) * 1024  # 8 rows x D
         total = n_rows * chunks_per_row
-        assert total % threads == 0, (n_rows, chunks_per_row, threads)
-        tid = arith.remui(mgpu_utils.thread_idx(), c(threads, i32))
+        assert total % WARPGROUP == 0, (n_rows, chunks_per_row)
+        tid = arith.remui(mgpu_utils.thread_idx(), c(WARPGROUP, i32))
         global_ptr = llvm.PointerType.get(address_space=1)
         as_global = lambda ref: llvm.addrspacecast(global_ptr, mgpu_utils.memref_ptr(ref))
         bases = [(as_global(src), mgpu_utils.memref_ptr(dst)) for src, dst in ((k_src, k_dst), (v_src, v_dst))]
-        for it in range(total // threads):
-            lin = arith.addi(tid, c(it * threads, i32))
+        for it in range(total // WARPGROUP):
+            lin = arith.addi(tid, c(it * WARPGROUP, i32))
             row = arith.divui(lin, c(chunks_per_row, i32))
             chunk = arith.remui(lin, c(chunks_per_row, i32))
             key, present = row_key(row)
@@ -235,14 +220,14 @@ def cp_async_helpers(plgpu, transforms, *, kv_len, warpgroups=1):
             nvvm.cp_async_wait_group(n)
             # cp.async writes are generic-proxy writes; wgmma reads through the async proxy.
             nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
-            sync()
+            mgpu_utils.warpgroup_barrier()
 
         _wait()
 
     @plgpu.inline_mgpu()
     def barrier(ctx):
         del ctx
-        sync()
+        mgpu_utils.warpgroup_barrier()
 
     return dict(gather_table=gather_table, gather_own=gather_own, commit=commit, wait=wait,
                 barrier=barrier)

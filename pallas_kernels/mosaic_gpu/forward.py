@@ -3,11 +3,7 @@
 Contract: ``pallas_kernels.gpu.forward.dma_forward(..., bias_heads=Hb)`` in its sequence layout
 (see ``dma_forward_mosaic``). Reference: ``pallas_kernels.gpu.reference.interval_attention_reference``.
 
-Design (one CTA = one (query tile, batch, bias head); grid (tiles, B, Hb)). The CTA is one
-warpgroup, or with ``warpgroups=2`` (128-row tiles only) two warpgroups of 64 rows each: both
-issue the gathers of each key step together (half the copies each), meet at a CTA barrier, then
-compute their own rows against the shared key and value slots. A row's products and softmax are
-the same instructions in the same order either way, so the results are bitwise equal.
+Design (one CTA = one warpgroup = one (query tile, batch, bias head); grid (tiles, B, Hb)):
 
 - The CTA loads with TMA, on one mbarrier, its R query heads (R boxes of ``block_q x D``: the
   tile's rows are kept head-major in shared memory, row ``i * block_q + p`` = position p, head
@@ -51,7 +47,7 @@ _INT_MIN = -(2**31)
 
 
 def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_heads, num_stages, own_keys,
-                    kv_sequence=False, warpgroups=1):
+                    kv_sequence=False):
     """Raise a ValueError naming the limit for a call this kernel does not take (no GPU needed);
     else return its sizes. ``dma_jax.ops.pallas_gpu`` asks it where the forward backend is "auto"."""
     if bias_heads is None:
@@ -78,10 +74,6 @@ def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_
         raise ValueError(f"rows = block_q * R must be 64 or 128, got {block_q} * {per_bias} = {rows}")
     if block_q % 8:
         raise ValueError(f"block_q must be a multiple of 8, got {block_q}")
-    if warpgroups not in (1, 2):
-        raise ValueError(f"warpgroups must be 1 or 2, got {warpgroups}")
-    if warpgroups == 2 and rows != 128:
-        raise ValueError(f"two warpgroups take 128-row tiles (64 rows each), got rows = {rows}")
     if q_len % block_q:
         raise ValueError(f"q's length {q_len} must be a multiple of block_q={block_q}")
     tiles = q_len // block_q
@@ -108,7 +100,7 @@ def check_arguments(q, k, v, bias, start, end, table, *, block_q, block_k, bias_
 
 @functools.lru_cache(maxsize=None)
 def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype, block_q, block_k, steps,
-           scale, q_offset, num_stages, table_steps, own_keys=True, kv_sequence=False, warpgroups=1):
+           scale, q_offset, num_stages, table_steps, own_keys=True, kv_sequence=False):
     """The Mosaic GPU kernel; inputs (q, k, v, table (slabs, table_steps, block_k), bias f32, start, end)."""
     import jax.experimental.pallas as pl
     from jax.experimental.pallas import mosaic_gpu as plgpu
@@ -118,14 +110,8 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
     tiles = q_len // block_q
     group = bias_heads // kv_heads
     stages = num_stages
-    wg_rows = rows // warpgroups  # each warpgroup's rows of the tile: its own Q, scores and output
-    # TMA boxes of the tile's rows: per_bias heads of block_q positions; with one head and two
-    # warpgroups, two boxes of wg_rows positions. Box j goes to warpgroup j // boxes_per_wg.
-    boxes = max(per_bias, warpgroups)
-    boxes_per_wg = boxes // warpgroups
-    box_rows = rows // boxes
     transforms = (plgpu.TilingTransform((8, 128 // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(128))
-    ops = cp_async_helpers(plgpu, transforms, kv_len=kv_len, warpgroups=warpgroups)
+    ops = cp_async_helpers(plgpu, transforms, kv_len=kv_len)
     commit, wait, barrier = ops["commit"], ops["wait"], ops["barrier"]
     wgmma_layout = plgpu.Layout.WGMMA
     col_layout = plgpu.Layout.WGMMA.reduce(0)
@@ -138,30 +124,15 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
         n = lax.axis_index("tile")
         b = lax.axis_index("batch")
         hb = lax.axis_index("head")
-        w = lax.axis_index("wg") if warpgroups > 1 else 0
         kvh = lax.div(hb, jnp.int32(group))
         t0 = n * block_q
         slab = (b * bias_heads + hb) * tiles + n
-
-        def box(ref, j):
-            """Box j of the tile in q or out (B, T, H, D): a head's block_q positions, or with one
-            head, positions [j * box_rows, + box_rows)."""
-            if per_bias > 1:
-                return ref.at[b, pl.ds(t0, block_q), hb * per_bias + j]
-            return ref.at[b, pl.ds(t0 + j * box_rows, box_rows), hb]
-
-        def load_tile():
-            for j in range(boxes):
-                dst = q_smem.at[j // boxes_per_wg, pl.ds((j % boxes_per_wg) * box_rows, box_rows)]
-                plgpu.copy_gmem_to_smem(box(q_ref, j), dst, bar)
-            plgpu.copy_gmem_to_smem(tbl_ref.at[slab], tbl_smem, bar)
-
-        if warpgroups > 1:
-            pl.when(w == 0)(load_tile)
-        else:
-            load_tile()
+        for i in range(per_bias):
+            plgpu.copy_gmem_to_smem(
+                q_ref.at[b, pl.ds(t0, block_q), hb * per_bias + i], q_smem.at[pl.ds(i * block_q, block_q)], bar
+            )
+        plgpu.copy_gmem_to_smem(tbl_ref.at[slab], tbl_smem, bar)
         plgpu.barrier_wait(bar)
-        q_own = q_smem.at[w]
 
         k_src, v_src = (kv_rows(ref, b, kvh, kv_sequence=kv_sequence) for ref in (k_ref, v_ref))
         meta_src = (bias_ref.at[b, hb], start_ref.at[b, hb], end_ref.at[b, hb])
@@ -194,8 +165,9 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
                 issue(s)
             commit()
 
-        row = plgpu.broadcasted_iota(jnp.int32, (wg_rows, block_k), 0, layout=wgmma_layout) + w * wg_rows
-        position = q_offset + t0 + lax.rem(row, block_q)
+        position = (
+            q_offset + t0 + lax.rem(plgpu.broadcasted_iota(jnp.int32, (rows, block_k), 0, layout=wgmma_layout), block_q)
+        )
 
         def step_fn(step, carry):
             acc, m_i, l_i = carry
@@ -211,14 +183,14 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
             wait(stages - 1)
 
             def qk(acc_ref):
-                plgpu.wgmma(acc_ref, q_own, k_smem.at[slot].transpose((1, 0)))
+                plgpu.wgmma(acc_ref, q_smem, k_smem.at[slot].transpose((1, 0)))
                 return acc_ref[...]
 
-            s = pl.run_scoped(qk, plgpu.ACC((wg_rows, block_k), jnp.float32))
+            s = pl.run_scoped(qk, plgpu.ACC((rows, block_k), jnp.float32))
             key_bias = load_whole(plgpu, kb_smem.at[slot], col_layout) * _LOG2E
             lo = load_whole(plgpu, lo_smem.at[slot], col_layout)
             hi = load_whole(plgpu, hi_smem.at[slot], col_layout)
-            shape = (wg_rows, block_k)
+            shape = (rows, block_k)
             keep = (lax.broadcast_in_dim(lo, shape, [1]) <= position) & (position < lax.broadcast_in_dim(hi, shape, [1]))
             logits = jnp.where(keep, s * qk_scale + lax.broadcast_in_dim(key_bias, shape, [1]), MASKED)
             m_new = jnp.maximum(m_i, logits.max(axis=1))
@@ -234,9 +206,9 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
             return acc, m_new, l_i
 
         carry = (
-            plgpu.layout_cast(jnp.full((wg_rows, head_dim), 0, jnp.float32), wgmma_layout),
-            plgpu.layout_cast(jnp.full((wg_rows,), MASKED, jnp.float32), row_layout),
-            plgpu.layout_cast(jnp.full((wg_rows,), 0, jnp.float32), row_layout),
+            plgpu.layout_cast(jnp.full((rows, head_dim), 0, jnp.float32), wgmma_layout),
+            plgpu.layout_cast(jnp.full((rows,), MASKED, jnp.float32), row_layout),
+            plgpu.layout_cast(jnp.full((rows,), 0, jnp.float32), row_layout),
         )
         acc, m_i, l_i = lax.fori_loop(0, steps, step_fn, carry)
         wait(0)
@@ -244,28 +216,30 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
         safe_sum = jnp.where(empty, 1.0, l_i)
         inv = jnp.where(empty, 0.0, 1.0 / safe_sum)
         out = acc * lax.broadcast_in_dim(inv, acc.shape, [0])
-        q_own[...] = out.astype(dtype)  # this warpgroup's rows only: the other may still read its own
-        lse_smem.at[w][...] = jnp.where(empty, jnp.inf, m_i * _LN2 + jnp.log(safe_sum))
+        q_smem[...] = out.astype(dtype)
+        lse_smem[...] = jnp.where(empty, jnp.inf, m_i * _LN2 + jnp.log(safe_sum))
         plgpu.commit_smem()
-        for i in range(boxes_per_wg):
-            src = q_own.at[pl.ds(i * box_rows, box_rows)]
-            plgpu.copy_smem_to_gmem(src, box(o_ref, w * boxes_per_wg + i), commit_group=False)
-        plgpu.copy_smem_to_gmem(lse_smem.at[w], lse_ref.at[slab, pl.ds(w * wg_rows, wg_rows)], commit_group=False)
+        for i in range(per_bias):
+            plgpu.copy_smem_to_gmem(
+                q_smem.at[pl.ds(i * block_q, block_q)],
+                o_ref.at[b, pl.ds(t0, block_q), hb * per_bias + i],
+                commit_group=False,
+            )
+        plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[slab], commit_group=False)
         plgpu.commit_smem_to_gmem_group()
         plgpu.wait_smem_to_gmem(0)
 
     scratch = [
-        plgpu.SMEM((warpgroups, wg_rows, head_dim), dtype, transforms=transforms),
+        plgpu.SMEM((rows, head_dim), dtype, transforms=transforms),
         plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
         plgpu.SMEM((stages, block_k, head_dim), dtype, transforms=transforms),
         plgpu.SMEM((table_steps, block_k), jnp.int32),
         plgpu.SMEM((stages, block_k), jnp.float32),
         plgpu.SMEM((stages, block_k), jnp.int32),
         plgpu.SMEM((stages, block_k), jnp.int32),
-        plgpu.SMEM((warpgroups, wg_rows), jnp.float32),
-        plgpu.Barrier(num_arrivals=boxes + 1),
+        plgpu.SMEM((rows,), jnp.float32),
+        plgpu.Barrier(num_arrivals=per_bias + 1),
     ]
-    threads = dict(num_threads=warpgroups, thread_name="wg") if warpgroups > 1 else {}
     return plgpu.kernel(
         body,
         out_type=(
@@ -276,13 +250,12 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
         grid=(tiles, batch, bias_heads),
         grid_names=("tile", "batch", "head"),
         compiler_params=plgpu.CompilerParams(approx_math=True),
-        **threads,
     )
 
 
 def dma_forward_mosaic(
     q, k, v, bias, start, end, table, *, scale, block_q, block_k, q_offset, bias_heads, own_keys=True,
-    num_stages=2, kv_sequence=False, warpgroups=1,
+    num_stages=2, kv_sequence=False,
 ):
     """Forward kernel (Mosaic GPU, sm_90), sequence layout of ``dma_forward``.
 
@@ -298,8 +271,6 @@ def dma_forward_mosaic(
       bias_heads: Hb (required: only the sequence layout is supported).
       own_keys: also visit the tile's own keys ``[q_offset + n * block_q, + block_q)``.
       num_stages: shared-memory slots of the key/value pipeline (>= 2).
-      warpgroups: 1, or 2 for 128-row tiles: two warpgroups of 64 rows share each gathered key
-        step (the 256 threads issue its copies together and meet at a CTA barrier).
 
     Returns:
       out (B, tiles * block_q, H, D) in q's dtype; lse float32 (B, Hb, tiles, rows) in natural
@@ -308,7 +279,7 @@ def dma_forward_mosaic(
     """
     dims = check_arguments(
         q, k, v, bias, start, end, table, block_q=block_q, block_k=block_k, bias_heads=bias_heads,
-        num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence, warpgroups=warpgroups,
+        num_stages=num_stages, own_keys=own_keys, kv_sequence=kv_sequence,
     )
     tiles, per_bias, rows = dims["tiles"], dims["per_bias"], dims["rows"]
     batch, kv_len = dims["batch"], dims["kv_len"]
@@ -321,8 +292,7 @@ def dma_forward_mosaic(
         table = jnp.full(table.shape[:3] + (block_k,), -1, jnp.int32)
     table_steps = table.shape[-1] // block_k
     steps = table_steps + (-(-block_q // block_k) if own_keys else 0)
-    call = _build(**common, steps=steps, table_steps=table_steps, own_keys=own_keys, kv_sequence=kv_sequence,
-                  warpgroups=warpgroups)
+    call = _build(**common, steps=steps, table_steps=table_steps, own_keys=own_keys, kv_sequence=kv_sequence)
     table = table.astype(jnp.int32).reshape(batch * bias_heads * tiles, table_steps, block_k)
     out, lse = call(q, k, v, table, bias.astype(jnp.float32), start.astype(jnp.int32), end.astype(jnp.int32))
     # lse rows are head-major in the kernel (row i * block_q + p); the contract is position-major.

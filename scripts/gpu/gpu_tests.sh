@@ -3,9 +3,8 @@
 # reference at D 64/80/128/256, fp16/bf16/fp32, segments, key mask, Tq < Tk, window None,
 # non-causal, the local-window variant, bitwise-reproducible gradients, the layouts, inside
 # shard_map, the dense regime on cuDNN; the Mosaic GPU kernels and the jax-triton forward;
-# what remat saves; the kernels' layout options, fused_key_grads and the forward's two
-# warpgroups). 71 tests; most of their time is compilation on the CPU, so they run in PROCESSES
-# parallel pytest processes (default 4; 8
+# what remat saves; the kernels' layout options and fused_key_grads). 65 tests; most of their
+# time is compilation on the CPU, so they run in PROCESSES parallel pytest processes (default 4; 8
 # took 215-253 s for 65 tests on an H100 machine with 16 CPU cores while a training run shared the
 # card) sharing the one GPU, each on every PROCESSES-th test; each process' log is gpu_tests.N.log
 # in LOG_DIR (default: a temporary directory), and the exit code is nonzero if any process failed.

@@ -3,13 +3,18 @@
 from benchmarks.common import result_header
 
 
-def test_result_header_names_the_kernel_environment_in_the_command(monkeypatch):
-    monkeypatch.delenv("DMA_FORWARD_BACKEND", raising=False)
-    monkeypatch.delenv("DMA_BACKWARD_BACKEND", raising=False)
+def test_result_header_names_the_kernel_environment_and_xla_flags_in_the_command(monkeypatch):
+    for name in ("DMA_FORWARD_BACKEND", "DMA_BACKWARD_BACKEND", "XLA_FLAGS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DMA_KV_SEQUENCE_LAYOUT", "1")
     header = result_header("x", "benchmarks.x", ["--lengths", "64"])
     assert header["command"] == "DMA_KV_SEQUENCE_LAYOUT=1 python -m benchmarks.x --lengths 64"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true --xla_gpu_autotune_level=0")
+    assert result_header("x", "benchmarks.x", [])["command"] == (
+        "DMA_KV_SEQUENCE_LAYOUT=1 XLA_FLAGS='--xla_gpu_deterministic_ops=true --xla_gpu_autotune_level=0' "
+        "python -m benchmarks.x")
     monkeypatch.delenv("DMA_KV_SEQUENCE_LAYOUT")
+    monkeypatch.delenv("XLA_FLAGS")
     assert result_header("x", "benchmarks.x", [])["command"] == "python -m benchmarks.x"
 
 

@@ -19,5 +19,5 @@ def test_toy_run_times_every_lookup_on_both_token_sets(tmp_path, capsys):
     data_repeats = [r["commonest_token_repeats"] for r in rows if r["tokens"] == "data"]
     assert data_repeats[0] > 1 and len(set(data_repeats)) == 1  # the same batch for every lookup
     stored = json.loads(out.read_text())
-    assert stored["command"].startswith("python -m benchmarks.embedding_grad") and stored["card"]["jax"]
+    assert "python -m benchmarks.embedding_grad" in stored["command"] and stored["card"]["jax"]
     assert stored["rows"] == rows and "one-hot matmul" in capsys.readouterr().out

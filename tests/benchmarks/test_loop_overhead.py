@@ -22,6 +22,6 @@ def test_toy_run_times_every_row_and_writes_json(tmp_path, capsys):
     # the same step under every row: on a quiet CPU none is far from the bare step
     assert max(r["ms_per_step"] for r in rows) < 20 * rows[0]["ms_per_step"]
     stored = json.loads(out.read_text())
-    assert stored["command"].startswith("python -m benchmarks.loop_overhead") and stored["card"]["jax"]
+    assert "python -m benchmarks.loop_overhead" in stored["command"] and stored["card"]["jax"]
     assert stored["steps"] == 3 and stored["rows"] == rows
     assert "training loop" in capsys.readouterr().out.splitlines()[-2]

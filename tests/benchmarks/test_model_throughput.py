@@ -26,6 +26,6 @@ def test_toy_run_writes_rows_json_and_plot(tmp_path, capsys):
         assert r["train"]["flops_per_token"] > 0 and r["train"]["mfu"] is None  # no peak known for a CPU
         assert r["inference"]["prefill_tokens_per_s"] > 0 and r["inference"]["decode_tokens_per_s"] > 0
     stored = json.loads((tmp_path / "model_throughput.json").read_text())
-    assert stored["command"].startswith("python -m benchmarks.model_throughput") and stored["card"]["jax"]
+    assert "python -m benchmarks.model_throughput" in stored["command"] and stored["card"]["jax"]
     assert (tmp_path / "model_throughput.png").stat().st_size > 10_000
     assert "amortised" in capsys.readouterr().out

@@ -27,12 +27,11 @@ def _problem(seed, kv_len, q_len, bias_heads, kv_heads, per_bias, block_q, windo
     return q, k, v, bias, start, end, table, kv_len - q_len
 
 
-def _check(q, k, v, bias, start, end, table, q_offset, *, block_q, scale=0.3, own_keys=True, num_stages=2,
-           warpgroups=1):
+def _check(q, k, v, bias, start, end, table, q_offset, *, block_q, scale=0.3, own_keys=True, num_stages=2):
     bias_heads = bias.shape[1]
     out, lse = dma_forward_mosaic(
         q, k, v, bias, start, end, table, scale=scale, block_q=block_q, block_k=BLOCK_K, q_offset=q_offset,
-        bias_heads=bias_heads, own_keys=own_keys, num_stages=num_stages, warpgroups=warpgroups,
+        bias_heads=bias_heads, own_keys=own_keys, num_stages=num_stages,
     )
     assert out.shape == q.shape and out.dtype == q.dtype
     q_tiles = _to_tiles(q.astype(jnp.float32), bias_heads, block_q)
@@ -101,8 +100,6 @@ def test_mosaic_forward_rows_without_keys():
         (dict(dtype=jnp.float32), "bfloat16"),
         (dict(block_q=8), "rows"),
         (dict(bias_heads=None), "sequence layout"),
-        (dict(warpgroups=2), "two warpgroups take 128-row tiles"),
-        (dict(block_q=32, warpgroups=3), "warpgroups must be 1 or 2"),
     ],
 )
 def test_mosaic_forward_rejects_unsupported_arguments(change, message):
@@ -131,33 +128,3 @@ def test_mosaic_forward_reads_k_and_v_in_their_sequence_layout():
                              **kwargs)
     for name, g, w in zip(("out", "lse"), got, want):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=name)
-
-
-TWO_WARPGROUP_CASES = [
-    pytest.param(dict(kv_len=448, q_len=384, bias_heads=2, kv_heads=1, per_bias=4, block_q=32, window=100),
-                 id="R4-gqa-tq<tk"),
-    pytest.param(dict(kv_len=512, q_len=512, bias_heads=2, kv_heads=1, per_bias=1, block_q=128, window=150), id="R1"),
-    pytest.param(dict(kv_len=384, q_len=384, bias_heads=1, kv_heads=1, per_bias=2, block_q=64, window=100,
-                      head_dim=64), id="R2-d64"),
-]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("case", TWO_WARPGROUP_CASES)
-@pytest.mark.parametrize("kv_sequence", [False, True], ids=["kv-heads-major", "kv-sequence"])
-def test_mosaic_forward_two_warpgroups_equal_one_bitwise(case, kv_sequence):
-    """warpgroups=2 splits each 128-row tile into two warpgroups of 64 rows: every row's sums are
-    the same wgmma instructions in the same order, so out and lse equal one warpgroup's bitwise
-    (and the reference within tolerance), for R = 4, 1 and 2 query heads a bias head."""
-    q, k, v, bias, start, end, table, q_offset = _problem(4, **case)
-    end = end.at[:, 0, : case["kv_len"] // 4].set(start[:, 0, : case["kv_len"] // 4])  # some keys kept by none
-    if kv_sequence:
-        k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
-    kwargs = dict(scale=0.3, block_q=case["block_q"], block_k=BLOCK_K, q_offset=q_offset,
-                  bias_heads=case["bias_heads"], kv_sequence=kv_sequence)
-    one = dma_forward_mosaic(q, k, v, bias, start, end, table, **kwargs)
-    two = dma_forward_mosaic(q, k, v, bias, start, end, table, warpgroups=2, **kwargs)
-    for name, got, want in zip(("out", "lse"), two, one):
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
-    if not kv_sequence:
-        _check(q, k, v, bias, start, end, table, q_offset, block_q=case["block_q"], warpgroups=2)

@@ -63,26 +63,6 @@ def test_mosaic_gpu_forward_lowers_for_cuda_beside_the_triton_backward():
     assert text.count("@mosaic_gpu_v2") == 1 and text.count("__gpu$xla.gpu.triton") >= 2
 
 
-@pytest.mark.parametrize("heads, kv_heads, head_dim", [(8, 2, 128), (2, 2, 128), (4, 2, 64)], ids=["R4", "R1", "R2-d64"])
-def test_mosaic_gpu_forward_with_two_warpgroups_lowers_for_cuda(heads, kv_heads, head_dim):
-    """``forward_warpgroups=2``: the Mosaic GPU forward as two warpgroups of 64 rows (256 threads
-    sharing the gathers) lowers for CUDA as the forward's one Mosaic GPU call, and it is another
-    kernel than the one-warpgroup forward."""
-    q = jax.ShapeDtypeStruct((1, 1024, heads, head_dim), jnp.bfloat16)
-    kv = jax.ShapeDtypeStruct((1, 1024, kv_heads, head_dim), jnp.bfloat16)
-    bias = jax.ShapeDtypeStruct((1, kv_heads, 1024), jnp.float32)
-    mosaic = export.DisabledSafetyCheck.custom_call("mosaic_gpu_v2")
-    kernels = []
-    for warpgroups in (1, 2):
-        config = PallasConfig(forward_backend="mosaic_gpu", forward_warpgroups=warpgroups)
-        fn = jax.jit(lambda q, k, v, b: dma_attention(q, k, v, b, 256, implementation=config))
-        text = export.export(fn, platforms=["cuda"], disabled_checks=[mosaic])(q, kv, kv, bias).mlir_module()
-        calls = [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu_v2" in line]
-        assert len(calls) == 1 and "__gpu$xla.gpu.triton" not in text
-        kernels.append(calls[0].split("kernel_hash = ")[1].split(",")[0])
-    assert kernels[0] != kernels[1]
-
-
 def test_mosaic_gpu_kernels_lower_for_cuda():
     """forward_backend and backward_backend "mosaic_gpu": the forward and both backward passes are
     Mosaic GPU calls, none is a Triton call."""

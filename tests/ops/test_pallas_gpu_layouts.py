@@ -6,8 +6,6 @@ key-major backward (``slot_sums_transposed``) those of the plain sums up to roun
 products summed in another order), in Pallas interpret mode with poisoned outputs; the transposed
 sums run only where they fit on the GPU."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,24 +118,6 @@ def test_fused_key_grads_default_on_from_the_environment(monkeypatch):
     monkeypatch.setenv(pallas_gpu.FUSED_KEY_GRADS_VARIABLE, "0")
     assert not PallasConfig().fused_key_grads
     assert not PallasConfig().interpreted().fused_key_grads
-
-
-def test_forward_warpgroups_default_from_the_environment_and_only_on_128_row_tiles(monkeypatch):
-    monkeypatch.delenv(pallas_gpu.FORWARD_WARPGROUPS_VARIABLE, raising=False)
-    assert PallasConfig().forward_warpgroups == 1
-    monkeypatch.setenv(pallas_gpu.FORWARD_WARPGROUPS_VARIABLE, "2")
-    config = PallasConfig()
-    assert config.forward_warpgroups == 2
-    q = jnp.zeros((1, 256, 8, 128), jnp.bfloat16)  # R = 4 query heads a bias head (Hb = 2)
-    assert pallas_gpu.mosaic_forward_warpgroups(config.resolve(head_dim=128, per_bias=4, dtype=q.dtype), q, 2) == 2
-    small = dataclasses.replace(config, block_q=16).resolve(head_dim=128, per_bias=4, dtype=q.dtype)  # 64 rows
-    assert pallas_gpu.mosaic_forward_warpgroups(small, q, 2) == 1
-    monkeypatch.setenv(pallas_gpu.FORWARD_WARPGROUPS_VARIABLE, "3")
-    with pytest.raises(ValueError, match="DMA_FORWARD_WARPGROUPS must be 1 or 2"):
-        PallasConfig()
-    monkeypatch.delenv(pallas_gpu.FORWARD_WARPGROUPS_VARIABLE)
-    with pytest.raises(ValueError, match="forward_warpgroups must be 1 or 2"):
-        PallasConfig(forward_warpgroups=4)
 
 
 def _sequence_args(*, heads=4, kv_heads=4, q_len=256, kv_len=256, block_q=64, width=64):
