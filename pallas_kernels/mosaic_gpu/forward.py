@@ -194,7 +194,10 @@ def _build(*, batch, q_len, heads, head_dim, kv_heads, kv_len, bias_heads, dtype
             keep = (lax.broadcast_in_dim(lo, shape, [1]) <= position) & (position < lax.broadcast_in_dim(hi, shape, [1]))
             logits = jnp.where(keep, s * qk_scale + lax.broadcast_in_dim(key_bias, shape, [1]), MASKED)
             m_new = jnp.maximum(m_i, logits.max(axis=1))
-            p = jnp.where(keep, jnp.exp2(logits - lax.broadcast_in_dim(m_new, shape, [0])), 0.0)
+            # No second select: a dropped key's logit is MASKED, so exp2(MASKED - m) is 0 for any
+            # kept logit m. Only rows that kept nothing yet (m = MASKED) subtract 0 instead.
+            m_sub = jnp.where(m_new == MASKED, 0.0, m_new)
+            p = jnp.exp2(logits - lax.broadcast_in_dim(m_sub, shape, [0]))
             alpha = jnp.exp2(m_i - m_new)
             l_i = l_i * alpha + p.sum(axis=1)
             acc = acc * lax.broadcast_in_dim(alpha, acc.shape, [0])
