@@ -84,6 +84,14 @@ def kernel_call(config: PallasConfig, length: int, bias, window: int):
     return jax.jit(lambda *a: _forward(call, *a)), (start, end, table)
 
 
+def kernel_kv(config: PallasConfig, k, v):
+    """k and v, given as (B, Tk, Hkv, D), in the layout ``config``'s kernels read: as they are
+    with ``kv_sequence_layout``, else (B, Hkv, Tk, D)."""
+    if config.kv_sequence_layout:
+        return k, v
+    return tuple(jnp.swapaxes(x, 1, 2) for x in (k, v))
+
+
 def contiguous_table(table, block_q):
     """A table of the same shape listing, for tile n, the keys ``[n * block_q - W, n * block_q)``
     (-1 before key 0)."""
@@ -94,7 +102,6 @@ def contiguous_table(table, block_q):
 
 def measure(variants, length, window, *, calls, repeats) -> list[dict]:
     q, k, v, bias = inputs(length, seed=11)  # k, v: (B, Tk, Hkv, D)
-    heads_major = tuple(jnp.transpose(x, (0, 2, 1, 3)) for x in (k, v))  # (B, Hkv, Tk, D)
     useful = 4 * HEAD_DIM * kept_pairs(bias, window) * (HEADS // KV_HEADS)
     rows, first = [], None
     dense = jax.jit(cudnn)
@@ -113,8 +120,7 @@ def measure(variants, length, window, *, calls, repeats) -> list[dict]:
             fn, tables = kernel_call(config, length, bias, window)
             if variant.contiguous:
                 tables = tables[:2] + (contiguous_table(tables[2], config.block_q),)
-            # k and v in the layout the config's kernels read (kv_sequence_layout)
-            args = (qp, *((k, v) if config.kv_sequence_layout else heads_major), bias) + tables
+            args = (qp, *kernel_kv(config, k, v), bias) + tables
             out, lse = jax.block_until_ready(fn(*args))
             row.update(single_ms=median_ms(fn, *args, repeats=repeats),
                        amortised_ms=amortised_seconds(fn, *args, calls=calls) * 1e3)
