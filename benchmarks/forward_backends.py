@@ -35,7 +35,7 @@ import numpy as np
 from benchmarks.common import HEAD_DIM, HEADS, KV_HEADS, inputs, kept_pairs, median_ms, result_header, write_json
 from benchmarks.cudnn_parity import cudnn
 from dma_jax import PallasConfig, dma_attention
-from dma_jax.ops.pallas_gpu import MOSAIC_BLOCK_K, _Call, _forward, selection_stage
+from dma_jax.ops.pallas_gpu import MOSAIC_BLOCK_K, _Call, _forward, kernel_kv_layout, selection_stage
 from dma_jax.timing import amortised_seconds
 
 # Written before each backend's first run here, kept beside what it measures.
@@ -84,14 +84,6 @@ def kernel_call(config: PallasConfig, length: int, bias, window: int):
     return jax.jit(lambda *a: _forward(call, *a)), (start, end, table)
 
 
-def kernel_kv(config: PallasConfig, k, v):
-    """k and v, given as (B, Tk, Hkv, D), in the layout ``config``'s kernels read: as they are
-    with ``kv_sequence_layout``, else (B, Hkv, Tk, D)."""
-    if config.kv_sequence_layout:
-        return k, v
-    return tuple(jnp.swapaxes(x, 1, 2) for x in (k, v))
-
-
 def contiguous_table(table, block_q):
     """A table of the same shape listing, for tile n, the keys ``[n * block_q - W, n * block_q)``
     (-1 before key 0)."""
@@ -120,7 +112,7 @@ def measure(variants, length, window, *, calls, repeats) -> list[dict]:
             fn, tables = kernel_call(config, length, bias, window)
             if variant.contiguous:
                 tables = tables[:2] + (contiguous_table(tables[2], config.block_q),)
-            args = (qp, *kernel_kv(config, k, v), bias) + tables
+            args = (qp, kernel_kv_layout(config, k), kernel_kv_layout(config, v), bias) + tables
             out, lse = jax.block_until_ready(fn(*args))
             row.update(single_ms=median_ms(fn, *args, repeats=repeats),
                        amortised_ms=amortised_seconds(fn, *args, calls=calls) * 1e3)

@@ -251,6 +251,12 @@ def mosaic_backward_applies(*args, block_q, own_keys=True, num_stages=2, interpr
             _takes(backward_slots.check_arguments, *args, **layouts))
 
 
+def kernel_kv_layout(config, x):
+    """A k- or v-shaped array given as (B, Tk, Hkv, D), in the layout ``config``'s kernels read:
+    as it is with ``kv_sequence_layout``, else (B, Hkv, Tk, D)."""
+    return x if config.kv_sequence_layout else jnp.swapaxes(x, 1, 2)
+
+
 def _swap_kv_layout(call, x):
     """Where ``kv_sequence_layout`` keeps k and v in (B, Tk, Hkv, D), swap a k-, v-, dk- or dv-shaped
     array between that and (B, Hkv, Tk, D): the copy the Triton-lowered and jax-triton kernels
@@ -508,9 +514,7 @@ def dma_attention_pallas(q, k, v, bias, window, *, causal, scale, segment_ids, k
     qp = jnp.pad(q, ((0, 0), (0, tiles * config.block_q - q_len), (0, 0), (0, dim - head_dim)))
     if not config.sequence_layout:
         qp = _sequence_to_tiles(qp, bias_heads, config.block_q, rows_per_pos)
-    # k and v stay (B, Tk, Hkv, D) with kv_sequence_layout, else become (B, Hkv, Tk, D).
-    kt, vt = (jnp.pad(x, pad_d) if config.kv_sequence_layout else jnp.transpose(jnp.pad(x, pad_d), (0, 2, 1, 3))
-              for x in (k, v))
+    kt, vt = (kernel_kv_layout(config, jnp.pad(x, pad_d)) for x in (k, v))
     out = _kernels(call, qp, kt, vt, bias, start, end, table, table_bwd)
     if not config.sequence_layout:
         out = _tiles_to_sequence(out, per_bias, rows_per_pos)[..., :head_dim]

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.forward_backends import Variant, config_of, contiguous_table, kernel_kv, parse_variant
+from benchmarks.forward_backends import Variant, config_of, contiguous_table, parse_variant
 
 
 def test_variant_names_set_the_launch():
@@ -12,20 +12,6 @@ def test_variant_names_set_the_launch():
     config = config_of(parse_variant("pallas_triton:w8:q16"))
     assert (config.options.num_warps, config.block_q, config.block_k) == (8, 16, 16)
     assert config_of(parse_variant("jax_triton")).forward_backend == "jax_triton"
-
-
-def test_kernel_kv_hands_the_kernels_the_layout_their_config_reads():
-    import dataclasses
-
-    k = jnp.arange(2 * 5 * 3 * 4, dtype=jnp.float32).reshape(2, 5, 3, 4)  # (B, Tk, Hkv, D)
-    v = -k
-    config = config_of(parse_variant("mosaic_gpu"))
-    for sequence in (True, False):
-        got_k, got_v = kernel_kv(dataclasses.replace(config, kv_sequence_layout=sequence), k, v)
-        want = (2, 5, 3, 4) if sequence else (2, 3, 5, 4)
-        assert got_k.shape == got_v.shape == want
-        np.testing.assert_array_equal(got_k[1, 2, 1] if sequence else got_k[1, 1, 2], k[1, 2, 1])
-        np.testing.assert_array_equal(got_v[0, 4, 2] if sequence else got_v[0, 2, 4], v[0, 4, 2])
 
 
 def test_contiguous_table_lists_the_keys_before_each_tile():

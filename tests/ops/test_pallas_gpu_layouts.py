@@ -84,6 +84,15 @@ def test_kv_sequence_layout_equals_the_transposed_copy(case, monkeypatch):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
 
 
+def test_kernel_kv_layout_hands_the_kernels_the_layout_their_config_reads():
+    """The op and benchmarks.forward_backends give the kernels k and v through this one helper."""
+    k = jnp.arange(2 * 5 * 3 * 4, dtype=jnp.float32).reshape(2, 5, 3, 4)  # (B, Tk, Hkv, D)
+    for sequence in (True, False):
+        got = pallas_gpu.kernel_kv_layout(PallasConfig(kv_sequence_layout=sequence), k)
+        assert got.shape == ((2, 5, 3, 4) if sequence else (2, 3, 5, 4))
+        np.testing.assert_array_equal(got[1, 2, 1] if sequence else got[1, 1, 2], k[1, 2, 1])
+
+
 @pytest.mark.parametrize("variable,field", [(pallas_gpu.KV_SEQUENCE_LAYOUT_VARIABLE, "kv_sequence_layout"),
                                             (pallas_gpu.Q_SEQUENCE_BACKWARD_VARIABLE, "q_sequence_backward")])
 def test_layout_defaults_come_from_the_environment(monkeypatch, variable, field):
