@@ -52,6 +52,12 @@ class DataConfig:
     # grain reading
     read_threads: int = 4
     prefetch_buffer_size: int = 8
+    # Worker processes that make the training split's batches (grain's mp_prefetch), each with
+    # read_threads threads; 0 makes them in this process. Generated tasks (mqar) spend their time
+    # in Python under one interpreter lock, which threads cannot share out; processes can. The
+    # batches are the same for any count, but an iterator's checkpointed state is not: resume with
+    # the count that saved it.
+    read_processes: int = 0
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "DataConfig":
@@ -79,6 +85,8 @@ class DataConfig:
             raise ValueError(f"data.kind must be one of {KINDS}, got {self.kind!r}")
         for name in ("seq_len", "global_batch_size", "read_threads", "prefetch_buffer_size"):
             positive(name)
+        if not isinstance(self.read_processes, int) or isinstance(self.read_processes, bool) or self.read_processes < 0:
+            raise ValueError(f"data.read_processes must be a non-negative integer, got {self.read_processes!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ValueError(f"data.seed must be an integer in [0, 2**32), got {self.seed!r}")
         if self.eval_max_batches is not None:

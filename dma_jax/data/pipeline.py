@@ -9,6 +9,9 @@ Every pipeline is a grain ``MapDataset`` of one split's rows (dicts of (L,) arra
   ``process_index``: global batch b is the concatenation of the local batches ``b P .. b P + P - 1``,
   so process p reads rows ``[p B/P, (p + 1) B/P)`` of every global batch and nothing else.
 
+``make_iterator`` reads the batches with ``read_threads`` threads and, for the training split,
+``read_processes`` worker processes (grain's ``mp_prefetch``; the same batches in the same order).
+
 Batches are dicts of numpy arrays: ``inputs``, ``targets``, ``segment_ids`` (int32, (B/P, L)) and
 ``loss_mask`` (float32, (B/P, L)); ``segment_ids`` is 0 exactly on padding.
 """
@@ -63,11 +66,26 @@ def make_dataset(config: DataConfig, split: str = "train", process_index: int = 
 
 def make_iterator(config: DataConfig, split: str = "train", process_index: int = 0,
                   process_count: int = 1) -> grain.DatasetIterator:
-    """A checkpointable iterator over ``make_dataset(...)`` read with ``config.read_threads`` threads;
-    its state (``get_state()``) is a small dict, saved with ``dma_jax.data.data_state_save_args``."""
+    """A checkpointable iterator over ``make_dataset(...)`` read with ``config.read_threads`` threads
+    (and, for "train", ``config.read_processes`` worker processes); its state (``get_state()``) is a
+    small dict, saved with ``dma_jax.data.data_state_save_args``. With worker processes, call
+    ``close()`` on it when done (the training loop does)."""
     dataset = make_dataset(config, split, process_index, process_count)
     options = grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.prefetch_buffer_size)
-    return iter(dataset.to_iter_dataset(options))
+    stream = dataset.to_iter_dataset(options)
+    if split == "train" and config.read_processes:
+        stream = _in_worker_processes(stream, config.read_processes)
+    return iter(stream)
+
+
+def _in_worker_processes(stream: grain.IterDataset, count: int) -> grain.IterDataset:
+    """``stream`` made by ``count`` grain worker processes. grain reads its absl flags when it starts
+    them; a program that never parsed absl flags (train.py uses argparse) gets their defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    return stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=count))
 
 
 def vocab_size_of(config: DataConfig) -> int:

@@ -12,13 +12,16 @@ Restoring is defensive:
   run can save those steps again;
 - before any restore, the checkpoint's parameter tree is compared with the model's, and a
   mismatch (a config that names another model) is refused with the first differing parameter,
-  instead of Orbax's partial restore silently dropping or inventing parameters.
+  instead of Orbax's partial restore silently dropping or inventing parameters;
+- so is a data iterator state of another form than the run's iterator (``data.read_processes``
+  changed), which would otherwise fail as damage and set every checkpoint aside.
 
 Directories may be local or remote (``gs://...``): they are ``etils.epath`` paths.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -105,6 +108,22 @@ class Checkpointer:
         if mismatch:
             raise CheckpointMismatch(f"checkpoint {step} in {self.directory} does not match {what}: {mismatch}")
 
+    def check_data_state(self, step: int, data_iterator) -> None:
+        """Raise ``CheckpointMismatch`` if the iterator state saved at ``step`` (this process's file)
+        has other keys than ``data_iterator``'s own: another pipeline, e.g. another
+        ``data.read_processes``. A file that cannot be read is left to ``restore`` (damage)."""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        try:
+            saved = json.loads((self.directory / str(step) / "data" / name).read_text())
+        except (OSError, ValueError):
+            return
+        own = data_iterator.get_state()
+        if isinstance(saved, dict) and isinstance(own, dict) and saved.keys() != own.keys():
+            raise CheckpointMismatch(
+                f"checkpoint {step} in {self.directory} holds the data iterator state of another pipeline "
+                f"(keys {sorted(saved)}; this run's iterator has {sorted(own)}): resume with the data config "
+                "that saved it (data.read_processes changes the state's form)")
+
     def restore(self, step: int, target_state, data_iterator):
         """The state at ``step`` restored into ``target_state``'s shapes and shardings (a tree of
         ``jax.ShapeDtypeStruct``); ``data_iterator`` is moved to where it was at that step."""
@@ -127,6 +146,7 @@ class Checkpointer:
         for step in steps:
             try:
                 self.check_params(step, target_state["params"], what)
+                self.check_data_state(step, data_iterator)
                 return step, self.restore(step, target_state, data_iterator)
             except CheckpointMismatch:
                 raise

@@ -128,6 +128,7 @@ def _train(config: TrainConfig, workdir: epath.Path, stop_after, progress, lead)
     finally:
         stop.uninstall()
     checkpointer.close()
+    data.close()  # ends grain's worker processes (data.read_processes), if any
     return records
 
 

@@ -1,4 +1,4 @@
-"""benchmarks.data_pipeline at toy size on the CPU: one row per thread count, the stand-in loop
+"""benchmarks.data_pipeline at toy size on the CPU: one row per thread and process count, the stand-in loop
 never faster than its own work, and the JSON with the card and the command."""
 
 import json
@@ -13,7 +13,7 @@ def test_toy_run_times_each_thread_count_and_writes_json(tmp_path, capsys):
     result = data_pipeline.main(["--config", "configs/smoke.py", "--threads", "1", "2", "--batches", "4",
                                  "--python-ms", "1", "--wait-ms", "3", "--out", str(out), "data.global_batch_size=4"])
     rows = result["rows"]
-    assert [r["read_threads"] for r in rows] == [1, 2]
+    assert [(r["read_threads"], r["read_processes"]) for r in rows] == [(1, 0), (2, 0)]
     for row in rows:
         assert row["ms_per_batch_alone"] > 0 and row["loop_work_ms"] == 4.0
         assert row["ms_per_step_in_loop"] >= 4.0
@@ -22,6 +22,7 @@ def test_toy_run_times_each_thread_count_and_writes_json(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out}"
 
 
-def test_a_thread_count_below_one_is_refused(tmp_path):
+@pytest.mark.parametrize("bad", [["--threads", "0"], ["--processes", "-1"]], ids=["threads", "processes"])
+def test_a_count_out_of_range_is_refused(tmp_path, bad):
     with pytest.raises(SystemExit):
-        data_pipeline.main(["--config", "configs/smoke.py", "--threads", "0", "--out", str(tmp_path / "x.json")])
+        data_pipeline.main(["--config", "configs/smoke.py", *bad, "--out", str(tmp_path / "x.json")])

@@ -1,4 +1,8 @@
-"""The data iterator resumes exactly from a saved state, via JSON and via Orbax with the model."""
+"""The data iterator resumes exactly from a saved state, via JSON and via Orbax with the model, also
+when worker processes make its batches."""
+
+import dataclasses
+import json
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -42,3 +46,19 @@ def test_orbax_composite_with_model_state(tmp_path):
     np.testing.assert_array_equal(restored["params"]["w"], params["w"])
     np.testing.assert_array_equal(take(fresh, 4), expected)
     assert take(make_iterator(CONFIG, process_index=1, process_count=2), 1)[0].tobytes() != expected[0].tobytes()
+
+
+def test_worker_processes_make_the_same_batches_and_resume():
+    """data.read_processes = 1: the batches of the in-process iterator, in order, across an epoch
+    boundary; set back to a saved JSON state it repeats them (one worker start, ~5 s on a CPU)."""
+    expected = take(make_iterator(CONFIG), 9)
+    iterator = make_iterator(dataclasses.replace(CONFIG, read_processes=1))
+    try:
+        np.testing.assert_array_equal(take(iterator, 4), expected[:4])
+        state = iterator_state_json(iterator)
+        assert json.loads(state).keys() != make_iterator(CONFIG).get_state().keys()   # workers' state
+        np.testing.assert_array_equal(take(iterator, 5), expected[4:])
+        restore_iterator_state(iterator, state)
+        np.testing.assert_array_equal(take(iterator, 5), expected[4:])
+    finally:
+        iterator.close()

@@ -31,6 +31,7 @@ def configs(tokens_dir):
     ({"global_batch_size": -2}, "data.global_batch_size"),
     ({"seed": -1}, "data.seed"),
     ({"eval_max_batches": 0}, "data.eval_max_batches"),
+    ({"read_processes": -1}, "data.read_processes must be a non-negative integer, got -1"),
     ({"kind": "mqar", "seq_len": 63}, "data.seq_len must be even"),
     ({"kind": "mqar", "vocab_size": 64, "seq_len": 64}, "data.vocab_size must exceed"),
     ({"kind": "mqar", "seq_len": 64, "mqar_num_kv_pairs": 17}, "data.mqar_num_kv_pairs"),
@@ -38,7 +39,7 @@ def configs(tokens_dir):
     ({"kind": "lm", "corpus_path": "/nonexistent"}, "data.corpus_path"),
     ({"kind": "niah", "tokenizer_path": "/nonexistent.json"}, "data.tokenizer_path"),
     ({"kind": "niah", "niah_eval_depths": (0.5, 2.0)}, "data.niah_eval_depths"),
-], ids=["kind", "seq_len", "batch", "seed", "eval_max_batches", "mqar-odd", "mqar-vocab", "mqar-pairs",
+], ids=["kind", "seq_len", "batch", "seed", "eval_max_batches", "read_processes", "mqar-odd", "mqar-vocab", "mqar-pairs",
         "mqar-power", "lm-corpus", "niah-tokenizer", "niah-depths"])
 def test_validate_names_the_bad_key(bad, message):
     with pytest.raises(ValueError, match=message):

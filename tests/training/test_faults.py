@@ -15,8 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+import dataclasses
+
+import numpy as np
 import pytest
 
+from dma_jax.data import make_iterator
 from dma_jax.models import ModelConfig
 from dma_jax.training.checkpointing import Checkpointer, CheckpointMismatch
 from dma_jax.training.config import load_config
@@ -171,6 +175,26 @@ def test_no_checkpoint_restoring_is_a_clear_error(tmp_path):
     failed = run_train(tmp_path)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert f"no checkpoint in {tmp_path / 'checkpoints'} restores" in failed.stderr
+
+
+def test_a_data_state_of_another_worker_count_is_refused_not_set_aside(tmp_path):
+    """Checkpoints saved with the iterator in the training process, restored into one with a
+    worker process (data.read_processes = 1): a clear CheckpointMismatch, and the checkpoint
+    stays where it is (its iterator state would otherwise fail to load as damage)."""
+    data = small_config().data
+    state = {"params": {"w": np.ones((2, 3), np.float32)}}
+    checkpointer = Checkpointer(tmp_path / "checkpoints", every=1, keep=2, async_save=False)
+    checkpointer.save(1, state, make_iterator(data))
+    checkpointer.close()
+    checkpointer = Checkpointer(tmp_path / "checkpoints", every=1, keep=2, async_save=False)
+    workers = make_iterator(dataclasses.replace(data, read_processes=1))
+    try:
+        with pytest.raises(CheckpointMismatch, match="data.read_processes"):
+            checkpointer.restore_newest(state, workers)
+    finally:
+        workers.close()
+        checkpointer.close()
+    assert checkpointer.all_steps() == [1] and not (tmp_path / "damaged_checkpoints").exists()
 
 
 def _set_attention(workdir, attention):
