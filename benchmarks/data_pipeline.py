@@ -3,11 +3,11 @@ that trains while it reads, for each number of read threads and worker processes
 
     python -m benchmarks.data_pipeline --config configs/window_sweep.py --out results/benchmarks/data_pipeline.json
     python -m benchmarks.data_pipeline --config configs/mqar.py --threads 4 --processes 0 3 \
-        --out results/benchmarks/data_pipeline_mqar.json data.seq_len=1024 data.mqar_num_kv_pairs=16
+        --out results/benchmarks/data_pipeline/mqar_h100.json data.seq_len=1024 data.mqar_num_kv_pairs=16
 
 For each ``--threads`` value (``data.read_threads``) and each ``--processes`` value
-(``data.read_processes``, grain worker processes; 0 reads in this process), one iterator of the config's training data
-(``make_iterator``, warmed up by five batches) is timed two ways, ``--batches`` batches each:
+(``data.read_processes``, grain worker processes; 0 reads in this process), one iterator of the
+config's training data (``make_iterator``, warmed up by five batches) is timed two ways, ``--batches`` batches each:
 
 * ``ms_per_batch_alone``: batches taken back to back, nothing else running;
 * ``ms_per_step_in_loop``: a stand-in for the training loop that takes a batch, runs
@@ -54,8 +54,8 @@ def measure(config, threads: int, processes: int, batches: int, python_ms: float
         time.sleep(wait_ms / 1e3)
     in_loop = (time.perf_counter() - start) / batches
     iterator.close()
-    return {"read_threads": threads, "read_processes": processes, "ms_per_batch_alone": alone * 1e3, "ms_per_step_in_loop": in_loop * 1e3,
-            "loop_work_ms": python_ms + wait_ms}
+    return {"read_threads": threads, "read_processes": processes, "ms_per_batch_alone": alone * 1e3,
+            "ms_per_step_in_loop": in_loop * 1e3, "loop_work_ms": python_ms + wait_ms}
 
 
 def main(argv=None):
@@ -74,15 +74,16 @@ def main(argv=None):
     if min(args.processes) < 0:
         p.error("every --processes value must be at least 0")
     config = load_config(args.config, args.overrides)
-    rows = [measure(config, t, n, args.batches, args.python_ms, args.wait_ms) for n in args.processes for t in args.threads]
+    rows = [measure(config, t, n, args.batches, args.python_ms, args.wait_ms)
+            for n in args.processes for t in args.threads]
     result = {**result_header("data_pipeline", "benchmarks.data_pipeline", argv), "config": args.config,
               "overrides": args.overrides, "batches": args.batches, "seq_len": config.data.seq_len,
               "global_batch_size": config.data.global_batch_size, "rows": rows}
     write_json(result, args.out)
     print(f"\n{'read threads':>12s} {'processes':>9s} {'ms/batch alone':>15s} {'ms/step in loop':>16s} {'loop work ms':>13s}")
     for row in rows:
-        print(f"{row['read_threads']:12d} {row['read_processes']:9d} {row['ms_per_batch_alone']:15.2f} {row['ms_per_step_in_loop']:16.2f} "
-              f"{row['loop_work_ms']:13.1f}")
+        print(f"{row['read_threads']:12d} {row['read_processes']:9d} {row['ms_per_batch_alone']:15.2f} "
+              f"{row['ms_per_step_in_loop']:16.2f} {row['loop_work_ms']:13.1f}")
     print(f"wrote {args.out}")
     return result
 

@@ -1,5 +1,5 @@
-"""benchmarks.data_pipeline at toy size on the CPU: one row per thread and process count, the stand-in loop
-never faster than its own work, and the JSON with the card and the command."""
+"""benchmarks.data_pipeline at toy size on the CPU: one row per thread and process count, the
+stand-in loop never faster than its own work, and the JSON with the card and the command."""
 
 import json
 
