@@ -13,9 +13,11 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 fi
 if [ "${DMA_INTEROP_TESTS:-}" = "1" ]; then
   # A CPU build of torch is enough for the interop tests; 2.13.0 avoids pulling a CUDA build.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q --no-compile "torch==2.13.0"
   extras="$extras,interop,ptx"
 elif [ "${CI:-}" = "true" ]; then
   extras="$extras,ptx"
 fi
-.venv/bin/python -m pip install -q -e ".[$extras]"
+# --no-compile: pip would byte-compile every module of every package (about 30 s of the install
+# on 2 CPU cores); Python compiles the modules a program imports, once, when it first imports them.
+.venv/bin/python -m pip install -q --no-compile -e ".[$extras]"
