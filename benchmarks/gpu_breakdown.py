@@ -193,7 +193,7 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=5, help="traced calls per part")
     p.add_argument("--repeats", type=int, default=10, help="untraced timed calls per part (median)")
     p.add_argument("--calls", type=int, default=100, help="back-to-back calls per amortised time")
-    p.add_argument("--order-statistics", nargs="+", choices=["auto", "blocks", "wavelet"],
+    p.add_argument("--order-statistics", nargs="+", choices=ranges.ORDER_STATISTICS_METHODS,
                    default=[ranges.ORDER_STATISTICS],
                    help="the live ranges' range order statistics, one pass each (dma_jax.selection.ranges)")
     p.add_argument("--digit-bits", type=int, nargs="+", default=[order_statistics.DIGIT_BITS],

@@ -9,7 +9,8 @@ a key that drops out never returns, and key j is kept by exactly the queries in 
 
 Visiting keys from best to worst, the keys that beat key j are a prefix of that order, so
 ``m_j`` is a range order statistic (``order_statistics``): block counts on short rows, a wavelet
-matrix on long ones (``ORDER_STATISTICS``).
+matrix on long ones (``ORDER_STATISTICS``). ``chunk_counts`` finds the same ``m_j`` without sorting
+the row, from counts over chunks of keys.
 Nothing here builds a T x T array.
 
 The local-window variant (``local_window`` l, ``sink_keys`` s; not the paper's): a query keeps the
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from dma_jax.selection.chunk_counts import beater_arrivals
 from dma_jax.selection.order_statistics import (
     block_kth_smallest,
     build_block_counts,
@@ -42,19 +44,24 @@ from dma_jax.selection.order_statistics import (
 from dma_jax.selection.segments import segment_bounds
 from dma_jax.validation import check_selection_args
 
-# The range order statistics behind ``m_j`` (read at trace time): "auto" takes block counts (few
-# GPU launches, O(T sqrt T) work) for rows of up to BLOCK_COUNTS_MAX_LENGTH keys and the wavelet
-# matrix (O(T log T)) above; "blocks" or "wavelet" use one everywhere. The environment variable
-# DMA_ORDER_STATISTICS sets the default.
+# How ``m_j`` is found (read at trace time): "auto" takes block counts (few GPU launches,
+# O(T sqrt T) work) for rows of up to BLOCK_COUNTS_MAX_LENGTH keys and the wavelet matrix
+# (O(T log T)) above; "blocks", "wavelet" or "chunks" (``chunk_counts``: no row sort,
+# O(T sqrt T log T) work) use one everywhere. The environment variable DMA_ORDER_STATISTICS sets
+# the default.
 ORDER_STATISTICS = os.environ.get("DMA_ORDER_STATISTICS", "auto")
+ORDER_STATISTICS_METHODS = ("auto", "blocks", "wavelet", "chunks")
 BLOCK_COUNTS_MAX_LENGTH = 8192
 
 
-def _uses_block_counts(length: int) -> bool:
-    if ORDER_STATISTICS not in ("auto", "blocks", "wavelet"):
-        raise ValueError(f"ORDER_STATISTICS ($DMA_ORDER_STATISTICS) must be 'auto', 'blocks' or 'wavelet', "
+def order_statistics_method(length: int) -> str:
+    """"blocks", "wavelet" or "chunks": how ``live_ranges`` finds ``m_j`` on rows of ``length`` keys."""
+    if ORDER_STATISTICS not in ORDER_STATISTICS_METHODS:
+        raise ValueError(f"ORDER_STATISTICS ($DMA_ORDER_STATISTICS) must be one of {ORDER_STATISTICS_METHODS}, "
                          f"got {ORDER_STATISTICS!r}")
-    return ORDER_STATISTICS == "blocks" or (ORDER_STATISTICS == "auto" and length <= BLOCK_COUNTS_MAX_LENGTH)
+    if ORDER_STATISTICS == "auto":
+        return "blocks" if length <= BLOCK_COUNTS_MAX_LENGTH else "wavelet"
+    return ORDER_STATISTICS
 
 
 def valid_keys(bias: jax.Array, key_mask: jax.Array | None) -> jax.Array:
@@ -125,6 +132,9 @@ def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
         return _row_local_window_ranges(bias, segment, valid, window, local_window, sink_keys)
     length = bias.shape[0]
     index = jnp.arange(length, dtype=jnp.int32)
+    method = order_statistics_method(length)
+    if method == "chunks":
+        return jnp.where(valid, jnp.maximum(index, beater_arrivals(bias, segment, valid, window)), index)
     order, rank, group_lo, _, segment_end = rank_order(bias, segment, valid)
     if window is None or window >= length:
         arrival = segment_end
@@ -132,7 +142,7 @@ def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
         better = rank - group_lo  # valid keys that beat key j, for valid j
         enough = better >= window
         beaters = (jnp.where(enough, group_lo, 0), jnp.where(enough, rank, length), jnp.full_like(rank, window - 1))
-        if _uses_block_counts(length):
+        if method == "blocks":
             wth = block_kth_smallest(*build_block_counts(order, inverse=rank), *beaters)
         else:
             wth = range_kth_smallest(build_wavelet_matrix(order, length), *beaters)
@@ -174,6 +184,11 @@ def _row_static_keep(bias, segment, valid, window):
 
 def _per_row(row_fn, bias, window, segment_ids, key_mask, *extra):
     bias, segment, valid = row_inputs(bias, segment_ids, key_mask)
+    if row_fn is _row_live_ranges and not any(extra) and order_statistics_method(bias.shape[-1]) == "chunks":
+        # every row at once: per row under vmap, its gathers would carry batch dimensions
+        index = jnp.arange(bias.shape[-1], dtype=jnp.int32)
+        arrival = beater_arrivals(bias, None if segment is None else segment[:, None, :], valid, window)
+        return jnp.where(valid, jnp.maximum(index, arrival), index)
     per_head = jax.vmap(lambda b, s, v: row_fn(b, s, v, window, *extra), in_axes=(0, None, 0))
     return jax.vmap(per_head)(bias, segment, valid)
 
