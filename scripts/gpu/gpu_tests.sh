@@ -5,8 +5,8 @@
 # shard_map, the dense regime on cuDNN; the Mosaic GPU kernels and the jax-triton forward;
 # what remat saves; the kernels' layout options and fused_key_grads). 65 tests; most of their
 # time is compilation on the CPU, so they run in PROCESSES parallel pytest processes (default 4; 8
-# took 215-253 s for 65 tests on an H100 machine with 16 CPU cores while a training run shared the
-# card) sharing the one GPU, each on every PROCESSES-th test; each process' log is gpu_tests.N.log
+# took 207-263 s for 65 tests on an H100 machine with 16 CPU cores, the card to themselves) sharing
+# the one GPU, each on every PROCESSES-th test; each process' log is gpu_tests.N.log
 # in LOG_DIR (default: a temporary directory), and the exit code is nonzero if any process failed.
 # Warnings are not suppressed: JAX 0.11's deprecation of the Triton lowering of Pallas shows in
 # each log's warnings summary. The kernels are DMA_FORWARD_BACKEND's and
