@@ -7,8 +7,9 @@ after sorting the whole row. This module finds it without that sort:
 
 1. cut the row into chunks of C consecutive keys and sort each chunk by (segment, score
    descending, index descending): a batch of short sorts;
-2. for every key j and chunk c, count the keys of c that beat j with binary searches of the
-   sorted chunk (the keys ordered before j, less those of earlier segments): (T / C, T) counts;
+2. for every key j and chunk c, count the keys of c that beat j in the sorted chunk (the keys
+   ordered before j, less those of earlier segments), in two levels of about sqrt(C) probes
+   (``prefix_counts``): (T, T / C) counts;
 3. a cumulative sum over the chunks finds the chunk that holds j's w-th beater, and how many
    beaters come before it;
 4. that chunk's keys, in index order, are compared with j and packed into bits; ``m_j`` is the
@@ -16,8 +17,8 @@ after sorting the whole row. This module finds it without that sort:
 
 With segment ids the same steps, counting the keys of j's segment instead of its beaters, find the
 last key of j's segment for the keys that fewer than w keys beat. Work per row is
-O(T (T / C) log C + T C), in a handful of kernels: it pays where sorting the whole row costs more
-than counting (short rows on a GPU, where the row sort is several launches).
+O(T (T / C) sqrt(C) + T C) with C ~ sqrt(T), and (rows, T, T / C) counts are written out: meant
+for few short rows, where sorting the whole row is the larger cost on a GPU (several launches).
 """
 
 from __future__ import annotations

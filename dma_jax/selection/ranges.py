@@ -47,7 +47,7 @@ from dma_jax.validation import check_selection_args
 # How ``m_j`` is found (read at trace time): "auto" takes block counts (few GPU launches,
 # O(T sqrt T) work) for rows of up to BLOCK_COUNTS_MAX_LENGTH keys and the wavelet matrix
 # (O(T log T)) above; "blocks", "wavelet" or "chunks" (``chunk_counts``: no row sort,
-# O(T sqrt T log T) work) use one everywhere. The environment variable DMA_ORDER_STATISTICS sets
+# O(T^1.75) work) use one everywhere. The environment variable DMA_ORDER_STATISTICS sets
 # the default.
 ORDER_STATISTICS = os.environ.get("DMA_ORDER_STATISTICS", "auto")
 ORDER_STATISTICS_METHODS = ("auto", "blocks", "wavelet", "chunks")
