@@ -127,14 +127,20 @@ def rank_order(bias: jax.Array, segment: jax.Array | None, valid: jax.Array) -> 
     return RankOrder(order, rank, group_lo, group_first[key_group], group_last[key_group] + 1)
 
 
+def _ends(arrival, valid):
+    """``end_j`` from each key's arrival (..., T): ``max(j, arrival_j)`` for valid keys, ``j`` (never
+    kept) for the others."""
+    index = jnp.arange(valid.shape[-1], dtype=jnp.int32)
+    return jnp.where(valid, jnp.maximum(index, arrival), index)
+
+
 def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
     if (local_window or sink_keys) and window is not None and window < bias.shape[0]:
         return _row_local_window_ranges(bias, segment, valid, window, local_window, sink_keys)
     length = bias.shape[0]
-    index = jnp.arange(length, dtype=jnp.int32)
     method = order_statistics_method(length)
     if method == "chunks":
-        return jnp.where(valid, jnp.maximum(index, beater_arrivals(bias, segment, valid, window)), index)
+        return _ends(beater_arrivals(bias, segment, valid, window), valid)
     order, rank, group_lo, _, segment_end = rank_order(bias, segment, valid)
     if window is None or window >= length:
         arrival = segment_end
@@ -147,7 +153,7 @@ def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
         else:
             wth = range_kth_smallest(build_wavelet_matrix(order, length), *beaters)
         arrival = jnp.where(enough, wth, segment_end)
-    return jnp.where(valid, jnp.maximum(index, arrival), index)
+    return _ends(arrival, valid)
 
 
 def _row_local_window_ranges(bias, segment, valid, window, local_window, sink_keys):
@@ -184,11 +190,6 @@ def _row_static_keep(bias, segment, valid, window):
 
 def _per_row(row_fn, bias, window, segment_ids, key_mask, *extra):
     bias, segment, valid = row_inputs(bias, segment_ids, key_mask)
-    if row_fn is _row_live_ranges and not any(extra) and order_statistics_method(bias.shape[-1]) == "chunks":
-        # every row at once: per row under vmap, its gathers would carry batch dimensions
-        index = jnp.arange(bias.shape[-1], dtype=jnp.int32)
-        arrival = beater_arrivals(bias, None if segment is None else segment[:, None, :], valid, window)
-        return jnp.where(valid, jnp.maximum(index, arrival), index)
     per_head = jax.vmap(lambda b, s, v: row_fn(b, s, v, window, *extra), in_axes=(0, None, 0))
     return jax.vmap(per_head)(bias, segment, valid)
 
@@ -196,6 +197,10 @@ def _per_row(row_fn, bias, window, segment_ids, key_mask, *extra):
 @functools.partial(jax.jit, static_argnames=("window", "local_window", "sink_keys"))
 def live_ranges_unchecked(bias, window, segment_ids=None, key_mask=None, local_window=0, sink_keys=0):
     """``live_ranges`` without argument checks, for callers that checked already."""
+    if not (local_window or sink_keys) and order_statistics_method(bias.shape[-1]) == "chunks":
+        # every row at once: per row under vmap, its gathers would carry batch dimensions
+        bias, segment, valid = row_inputs(bias, segment_ids, key_mask)
+        return _ends(beater_arrivals(bias, None if segment is None else segment[:, None, :], valid, window), valid)
     return _per_row(_row_live_ranges, bias, window, segment_ids, key_mask, local_window, sink_keys)
 
 
