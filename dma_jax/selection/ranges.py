@@ -9,8 +9,7 @@ a key that drops out never returns, and key j is kept by exactly the queries in 
 
 Visiting keys from best to worst, the keys that beat key j are a prefix of that order, so
 ``m_j`` is a range order statistic (``order_statistics``): block counts on short rows, a wavelet
-matrix on long ones (``ORDER_STATISTICS``). ``chunk_counts`` finds the same ``m_j`` without sorting
-the row, from counts over chunks of keys.
+matrix on long ones (``ORDER_STATISTICS``).
 Nothing here builds a T x T array.
 
 The local-window variant (``local_window`` l, ``sink_keys`` s; not the paper's): a query keeps the
@@ -34,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dma_jax.selection.chunk_counts import beater_arrivals
 from dma_jax.selection.order_statistics import (
     block_kth_smallest,
     build_block_counts,
@@ -44,18 +42,17 @@ from dma_jax.selection.order_statistics import (
 from dma_jax.selection.segments import segment_bounds
 from dma_jax.validation import check_selection_args
 
-# How ``m_j`` is found (read at trace time): "auto" takes block counts (few GPU launches,
-# O(T sqrt T) work) for rows of up to BLOCK_COUNTS_MAX_LENGTH keys and the wavelet matrix
-# (O(T log T)) above; "blocks", "wavelet" or "chunks" (``chunk_counts``: no row sort,
-# O(T^1.75) work) use one everywhere. The environment variable DMA_ORDER_STATISTICS sets
-# the default.
+# The range order statistics behind ``m_j`` (read at trace time): "auto" takes block counts (few
+# GPU launches, O(T sqrt T) work) for rows of up to BLOCK_COUNTS_MAX_LENGTH keys and the wavelet
+# matrix (O(T log T)) above; "blocks" or "wavelet" use one everywhere. The environment variable
+# DMA_ORDER_STATISTICS sets the default.
 ORDER_STATISTICS = os.environ.get("DMA_ORDER_STATISTICS", "auto")
-ORDER_STATISTICS_METHODS = ("auto", "blocks", "wavelet", "chunks")
+ORDER_STATISTICS_METHODS = ("auto", "blocks", "wavelet")
 BLOCK_COUNTS_MAX_LENGTH = 8192
 
 
 def order_statistics_method(length: int) -> str:
-    """"blocks", "wavelet" or "chunks": how ``live_ranges`` finds ``m_j`` on rows of ``length`` keys."""
+    """"blocks" or "wavelet": how ``live_ranges`` finds ``m_j`` on rows of ``length`` keys."""
     if ORDER_STATISTICS not in ORDER_STATISTICS_METHODS:
         raise ValueError(f"ORDER_STATISTICS ($DMA_ORDER_STATISTICS) must be one of {ORDER_STATISTICS_METHODS}, "
                          f"got {ORDER_STATISTICS!r}")
@@ -127,20 +124,11 @@ def rank_order(bias: jax.Array, segment: jax.Array | None, valid: jax.Array) -> 
     return RankOrder(order, rank, group_lo, group_first[key_group], group_last[key_group] + 1)
 
 
-def _ends(arrival, valid):
-    """``end_j`` from each key's arrival (..., T): ``max(j, arrival_j)`` for valid keys, ``j`` (never
-    kept) for the others."""
-    index = jnp.arange(valid.shape[-1], dtype=jnp.int32)
-    return jnp.where(valid, jnp.maximum(index, arrival), index)
-
-
 def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
     if (local_window or sink_keys) and window is not None and window < bias.shape[0]:
         return _row_local_window_ranges(bias, segment, valid, window, local_window, sink_keys)
     length = bias.shape[0]
-    method = order_statistics_method(length)
-    if method == "chunks":
-        return _ends(beater_arrivals(bias, segment, valid, window), valid)
+    index = jnp.arange(length, dtype=jnp.int32)
     order, rank, group_lo, _, segment_end = rank_order(bias, segment, valid)
     if window is None or window >= length:
         arrival = segment_end
@@ -148,12 +136,12 @@ def _row_live_ranges(bias, segment, valid, window, local_window=0, sink_keys=0):
         better = rank - group_lo  # valid keys that beat key j, for valid j
         enough = better >= window
         beaters = (jnp.where(enough, group_lo, 0), jnp.where(enough, rank, length), jnp.full_like(rank, window - 1))
-        if method == "blocks":
+        if order_statistics_method(length) == "blocks":
             wth = block_kth_smallest(*build_block_counts(order, inverse=rank), *beaters)
         else:
             wth = range_kth_smallest(build_wavelet_matrix(order, length), *beaters)
         arrival = jnp.where(enough, wth, segment_end)
-    return _ends(arrival, valid)
+    return jnp.where(valid, jnp.maximum(index, arrival), index)
 
 
 def _row_local_window_ranges(bias, segment, valid, window, local_window, sink_keys):
@@ -197,10 +185,6 @@ def _per_row(row_fn, bias, window, segment_ids, key_mask, *extra):
 @functools.partial(jax.jit, static_argnames=("window", "local_window", "sink_keys"))
 def live_ranges_unchecked(bias, window, segment_ids=None, key_mask=None, local_window=0, sink_keys=0):
     """``live_ranges`` without argument checks, for callers that checked already."""
-    if not (local_window or sink_keys) and order_statistics_method(bias.shape[-1]) == "chunks":
-        # every row at once: per row under vmap, its gathers would carry batch dimensions
-        bias, segment, valid = row_inputs(bias, segment_ids, key_mask)
-        return _ends(beater_arrivals(bias, None if segment is None else segment[:, None, :], valid, window), valid)
     return _per_row(_row_live_ranges, bias, window, segment_ids, key_mask, local_window, sink_keys)
 
 
