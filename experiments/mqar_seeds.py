@@ -132,7 +132,7 @@ def plot(rows: list[dict], results: dict, path: Path) -> list[Path]:
 
     groups: dict[str, dict[str, float]] = {}
     for r in rows:
-        groups.setdefault(f"T={r['seq_len']}, {r['num_kv_pairs']} pairs", {})[r["cell"].replace("{w}", "w").replace("{l}", "l")] = r["accuracy"]
+        groups.setdefault(f"T={r['seq_len']}, {r['num_kv_pairs']} pairs", {})[r["cell"].replace("l{l}", "l=w/8").replace("{w}", "w")] = r["accuracy"]
     card = results.get("card", {}).get("device_kind", "")
     bars(groups, path, f"MQAR accuracy at the best learning rate (mean over seeds), w = T/{results.get('window_ratio')}\n{card}",
          "query accuracy")
