@@ -49,8 +49,9 @@ class DataConfig:
     # lm: this share of the training rows are niah rows instead (passkey retrieval learned beside
     # language modelling; the niah_* fields above set them); validation stays the held-out text.
     niah_share: float = 0.0
-    # grain reading
-    read_threads: int = 4
+    # grain reading. One thread: more make every measured pipeline slower, the interpreter lock
+    # serialising them (docs/data.md)
+    read_threads: int = 1
     prefetch_buffer_size: int = 8
     # Worker processes that make the training split's batches (grain's mp_prefetch), each with
     # read_threads threads; 0 makes them in this process. Generated tasks (mqar) spend their time
