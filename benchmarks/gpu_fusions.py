@@ -6,6 +6,7 @@ cumulative sum) beside a gather, redoes the producer's work for every element it
     python -m benchmarks.gpu_fusions --program selection --batch 32 --length 2048 --window 512 --segments
     python -m benchmarks.gpu_fusions --program attention --batch 32 --length 2048 --window 512 --heads 8 --kv-heads 8 --segments
     python -m benchmarks.gpu_fusions --program block --attention dma --batch 32 --length 2048 --window 512 --heads 8 --kv-heads 8 --segments
+    python -m benchmarks.gpu_fusions --program step --config configs/mqar.py data.seq_len=1024 data.mqar_num_kv_pairs=16 model.window=128
 
 ``selection`` is the Pallas path's selection stage (live ranges, slots, both key tables);
 ``attention`` is the forward and backward of ``dma_attention`` on the Mosaic GPU kernels, as a
@@ -14,7 +15,8 @@ Hopper GPU runs them (bf16, D = 128); ``block`` is the forward and backward of o
 GPU kernels or mha on cuDNN) under remat with ``ModelConfig``'s default ``remat_saves``, each
 kernel put in a part of the model and a pass as ``benchmarks.step_profile`` does and its written
 bytes summed per part and pass, so that what one attention's block launches beside the other's
-can be read without a GPU. The programs are compiled for the device that ``--target`` describes
+can be read without a GPU; ``step`` is a whole training step of ``--config`` (with trailing
+``key=value`` overrides, as train.py takes them) at its batch shape, split the same way. The programs are compiled for the device that ``--target`` describes
 (default ``benchmarks/gpu_specs/h100_sxm.txtpb``), nothing runs.
 
 This needs JAX's CUDA plugin for the installed JAX version, which the CPU install lacks; keep it
@@ -157,6 +159,29 @@ def block_program(args):
         abstract((*rows, d_model), jnp.float32), abstract(rows, jnp.int32), abstract(rows, jnp.int32)]
 
 
+def step_program(args, mesh):
+    """(function, abstract arguments) of one training step of ``args.config`` on ``mesh``'s device,
+    under a mesh with the config's axes."""
+    import jax
+    import jax.numpy as jnp
+
+    from dma_jax.sharding import make_mesh
+    from dma_jax.training.config import load_config
+    from dma_jax.training.optimizer import make_optimizer, wsd_schedule
+    from dma_jax.training.step import abstract_state, make_train_step, state_shapes
+
+    config = load_config(args.config, args.overrides)
+    mesh = make_mesh(config.mesh, devices=list(mesh.devices.flat))
+    optimizer = make_optimizer(config.optim, config.steps)
+    rows = (config.data.global_batch_size, config.data.seq_len)
+    batch = {name: jax.ShapeDtypeStruct(rows, jnp.float32 if name == "loss_mask" else jnp.int32)
+             for name in ("inputs", "targets", "segment_ids", "loss_mask")}
+    with jax.set_mesh(mesh):
+        graphdef, shapes, shardings = state_shapes(config, optimizer, mesh)
+        step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh, shardings)
+        return step.lower(abstract_state(shapes, shardings), batch).compile().as_text()
+
+
 def program(args):
     """(function, abstract arguments: ``jax.ShapeDtypeStruct`` pytrees) of ``args.program`` at the
     flags' shape."""
@@ -202,7 +227,8 @@ def main(argv=None) -> dict:
     from benchmarks.common import result_header, write_json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--program", choices=["selection", "attention", "block"], default="selection")
+    p.add_argument("--program", choices=["selection", "attention", "block", "step"], default="selection")
+    p.add_argument("--config", default="configs/mqar.py", help="the training config (--program step)")
     p.add_argument("--attention", choices=["dma", "mha"], default="dma", help="the block's attention (--program block)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--length", type=int, default=4096)
@@ -214,14 +240,20 @@ def main(argv=None) -> dict:
     p.add_argument("--min-gathers", type=int, default=3)
     p.add_argument("--out", default="gpu_fusions.json")
     p.add_argument("--hlo-out", default=None, help="also write the optimised HLO text here")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of --config (--program step)")
     args = p.parse_args(argv)
+    if args.overrides and args.program != "step":
+        p.error("key=value overrides apply to --program step only")
     mesh = gpu_mesh(args.target)
-    fn, arguments = program(args)
-    text = compile_for_gpu(fn, arguments, mesh)
+    if args.program == "step":
+        text = step_program(args, mesh)
+    else:
+        fn, arguments = program(args)
+        text = compile_for_gpu(fn, arguments, mesh)
     if args.hlo_out:
         Path(args.hlo_out).write_text(text)
     kernels = entry_kernels(text)
-    if args.program == "block":
+    if args.program in ("block", "step"):
         from benchmarks.step_profile import part_of, pass_of
 
         for kernel in kernels:
@@ -229,12 +261,13 @@ def main(argv=None) -> dict:
     result = dict(**result_header("gpu_fusions", "benchmarks.gpu_fusions", argv), target=args.target.name,
                   settings={k: str(v) for k, v in vars(args).items() if k != "target"}, kernels=kernels,
                   recomputing=recomputing_fusions(text, args.min_gathers))
-    if args.program == "block":
+    if args.program in ("block", "step"):
         written = {}
         for kernel in kernels:
             key = f"{kernel['part']} / {kernel['pass']}"
             written[key] = written.get(key, 0) + kernel["output_bytes"] / 2**20
         result["written_mib"] = dict(sorted(written.items()))
+        result["written_mib_total"] = sum(written.values())
     write_json(result, args.out)
     print(f"{len(result['kernels'])} kernels in the entry computation:")
     for kernel in result["kernels"]:
@@ -242,6 +275,8 @@ def main(argv=None) -> dict:
               f"{kernel.get('part', '')[:20]:20s} {kernel['op_name'][-50:]}")
     for key, mib in result.get("written_mib", {}).items():
         print(f"  writes {mib:9.1f} MiB  {key}")
+    if "written_mib_total" in result:
+        print(f"  writes {result['written_mib_total']:9.1f} MiB  in all")
     print(f"\nfusions that recompute (>= {args.min_gathers} gathers, or a gather beside a reduce-window): "
           f"{len(result['recomputing'])}")
     for fusion in result["recomputing"]:

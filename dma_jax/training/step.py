@@ -60,7 +60,10 @@ def abstract_state(state_or_shapes, shardings):
 
 
 def _scores(logits, targets):
-    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    # The target's logit by a one-hot select, not a gather: its gradient is then a select that
+    # fuses into the softmax's, where a gather's is a scatter-add writing another (B, T, vocab) array.
+    target_logit = jnp.sum(jnp.where(jnp.arange(logits.shape[-1]) == targets[..., None], logits, 0), axis=-1)
+    nll = jax.nn.logsumexp(logits, axis=-1) - target_logit
     return nll, (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
 
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks.gpu_fusions import DEFAULT_TARGET, block_part, entry_kernels, gpu_mesh, output_bytes, program, recomputing_fusions
+from benchmarks.gpu_fusions import (DEFAULT_TARGET, block_part, entry_kernels, gpu_mesh, main, output_bytes, program,
+                                    recomputing_fusions, step_program)
 
 HLO = """HloModule m
 
@@ -86,6 +87,20 @@ def test_the_block_program_lowers_for_cuda_on_each_attentions_kernels(attention,
 
     text = export.export(jax.jit(fn), platforms=["cuda"])(*arguments).mlir_module()
     assert kernel in text and ("mosaic_gpu" in text) == (attention == "dma")
+
+
+def test_the_step_program_compiles_a_configs_training_step():
+    """Compiled here for the CPU (the CUDA plugin is not installed); the target's mesh only lends its device."""
+    args = argparse.Namespace(config="configs/mqar_quick.py", overrides=["model.attention=mha", "data.global_batch_size=4"])
+    text = step_program(args, jax.make_mesh((1,), ("device",)))
+    from benchmarks.step_profile import pass_of
+
+    assert {"forward", "backward", "update"} <= {pass_of(kernel["op_name"]) for kernel in entry_kernels(text)}
+
+
+def test_overrides_apply_to_the_step_program_only():
+    with pytest.raises(SystemExit):
+        main(["--program", "selection", "model.window=8"])
 
 
 def test_output_bytes_reads_arrays_and_tuples():

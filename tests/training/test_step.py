@@ -1,13 +1,29 @@
-"""training.step: the LM head and loss run in pieces give the loss and gradients of one piece."""
+"""training.step: the token loss and its gradient; the LM head and loss run in pieces give the loss
+and gradients of one piece."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from dma_jax.models import DecoderLM, ModelConfig
-from dma_jax.training.step import loss_sums
+from dma_jax.training.step import _scores, loss_sums
 from small_runs import small_config
+
+
+def test_token_nll_and_its_gradient_equal_a_gather_of_the_target_logit():
+    """The target's logit is taken by a one-hot select: the same NLL as a gather, bit for bit, and
+    the same gradient, softmax minus the one-hot target (a wrong column or a doubled target fails)."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    logits = 4.0 * jax.random.normal(keys[0], (3, 5, 11))
+    targets = jax.random.randint(keys[1], (3, 5), 0, 11)
+    nll, correct = _scores(logits, targets)
+    gathered = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    np.testing.assert_array_equal(nll, jax.nn.logsumexp(logits, axis=-1) - gathered)
+    np.testing.assert_array_equal(correct, (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32))
+    grad = jax.grad(lambda x: jnp.sum(_scores(x, targets)[0]))(logits)
+    np.testing.assert_allclose(grad, jax.nn.softmax(logits) - jax.nn.one_hot(targets, 11), atol=1e-6)
 
 
 @pytest.mark.parametrize("piece", [4, 13, 40], ids=["ragged", "whole", "longer"])
