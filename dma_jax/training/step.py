@@ -82,24 +82,40 @@ def _scores_in_pieces(head, hidden, targets, piece: int):
     return join(nll), join(correct)
 
 
-def token_scores(params, graphdef, batch, logits_piece: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """float32 (B, T) each: token NLL, whether the argmax is the target, and ``loss_mask``.
+def token_scores(params, graphdef, batch, logits_piece: int | None = None,
+                 loss_positions: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """float32 (B, T) each, or (B, loss_positions) with ``loss_positions``: token NLL, whether the
+    argmax is the target, and ``loss_mask``.
 
     ``logits_piece``: run the LM head and the loss this many positions at a time (None: all T at
     once), so the float32 (B, T, vocab) logits never exist whole (``TrainConfig.logits_piece``).
+    ``loss_positions`` K: run the head only at the first K positions of each row where
+    ``loss_mask`` > 0 (and, in rows with fewer, at positions of mask 0, which count for nothing);
+    rows must have at most K such positions, or the loss drops the rest
+    (``TrainConfig.scored_positions``).
     """
     model = nnx.merge(graphdef, params)
-    if logits_piece is None:  # any model that maps tokens to logits
-        nll, correct = _scores(model(batch["inputs"], batch["segment_ids"]), batch["targets"])
-    else:  # a DecoderLM: its hidden states, then its head a piece at a time
-        hidden = model.hidden_states(batch["inputs"], batch["segment_ids"])
-        nll, correct = _scores_in_pieces(model.head_logits, hidden, batch["targets"], logits_piece)
-    return nll, correct, batch["loss_mask"].astype(jnp.float32)
+    targets, mask = batch["targets"], batch["loss_mask"].astype(jnp.float32)
+    if logits_piece is None and loss_positions is None:  # any model that maps tokens to logits
+        nll, correct = _scores(model(batch["inputs"], batch["segment_ids"]), targets)
+        return nll, correct, mask
+    hidden = model.hidden_states(batch["inputs"], batch["segment_ids"])  # a DecoderLM
+    if loss_positions is not None:
+        # the loss positions first, in order (a stable sort), then the others
+        first = jnp.argsort(mask <= 0, axis=-1, stable=True)[:, :loss_positions]
+        hidden = jnp.take_along_axis(hidden, first[..., None], axis=1)
+        targets, mask = jnp.take_along_axis(targets, first, axis=1), jnp.take_along_axis(mask, first, axis=1)
+    if logits_piece is None:
+        nll, correct = _scores(model.head_logits(hidden), targets)
+    else:
+        nll, correct = _scores_in_pieces(model.head_logits, hidden, targets, logits_piece)
+    return nll, correct, mask
 
 
-def loss_sums(params, graphdef, batch, logits_piece: int | None = None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def loss_sums(params, graphdef, batch, logits_piece: int | None = None,
+              loss_positions: int | None = None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """(sum of token NLL, (token count, correct argmax count)) over ``loss_mask`` tokens."""
-    nll, correct, mask = token_scores(params, graphdef, batch, logits_piece)
+    nll, correct, mask = token_scores(params, graphdef, batch, logits_piece, loss_positions)
     return jnp.sum(nll * mask), (jnp.sum(mask), jnp.sum(correct * mask))
 
 
@@ -111,16 +127,17 @@ def _micro_batches(batch, count: int):
 
 def make_train_step(config: TrainConfig, graphdef, optimizer, schedule, mesh, state_shardings):
     """jit(state, batch) -> (state, metrics). ``batch``: global arrays sharded over the batch axes."""
-    accum, piece = config.grad_accum, config.logits_piece
+    accum, piece, positions = config.grad_accum, config.logits_piece, config.scored_positions()
 
     def step(state, batch):
         params = state["params"]
         if accum == 1:
-            (nll, (count, correct)), grads = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, batch, piece)
+            (nll, (count, correct)), grads = jax.value_and_grad(loss_sums, has_aux=True)(
+                params, graphdef, batch, piece, positions)
         else:
             def one(carry, micro):
                 grads, nll, count, correct = carry
-                (n, (c, r)), g = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, micro, piece)
+                (n, (c, r)), g = jax.value_and_grad(loss_sums, has_aux=True)(params, graphdef, micro, piece, positions)
                 return (jax.tree.map(jnp.add, grads, g), nll + n, count + c, correct + r), None
 
             zeros = jax.tree.map(jnp.zeros_like, params)

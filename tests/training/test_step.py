@@ -1,5 +1,7 @@
-"""training.step: the token loss and its gradient; the LM head and loss run in pieces give the loss
-and gradients of one piece."""
+"""training.step: the token loss and its gradient; the LM head and loss run in pieces, or only at
+the positions that carry loss, give the loss and gradients of the whole."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +43,36 @@ def test_logits_in_pieces_give_the_same_loss_and_gradients(piece):
     assert (count_p, correct_p) == (count, correct)
     for a, b in zip(jax.tree.leaves(piece_grads), jax.tree.leaves(whole_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)  # summation order only
+
+
+@pytest.mark.parametrize("piece", [None, 2])
+def test_scoring_only_the_loss_positions_gives_the_same_loss_and_gradients(piece):
+    """Rows with 3, 1 and 0 loss positions, scored at K = 3 positions a row: the loss, the counts
+    and every gradient equal the whole head's. At K = 2 the first row's third position is left
+    out, and the loss says so."""
+    config = ModelConfig(vocab_size=53, d_model=32, num_layers=1, num_heads=2, num_kv_heads=2, mlp_dim=64,
+                         attention="mha", tie_embeddings=False)
+    graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    mask = np.zeros((3, 11), np.float32)
+    mask[0, [2, 5, 10]] = mask[1, 7] = 1.0
+    batch = {"inputs": jax.random.randint(keys[0], (3, 11), 0, 53), "targets": jax.random.randint(keys[1], (3, 11), 0, 53),
+             "segment_ids": None, "loss_mask": jnp.asarray(mask)}
+    grad = jax.jit(jax.value_and_grad(loss_sums, has_aux=True), static_argnums=(1, 3, 4))
+    (whole, (count, correct)), whole_grads = grad(params, graphdef, batch, None, None)
+    (scored, (count_k, correct_k)), scored_grads = grad(params, graphdef, batch, piece, 3)
+    np.testing.assert_allclose(scored, whole, rtol=1e-6)
+    assert (count_k, correct_k) == (count, correct) and count == 4
+    for a, b in zip(jax.tree.leaves(scored_grads), jax.tree.leaves(whole_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)  # summation order only
+    (_, (count_2, _)), _ = grad(params, graphdef, batch, piece, 2)
+    assert count_2 == 3
+
+
+def test_mqar_runs_score_only_their_queries():
+    assert small_config().data.kind == "mqar" and small_config().scored_positions() == small_config().data.mqar_num_kv_pairs
+    lm = small_config().data.__class__(kind="lm", seq_len=32, global_batch_size=4, corpus_path="unused")
+    assert dataclasses.replace(small_config(), data=lm).scored_positions() is None
 
 
 def test_a_piece_below_one_is_refused():
