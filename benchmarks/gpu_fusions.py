@@ -160,8 +160,9 @@ def block_program(args):
 
 
 def step_program(args, mesh):
-    """(function, abstract arguments) of one training step of ``args.config`` on ``mesh``'s device,
-    under a mesh with the config's axes."""
+    """Optimised HLO text of one training step of ``args.config`` (with ``args.overrides``),
+    compiled for ``mesh``'s device under a mesh with the config's axes, for abstract state and
+    a batch of the config's shape."""
     import jax
     import jax.numpy as jnp
 

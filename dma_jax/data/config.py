@@ -72,6 +72,11 @@ class DataConfig:
             values["niah_eval_depths"] = tuple(values["niah_eval_depths"])
         return cls(**values)
 
+    def loss_positions(self) -> int | None:
+        """The most positions of a row that carry loss, where the task fixes them (MQAR: its
+        ``mqar_num_kv_pairs`` queries; a train step runs the LM head only there), else None."""
+        return self.mqar_num_kv_pairs if self.kind == "mqar" else None
+
     def resolved_tokenizer_path(self) -> Path:
         return Path(self.tokenizer_path) if self.tokenizer_path else Path(self.corpus_path) / "tokenizer.json"
 

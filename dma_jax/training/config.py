@@ -40,11 +40,6 @@ class TrainConfig:
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
 
-    def scored_positions(self) -> int | None:
-        """Positions per row that can carry loss, where the data fixes them (MQAR: its
-        ``mqar_num_kv_pairs`` queries); the train step runs the LM head only there. None: all."""
-        return self.data.mqar_num_kv_pairs if self.data.kind == "mqar" else None
-
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the first bad key; return self."""
         positive = ("steps", "grad_accum", "log_every", "keep_checkpoints", "eval_batches")

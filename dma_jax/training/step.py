@@ -92,7 +92,7 @@ def token_scores(params, graphdef, batch, logits_piece: int | None = None,
     ``loss_positions`` K: run the head only at the first K positions of each row where
     ``loss_mask`` > 0 (and, in rows with fewer, at positions of mask 0, which count for nothing);
     rows must have at most K such positions, or the loss drops the rest
-    (``TrainConfig.scored_positions``).
+    (``DataConfig.loss_positions``).
     """
     model = nnx.merge(graphdef, params)
     targets, mask = batch["targets"], batch["loss_mask"].astype(jnp.float32)
@@ -127,7 +127,7 @@ def _micro_batches(batch, count: int):
 
 def make_train_step(config: TrainConfig, graphdef, optimizer, schedule, mesh, state_shardings):
     """jit(state, batch) -> (state, metrics). ``batch``: global arrays sharded over the batch axes."""
-    accum, piece, positions = config.grad_accum, config.logits_piece, config.scored_positions()
+    accum, piece, positions = config.grad_accum, config.logits_piece, config.data.loss_positions()
 
     def step(state, batch):
         params = state["params"]

@@ -1,14 +1,13 @@
 """training.step: the token loss and its gradient; the LM head and loss run in pieces, or only at
 the positions that carry loss, give the loss and gradients of the whole."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from dma_jax.data import DataConfig
 from dma_jax.models import DecoderLM, ModelConfig
 from dma_jax.training.step import _scores, loss_sums
 from small_runs import small_config
@@ -69,10 +68,9 @@ def test_scoring_only_the_loss_positions_gives_the_same_loss_and_gradients(piece
     assert count_2 == 3
 
 
-def test_mqar_runs_score_only_their_queries():
-    assert small_config().data.kind == "mqar" and small_config().scored_positions() == small_config().data.mqar_num_kv_pairs
-    lm = small_config().data.__class__(kind="lm", seq_len=32, global_batch_size=4, corpus_path="unused")
-    assert dataclasses.replace(small_config(), data=lm).scored_positions() is None
+def test_mqar_rows_name_their_loss_positions_and_text_rows_do_not():
+    assert DataConfig(kind="mqar", seq_len=64, global_batch_size=4, mqar_num_kv_pairs=8).loss_positions() == 8
+    assert DataConfig(kind="lm", seq_len=64, global_batch_size=4, corpus_path="unused").loss_positions() is None
 
 
 def test_a_piece_below_one_is_refused():
