@@ -23,6 +23,7 @@ from dma_jax.card import device_card
 from dma_jax.training.workdir import read_records
 
 PROGRESS_EVERY_S = 15.0  # the most seconds between two progress lines of a running job
+LATE_START_MARGIN = 1.1  # --call-seconds: a late cell starts only where this times the longest cell is left
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,11 +173,15 @@ def check_same_cells(jobs: list[Job], results: dict, results_path: Path) -> None
 
 def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: int = 1, timeout_s: float = 3600,
              retry_errors: bool = False, start_before_s: float | None = None, gpus: list[str] | None = None,
-             after=None) -> dict:
+             after=None, call_seconds: float | None = None) -> dict:
     """Run the jobs missing from ``results_path`` (a JSON with "card", "cells"); returns its content.
 
     Cells not started within ``start_before_s`` seconds of the call are left for a later call, so
-    that a call fits a fixed slice of machine time. With ``gpus`` (device ids), each job runs on
+    that a call fits a fixed slice of machine time. With ``call_seconds`` too, every cell must end
+    within that many seconds of the call's start (its timeout is cut to what is left), and a cell
+    may still start after ``start_before_s`` when what is left is at least ``LATE_START_MARGIN``
+    times the longest cell this call has finished: a call fits as many waves of cells as its
+    slice holds. With ``gpus`` (device ids), each job runs on
     the listed GPU that has the fewest jobs at its start, and ``parallel`` jobs share them.
     ``after(workdir, env)``, if given, runs on each cell that trained, in the same worker and with
     the environment of its training (same GPU, same memory share), while other cells go on
@@ -202,20 +207,40 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     running = {gpu: 0 for gpu in gpus or []}
     per_device = -(-parallel // len(gpus)) if gpus else parallel
 
+    finished = []  # seconds each cell of this call took, its ``after`` included
+
+    def may_start(now: float) -> str | None:
+        """Why a cell may not start now, or None."""
+        late = start_before_s is not None and now - start > start_before_s
+        if call_seconds is None:
+            return f"--start-before {start_before_s:.0f} s passed" if late else None
+        left = call_seconds - (now - start)
+        if finished:
+            need = LATE_START_MARGIN * max(finished)
+            return None if left >= need else f"{left:.0f} s left, the longest cell took {max(finished):.0f} s"
+        if left <= 0:
+            return f"--call-seconds {call_seconds:.0f} s spent"
+        return f"--start-before {start_before_s:.0f} s passed" if late else None
+
     def one(job):
-        if start_before_s is not None and time.perf_counter() - start > start_before_s:
+        begun = time.perf_counter()
+        why = may_start(begun)
+        if why is not None:
             with lock:
                 call["cells"].remove(job.name)
-            print(f"{job.name}: not started (--start-before {start_before_s:.0f} s passed)", flush=True)
+            print(f"{job.name}: not started ({why})", flush=True)
             return None
+        limit = timeout_s if call_seconds is None else min(timeout_s, call_seconds - (begun - start))
         with lock:
             gpu = min(running, key=running.get) if running else None
             if gpu is not None:
                 running[gpu] += 1
-        result = run_job(job, workroot, per_device, timeout_s, gpu)
+        result = run_job(job, workroot, per_device, limit, gpu)
         if after is not None and "error" not in result:
             result.update(after(workroot / job.name, job_env(per_device, gpu)))
         with lock:
+            if "error" not in result:
+                finished.append(time.perf_counter() - begun)
             if gpu is not None:
                 running[gpu] -= 1
                 result["gpu"] = gpu
@@ -274,6 +299,10 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
     parser.add_argument("--retry-errors", action="store_true", help="run cells that failed before again")
     parser.add_argument("--start-before", type=float, default=None, metavar="SECONDS",
                         help="start no cell later than this after the call began (the rest wait for another call)")
+    parser.add_argument("--call-seconds", type=float, default=None, metavar="SECONDS",
+                        help="end every cell within this many seconds of the call's start; after --start-before, "
+                             f"start a cell while {LATE_START_MARGIN}x the longest cell finished in this call is "
+                             "left")
     parser.add_argument("--gpus", nargs="+", default=None, metavar="ID",
                         help="spread the jobs over these GPUs (each job's CUDA_VISIBLE_DEVICES; '0,1' gives a job "
                              "two GPUs, data-parallel); default: the jobs share what they see")
@@ -322,4 +351,5 @@ def run_grid_from_args(jobs: list[Job], args, after=None) -> dict:
             raise SystemExit(f"--plot-only: {args.results} does not exist")
         return json.loads(Path(args.results).read_text())
     return run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
-                    retry_errors=args.retry_errors, start_before_s=args.start_before, gpus=args.gpus, after=after)
+                    retry_errors=args.retry_errors, start_before_s=args.start_before, gpus=args.gpus, after=after,
+                    call_seconds=args.call_seconds)

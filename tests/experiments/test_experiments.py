@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,31 @@ def test_grid_leaves_cells_it_may_not_start_for_a_later_call(tmp_path):
     jobs = [Job("dma", SMOKE, QUICK, {"attention": "dma"})]
     late = run_grid(jobs, results, tmp_path / "runs", start_before_s=-1.0)
     assert late["cells"] == {} and late["calls"][0]["cells"] == []
+
+
+def test_a_call_starts_late_cells_while_its_longest_cell_fits_and_cuts_their_timeouts(tmp_path, monkeypatch):
+    import experiments.launch as launch
+
+    timeouts = []
+
+    def fake_run_job(job, workroot, jobs, timeout_s, gpu=None):
+        timeouts.append(timeout_s)
+        time.sleep(0.5)
+        return {"cell": job.cell, "wall_s": 0.5, "eval": None}
+
+    monkeypatch.setattr(launch, "run_job", fake_run_job)
+    jobs = [Job(f"cell{i}", SMOKE, QUICK, {}) for i in range(6)]
+    # one at a time, 1.7 s for the call: cells of 0.5 s start while 0.55 s is left, so three run
+    results = run_grid(jobs, tmp_path / "grid.json", tmp_path / "runs", start_before_s=0.2, call_seconds=1.7,
+                       timeout_s=60.0)
+    assert sorted(results["cells"]) == ["cell0", "cell1", "cell2"]
+    assert results["calls"][0]["cells"] == ["cell0", "cell1", "cell2"]
+    assert timeouts[0] <= 1.7 and timeouts[1] <= 1.2 and timeouts[2] <= 0.7  # what the call had left
+    # without call_seconds, start_before alone keeps the later cells for another call
+    timeouts.clear()
+    later = run_grid([Job(f"other{i}", SMOKE, QUICK, {}) for i in range(3)], tmp_path / "other.json",
+                     tmp_path / "runs", start_before_s=0.2, timeout_s=60.0)
+    assert sorted(later["cells"]) == ["other0"] and timeouts == [60.0]
 
 
 def test_grid_refuses_to_resume_cells_run_with_other_settings(tmp_path):
