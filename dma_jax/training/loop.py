@@ -122,7 +122,8 @@ def _train(config: TrainConfig, workdir: epath.Path, stop_after, progress, lead)
     try:
         with jax.set_mesh(mesh):
             train_step = make_train_step(config, graphdef, optimizer, schedule, mesh, shardings)
-            eval_step = make_eval_step(graphdef, mesh, shardings["params"], config.logits_piece)
+            eval_step = make_eval_step(graphdef, mesh, shardings["params"], config.logits_piece,
+                                       config.data.loss_positions())
             records = _run(config, state, data, train_step, eval_step, checkpointer, log, mesh, start, stop_after,
                            progress and lead, stop)
     finally:

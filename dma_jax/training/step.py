@@ -170,11 +170,13 @@ def make_train_step(config: TrainConfig, graphdef, optimizer, schedule, mesh, st
     )
 
 
-def make_eval_step(graphdef, mesh, param_shardings, logits_piece: int | None = None):
-    """jit(params, batch) -> {"nll", "tokens", "correct"} sums over ``loss_mask`` tokens."""
+def make_eval_step(graphdef, mesh, param_shardings, logits_piece: int | None = None,
+                   loss_positions: int | None = None):
+    """jit(params, batch) -> {"nll", "tokens", "correct"} sums over ``loss_mask`` tokens
+    (``logits_piece`` and ``loss_positions`` as ``token_scores`` takes them)."""
 
     def evaluate(params, batch):
-        nll, (count, correct) = loss_sums(params, graphdef, batch, logits_piece)
+        nll, (count, correct) = loss_sums(params, graphdef, batch, logits_piece, loss_positions)
         return {"nll": nll, "tokens": count, "correct": correct}
 
     return jax.jit(evaluate, in_shardings=(param_shardings, batch_sharding(mesh)), out_shardings=NamedSharding(mesh, P()))

@@ -68,6 +68,31 @@ def test_scoring_only_the_loss_positions_gives_the_same_loss_and_gradients(piece
     assert count_2 == 3
 
 
+def test_the_eval_step_scores_only_the_loss_positions_it_is_given():
+    """The eval step at K = 3 loss positions sums what the whole head's does; at K = 1 it counts
+    one token a row (so the positions reach it)."""
+    from dma_jax.sharding import MeshConfig, make_mesh
+    from dma_jax.training.step import make_eval_step
+
+    config = ModelConfig(vocab_size=53, d_model=32, num_layers=1, num_heads=2, num_kv_heads=2, mlp_dim=64,
+                         attention="mha", tie_embeddings=False)
+    graphdef, params = nnx.split(DecoderLM(config, rngs=nnx.Rngs(0)))
+    mesh = make_mesh(MeshConfig())
+    keys = jax.random.split(jax.random.PRNGKey(4), 2)
+    mask = np.zeros((2, 9), np.float32)
+    mask[0, [1, 4, 8]] = mask[1, [0, 3]] = 1.0
+    batch = {"inputs": jax.random.randint(keys[0], (2, 9), 0, 53), "targets": jax.random.randint(keys[1], (2, 9), 0, 53),
+             "segment_ids": jnp.ones((2, 9), jnp.int32), "loss_mask": jnp.asarray(mask)}
+    replicated = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), params)
+    with jax.set_mesh(mesh):
+        whole = make_eval_step(graphdef, mesh, replicated)(params, batch)
+        scored = make_eval_step(graphdef, mesh, replicated, loss_positions=3)(params, batch)
+        one = make_eval_step(graphdef, mesh, replicated, loss_positions=1)(params, batch)
+    np.testing.assert_allclose(scored["nll"], whole["nll"], rtol=1e-6)
+    assert scored["tokens"] == whole["tokens"] == 5 and scored["correct"] == whole["correct"]
+    assert one["tokens"] == 2
+
+
 def test_mqar_rows_name_their_loss_positions_and_text_rows_do_not():
     assert DataConfig(kind="mqar", seq_len=64, global_batch_size=4, mqar_num_kv_pairs=8).loss_positions() == 8
     assert DataConfig(kind="lm", seq_len=64, global_batch_size=4, corpus_path="unused").loss_positions() is None
