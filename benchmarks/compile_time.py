@@ -20,8 +20,8 @@ from dma_jax.data import DataConfig
 from dma_jax.models import ModelConfig
 from dma_jax.sharding import MeshConfig, global_batch, make_mesh
 from dma_jax.training.config import TrainConfig
-from dma_jax.training.optimizer import OptimConfig, make_optimizer, wsd_schedule
-from dma_jax.training.step import make_train_step, state_shapes
+from dma_jax.training.optimizer import OptimConfig
+from dma_jax.training.step import config_train_step
 from dma_jax.evaluation.throughput import random_batch
 
 
@@ -30,10 +30,8 @@ def compile_seconds(model: ModelConfig, seq_len: int, batch: int) -> float:
     config = TrainConfig(model=model, data=DataConfig(kind="mqar", seq_len=seq_len, global_batch_size=batch,
                                                       vocab_size=model.vocab_size), optim=OptimConfig(warmup_steps=1))
     mesh = make_mesh(MeshConfig())
-    optimizer = make_optimizer(config.optim, config.steps)
-    graphdef, shapes, shardings = state_shapes(config, optimizer, mesh)
+    _, shapes, _, step = config_train_step(config, mesh, abstract=True)
     with jax.set_mesh(mesh):
-        step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh, shardings)
         batch_arrays = global_batch(random_batch(np.random.default_rng(0), model.vocab_size, batch, seq_len), mesh)
         started = time.perf_counter()
         step.lower(shapes, batch_arrays).compile()

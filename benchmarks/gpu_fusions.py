@@ -168,19 +168,16 @@ def step_program(args, mesh):
 
     from dma_jax.sharding import make_mesh
     from dma_jax.training.config import load_config
-    from dma_jax.training.optimizer import make_optimizer, wsd_schedule
-    from dma_jax.training.step import abstract_state, make_train_step, state_shapes
+    from dma_jax.training.step import config_train_step
 
     config = load_config(args.config, args.overrides)
     mesh = make_mesh(config.mesh, devices=list(mesh.devices.flat))
-    optimizer = make_optimizer(config.optim, config.steps)
     rows = (config.data.global_batch_size, config.data.seq_len)
     batch = {name: jax.ShapeDtypeStruct(rows, jnp.float32 if name == "loss_mask" else jnp.int32)
              for name in ("inputs", "targets", "segment_ids", "loss_mask")}
     with jax.set_mesh(mesh):
-        graphdef, shapes, shardings = state_shapes(config, optimizer, mesh)
-        step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh, shardings)
-        return step.lower(abstract_state(shapes, shardings), batch).compile().as_text()
+        _, state, _, step = config_train_step(config, mesh, abstract=True)
+        return step.lower(state, batch).compile().as_text()
 
 
 def program(args):

@@ -43,8 +43,7 @@ from dma_jax.sharding import global_batch, make_mesh
 from dma_jax.training.checkpointing import Checkpointer
 from dma_jax.training.config import load_config
 from dma_jax.training.loop import StopRequest, _preempted, _run
-from dma_jax.training.optimizer import make_optimizer, wsd_schedule
-from dma_jax.training.step import init_state, make_eval_step, make_train_step
+from dma_jax.training.step import config_train_step, make_eval_step
 from dma_jax.training.workdir import MetricsLog
 
 ROWS = ("step, random tokens", "step, data tokens", "step, data segments", "step", "+ host batch", "+ data pipeline",
@@ -68,8 +67,7 @@ def measure(config, steps: int) -> list[dict]:
 def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
     """Seconds of ``steps`` steps of each row of ``ROWS``."""
     mesh = make_mesh(config.mesh)
-    optimizer = make_optimizer(config.optim, config.steps)
-    graphdef, state, shardings = init_state(config, optimizer, mesh)
+    graphdef, state, shardings, train_step = config_train_step(config, mesh)
     data = make_iterator(config.data, "train", jax.process_index(), jax.process_count())
     batch, length = config.data.global_batch_size, config.data.seq_len
     host = [next(data) for _ in range(4)]
@@ -78,8 +76,6 @@ def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
     stop = StopRequest()
     holder = {"state": state}
     with jax.set_mesh(mesh):
-        train_step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh,
-                                     shardings)
         random = random_batch(np.random.default_rng(0), config.model.vocab_size, batch, length)
         tokens, fixed = global_batch(random, mesh), global_batch(host[0], mesh)
         # the data's tokens with one document a row, and random tokens with the data's documents
@@ -114,7 +110,8 @@ def _seconds(config, steps: int, workdir: Path) -> dict[str, float]:
         # number is a multiple of log_every, then logs the time of the next ``steps`` at its last
         # one, before its closing checkpoint
         loop_config = dataclasses.replace(config, steps=2 * steps + 1, log_every=steps + 1)
-        eval_step = make_eval_step(graphdef, mesh, shardings["params"], config.logits_piece)
+        eval_step = make_eval_step(graphdef, mesh, shardings["params"], config.logits_piece,
+                                   config.data.loss_positions())
         records = _run(loop_config, holder["state"], data, train_step, eval_step, checkpointer,
                        MetricsLog(workdir / "metrics.jsonl", 0, True), mesh, steps, None, False, stop)
         seconds["training loop"] = [r for r in records if r["event"] == "train"][-1]["step_time_s"] * steps

@@ -15,8 +15,7 @@ from dma_jax.decoding import generate
 from dma_jax.sharding import MeshConfig, global_batch, make_mesh
 from dma_jax.timing import amortised_seconds, median_seconds
 from dma_jax.training.config import TrainConfig
-from dma_jax.training.optimizer import make_optimizer, wsd_schedule
-from dma_jax.training.step import init_state, make_train_step
+from dma_jax.training.step import config_train_step
 
 
 def random_batch(rng: np.random.Generator, vocab: int, batch: int, seq_len: int) -> dict[str, np.ndarray]:
@@ -33,10 +32,8 @@ def train_step_loop(config: TrainConfig, *, seq_len: int, batch: int):
     current state (``.compile().as_text()`` gives the optimised HLO)."""
     config = dataclasses.replace(config, mesh=MeshConfig())
     mesh = make_mesh(config.mesh)
-    optimizer = make_optimizer(config.optim, config.steps)
-    graphdef, state, shardings = init_state(config, optimizer, mesh)
+    _, state, _, step = config_train_step(config, mesh)
     with jax.set_mesh(mesh):
-        step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh, shardings)
         data = global_batch(random_batch(np.random.default_rng(0), config.model.vocab_size, batch, seq_len), mesh)
         holder = {"state": state}
 

@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 from dma_jax.models import DecoderLM
 from dma_jax.sharding import batch_sharding, tree_shardings
 from dma_jax.training.config import TrainConfig
+from dma_jax.training.optimizer import make_optimizer, wsd_schedule
 
 TrainState = dict[str, Any]
 
@@ -57,6 +58,20 @@ def init_state(config: TrainConfig, optimizer: optax.GradientTransformation, mes
 def abstract_state(state_or_shapes, shardings):
     """ShapeDtypeStructs with shardings: the target a checkpoint restores into."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shapes, shardings)
+
+
+def config_train_step(config: TrainConfig, mesh, *, abstract: bool = False):
+    """(graphdef, state, state shardings, train step) for ``config`` on ``mesh``, with the config's
+    own optimizer and schedule. ``abstract``: the state is ShapeDtypeStructs with their shardings
+    (``abstract_state``): enough to lower and compile the step, and nothing is initialised."""
+    optimizer = make_optimizer(config.optim, config.steps)
+    if abstract:
+        graphdef, shapes, shardings = state_shapes(config, optimizer, mesh)
+        state = abstract_state(shapes, shardings)
+    else:
+        graphdef, state, shardings = init_state(config, optimizer, mesh)
+    step = make_train_step(config, graphdef, optimizer, wsd_schedule(config.optim, config.steps), mesh, shardings)
+    return graphdef, state, shardings, step
 
 
 def _scores(logits, targets):
