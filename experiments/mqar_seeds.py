@@ -66,8 +66,10 @@ def jobs(args, num_heads: int, results: dict | None = None) -> list[Job]:
     search = args.lr_search_seeds
     chosen = searched_lrs(results or {}, search, args.lrs) if search else {}
     out = []
-    for seed in args.seeds:
-        for seq_len in args.seq_lens:
+    # length-major: every seed of one length runs before the next length, so each length's spread
+    # over seeds is complete as early as the learning-rate search allows
+    for seq_len in args.seq_lens:
+        for seed in args.seeds:
             window = max(1, seq_len // args.window_ratio)
             for pairs in args.pairs:
                 for lr in args.lrs:

@@ -148,6 +148,10 @@ def test_mqar_seeds_runs_the_other_seeds_at_the_rate_seed_0_chose():
     assert sorted((c["seed"], c["num_kv_pairs"], c["lr"]) for c in later) == [(1, 16, 3e-3), (2, 16, 3e-3)]
     args.lr_search_seeds = None
     assert len(jobs(args, num_heads=2, results=results)) == 12
+    # length-major: every seed of the first length comes before the second length
+    args.seq_lens = [1024, 2048]
+    lengths = [j.cell["seq_len"] for j in jobs(args, num_heads=2, results=results)]
+    assert lengths == [1024] * 12 + [2048] * 12
 
 
 @pytest.mark.slow  # 37 s end to end; the mixed needles and eval.py --niah have their own tests
