@@ -177,8 +177,9 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     """Run the jobs missing from ``results_path`` (a JSON with "card", "cells"); returns its content.
 
     Cells not started within ``start_before_s`` seconds of the call are left for a later call, so
-    that a call fits a fixed slice of machine time. With ``call_seconds`` too, every cell must end
-    within that many seconds of the call's start (its timeout is cut to what is left), and a cell
+    that a call fits a fixed slice of machine time. With ``call_seconds`` too, every cell's training
+    must end within that many seconds of the call's start (its timeout is cut to what is left; an
+    ``after`` still runs on a cell that trained, so leave it room), and a cell
     may still start after ``start_before_s`` when what is left is at least ``LATE_START_MARGIN``
     times the longest cell this call has finished: a call fits as many waves of cells as its
     slice holds. With ``gpus`` (device ids), each job runs on
@@ -300,7 +301,8 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
     parser.add_argument("--start-before", type=float, default=None, metavar="SECONDS",
                         help="start no cell later than this after the call began (the rest wait for another call)")
     parser.add_argument("--call-seconds", type=float, default=None, metavar="SECONDS",
-                        help="end every cell within this many seconds of the call's start; after --start-before, "
+                        help="end every cell's training within this many seconds of the call's start; after "
+                             "--start-before, "
                              f"start a cell while {LATE_START_MARGIN}x the longest cell finished in this call is "
                              "left")
     parser.add_argument("--gpus", nargs="+", default=None, metavar="ID",
