@@ -212,16 +212,19 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
 
     def may_start(now: float) -> str | None:
         """Why a cell may not start now, or None."""
-        late = start_before_s is not None and now - start > start_before_s
-        if call_seconds is None:
-            return f"--start-before {start_before_s:.0f} s passed" if late else None
-        left = call_seconds - (now - start)
-        if finished:
-            need = LATE_START_MARGIN * max(finished)
-            return None if left >= need else f"{left:.0f} s left, the longest cell took {max(finished):.0f} s"
-        if left <= 0:
-            return f"--call-seconds {call_seconds:.0f} s spent"
-        return f"--start-before {start_before_s:.0f} s passed" if late else None
+        elapsed = now - start
+        if call_seconds is not None:
+            left = call_seconds - elapsed
+            if left <= 0:
+                return f"--call-seconds {call_seconds:.0f} s spent"
+            if finished:  # the longest cell so far tells whether another fits
+                longest = max(finished)
+                if left < LATE_START_MARGIN * longest:
+                    return f"{left:.0f} s left, the longest cell took {longest:.0f} s"
+                return None
+        if start_before_s is not None and elapsed > start_before_s:
+            return f"--start-before {start_before_s:.0f} s passed"
+        return None
 
     def one(job):
         begun = time.perf_counter()
