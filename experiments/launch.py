@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -263,6 +264,66 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     return results
 
 
+def plan_grid(jobs: list[Job], results_path: Path, *, parallel: int = 1, call_seconds: float | None = None,
+              retry_errors: bool = False) -> dict:
+    """What ``run_grid`` would run next, running and writing nothing: the missing cells in order, each
+    with an estimate of its wall time, and the machine time they need.
+
+    A cell's estimate is the median ``wall_s`` of the finished cells of ``results_path`` that
+    trained on its budget (the ``BUDGET_KEYS`` both name), so it assumes the concurrency and
+    the card those cells had; cells with no such finished cell have none. Cells run in waves of
+    ``parallel``, a wave as long as its longest cell; with ``call_seconds``, the waves with an
+    estimate are packed into calls of that many seconds (at least one wave a call; a later wave
+    while ``LATE_START_MARGIN`` times it is left), as ``run_grid`` starts late cells.
+
+    Returns {"done": n, "todo": [{"name", "estimate_s" (None: no estimate)}], "waves":
+    [seconds or None], "machine_s": the sum of the waves with an estimate, "calls": int or None}.
+    Cells that failed count as done unless ``retry_errors``, as in ``run_grid``.
+    """
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
+    results.setdefault("cells", {})
+    check_same_cells(jobs, results, results_path)
+    finished = [cell for cell in results["cells"].values() if "error" not in cell and "wall_s" in cell]
+    done = {name for name, cell in results["cells"].items() if not (retry_errors and "error" in cell)}
+    todo = [job for job in jobs if job.name not in done]
+
+    def estimate(job):
+        same = [cell["wall_s"] for cell in finished
+                if all(cell.get("cell", {}).get(key) == job.cell[key] for key in BUDGET_KEYS if key in job.cell)]
+        return statistics.median(same) if same else None
+
+    rows = [{"name": job.name, "estimate_s": estimate(job)} for job in todo]
+    waves = []
+    for first in range(0, len(rows), parallel):
+        wave = [row["estimate_s"] for row in rows[first:first + parallel]]
+        waves.append(None if None in wave else max(wave))
+    known = [wave for wave in waves if wave is not None]
+    calls = None
+    if call_seconds is not None and known:
+        calls, used = 1, 0.0
+        for wave in known:
+            if used and call_seconds - used < LATE_START_MARGIN * wave:  # run_grid's test for a late start
+                calls, used = calls + 1, 0.0
+            used += wave
+    plan = {"done": len(jobs) - len(todo), "todo": rows, "waves": waves,
+            "machine_s": sum(known), "calls": calls}
+    print(f"{plan['done']} of {len(jobs)} cells done; {len(rows)} to run, {parallel} at a time:")
+    for row in rows:
+        guess = "no finished cell of its budget" if row["estimate_s"] is None else f"~{row['estimate_s']:.0f} s"
+        print(f"  {row['name']}: {guess}")
+    if rows and not known:
+        print("no finished cell of their budgets in the results file: no estimate")
+    elif rows:
+        line = f"about {plan['machine_s']:.0f} s of machine time in {len(known)} waves"
+        if calls is not None:
+            line += f", {calls} calls of --call-seconds {call_seconds:.0f}"
+        if len(known) < len(waves):
+            line += f", and {len(waves) - len(known)} waves with no estimate"
+        print(line + " (each cell as long as the median finished cell of its budget, on the card and "
+                     "concurrency those ran at)")
+    return plan
+
+
 def run_eval(workdir: Path, flags: list[str], key: str, env: dict | None = None, also: tuple[str, ...] = ()) -> dict:
     """``eval.py`` on one trained workdir: ``{key: its run's result[key]}`` (and each of ``also`` the
     run's result has), or ``{key + "_error": output tail}``.
@@ -313,6 +374,9 @@ def add_grid_arguments(parser, *, results: str, workroot: str, timeout: float) -
                              "two GPUs, data-parallel); default: the jobs share what they see")
     parser.add_argument("--results", default=results)
     parser.add_argument("--workroot", default=workroot)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run and write nothing: print the cells a call would run, in order, with the machine "
+                             "time the finished cells predict for them")
     parser.add_argument("--plot-only", action="store_true",
                         help="run nothing: redraw the plots of --results (e.g. after merging results of several calls)")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every cell")
@@ -350,11 +414,16 @@ def report_summary(results: dict, args, rows: list[dict], plot, print_table, wai
 
 
 def run_grid_from_args(jobs: list[Job], args, after=None) -> dict:
-    """``run_grid`` with the options of ``add_grid_arguments``; with ``--plot-only``, just the results file."""
+    """``run_grid`` with the options of ``add_grid_arguments``; with ``--plot-only``, just the results file;
+    with ``--dry-run``, ``plan_grid``'s printout, then exit."""
     if args.plot_only:
         if not Path(args.results).exists():
             raise SystemExit(f"--plot-only: {args.results} does not exist")
         return json.loads(Path(args.results).read_text())
+    if args.dry_run:
+        plan_grid(jobs, Path(args.results), parallel=args.jobs, call_seconds=args.call_seconds,
+                  retry_errors=args.retry_errors)
+        raise SystemExit(0)
     return run_grid(jobs, Path(args.results), Path(args.workroot), parallel=args.jobs, timeout_s=args.timeout,
                     retry_errors=args.retry_errors, start_before_s=args.start_before, gpus=args.gpus, after=after,
                     call_seconds=args.call_seconds)

@@ -105,6 +105,34 @@ def test_a_call_starts_late_cells_while_its_longest_cell_fits_and_cuts_their_tim
     assert sorted(later["cells"]) == ["other0"] and timeouts == [60.0]
 
 
+def test_a_dry_run_lists_the_missing_cells_with_estimates_and_writes_nothing(tmp_path, capsys):
+    import argparse
+
+    from experiments.launch import add_grid_arguments, plan_grid, run_grid_from_args
+
+    short, long = {"seq_len": 1024, "steps": 10}, {"seq_len": 2048, "steps": 10}
+    stored = {"cells": {"a": {"cell": short, "wall_s": 300.0}, "b": {"cell": short, "wall_s": 400.0},
+                        "c": {"cell": short, "wall_s": 320.0}, "failed": {"cell": short, "error": "exit 1"}}}
+    results = tmp_path / "grid.json"
+    results.write_text(json.dumps(stored))
+    jobs = [Job(name, SMOKE, QUICK, cell) for name, cell in
+            [("a", short), ("failed", short), ("d", short), ("e", short), ("f", short), ("g", long)]]
+    plan = plan_grid(jobs, results, parallel=2, call_seconds=700.0)
+    assert plan["done"] == 2 and [row["name"] for row in plan["todo"]] == ["d", "e", "f", "g"]
+    assert [row["estimate_s"] for row in plan["todo"]] == [320.0, 320.0, 320.0, None]  # the median of 300, 320, 400
+    assert plan["waves"] == [320.0, None] and plan["machine_s"] == 320.0 and plan["calls"] == 1
+    retried = plan_grid(jobs, results, parallel=1, call_seconds=660.0, retry_errors=True)
+    # waves of 320 s: two would end within 660 s, but a late one starts only with 1.1 x 320 s left
+    assert retried["done"] == 1 and retried["waves"] == [320.0] * 4 + [None] and retried["calls"] == 4
+    assert "g: no finished cell of its budget" in capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    add_grid_arguments(parser, results=str(results), workroot=str(tmp_path / "runs"), timeout=60)
+    with pytest.raises(SystemExit) as exit_:
+        run_grid_from_args(jobs, parser.parse_args(["--dry-run", "--jobs", "2"]))
+    assert exit_.value.code == 0 and json.loads(results.read_text()) == stored
+    assert not (tmp_path / "runs").exists()
+
+
 def test_grid_refuses_to_resume_cells_run_with_other_settings(tmp_path):
     results = tmp_path / "grid.json"
     results.write_text(json.dumps({"card": {"device_kind": "cpu"}, "cells": {"dma": {"cell": {"steps": 10, "seed": 0}}}}))
