@@ -147,12 +147,30 @@ def follow(process: subprocess.Popen, name: str, workdir: Path, timeout_s: float
     return process.returncode
 
 
-def load_results(results_path: Path) -> dict:
-    """A runner's results file (a JSON with "card" and "cells"), or a new one for this device."""
+def read_results(results_path: Path) -> dict:
+    """A runner's results file as it is (its "cells" at least), or an empty one."""
     results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
     results.setdefault("cells", {})
+    return results
+
+
+def load_results(results_path: Path) -> dict:
+    """A runner's results file (a JSON with "card" and "cells"), or a new one for this device."""
+    results = read_results(results_path)
     results.setdefault("card", device_card())
     return results
+
+
+def missing_jobs(jobs: list[Job], results: dict, retry_errors: bool) -> list[Job]:
+    """The jobs a call runs: those without a cell in ``results``, and with ``retry_errors`` also
+    those whose cell failed."""
+    done = {name for name, r in results["cells"].items() if not (retry_errors and "error" in r)}
+    return [job for job in jobs if job.name not in done]
+
+
+def late_start_fits(left_s: float, cell_s: float) -> bool:
+    """``--call-seconds``: whether a cell of ``cell_s`` seconds may start with ``left_s`` left."""
+    return left_s >= LATE_START_MARGIN * cell_s
 
 
 BUDGET_KEYS = ("steps", "tokens", "batch", "seq_len")  # what a cell's name does not say about its training
@@ -192,8 +210,7 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
     results = load_results(results_path)
     check_same_cells(jobs, results, results_path)
     results["command"] = " ".join(["python", *sys.argv])
-    done = {name for name, r in results["cells"].items() if not (retry_errors and "error" in r)}
-    todo = [job for job in jobs if job.name not in done]
+    todo = missing_jobs(jobs, results, retry_errors)
     print(f"{len(jobs) - len(todo)} of {len(jobs)} cells done already; running {len(todo)}, {parallel} at a time",
           flush=True)
     results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +237,7 @@ def run_grid(jobs: list[Job], results_path: Path, workroot: Path, *, parallel: i
                 return f"--call-seconds {call_seconds:.0f} s spent"
             if finished:  # the longest cell so far tells whether another fits
                 longest = max(finished)
-                if left < LATE_START_MARGIN * longest:
+                if not late_start_fits(left, longest):
                     return f"{left:.0f} s left, the longest cell took {longest:.0f} s"
                 return None
         if start_before_s is not None and elapsed > start_before_s:
@@ -273,19 +290,18 @@ def plan_grid(jobs: list[Job], results_path: Path, *, parallel: int = 1, call_se
     trained on its budget (the ``BUDGET_KEYS`` both name), so it assumes the concurrency and
     the card those cells had; cells with no such finished cell have none. Cells run in waves of
     ``parallel``, a wave as long as its longest cell; with ``call_seconds``, the waves with an
-    estimate are packed into calls of that many seconds (at least one wave a call; a later wave
-    while ``LATE_START_MARGIN`` times it is left), as ``run_grid`` starts late cells.
+    estimate are packed into calls of that many seconds: at least one wave a call, and a later
+    wave where ``late_start_fits`` its own estimate (``run_grid`` asks it of the longest cell
+    finished so far; the two agree where a call's waves share one estimate).
 
     Returns {"done": n, "todo": [{"name", "estimate_s" (None: no estimate)}], "waves":
     [seconds or None], "machine_s": the sum of the waves with an estimate, "calls": int or None}.
     Cells that failed count as done unless ``retry_errors``, as in ``run_grid``.
     """
-    results = json.loads(results_path.read_text()) if results_path.exists() else {"cells": {}}
-    results.setdefault("cells", {})
+    results = read_results(results_path)
     check_same_cells(jobs, results, results_path)
     finished = [cell for cell in results["cells"].values() if "error" not in cell and "wall_s" in cell]
-    done = {name for name, cell in results["cells"].items() if not (retry_errors and "error" in cell)}
-    todo = [job for job in jobs if job.name not in done]
+    todo = missing_jobs(jobs, results, retry_errors)
 
     def estimate(job):
         same = [cell["wall_s"] for cell in finished
@@ -302,7 +318,7 @@ def plan_grid(jobs: list[Job], results_path: Path, *, parallel: int = 1, call_se
     if call_seconds is not None and known:
         calls, used = 1, 0.0
         for wave in known:
-            if used and call_seconds - used < LATE_START_MARGIN * wave:  # run_grid's test for a late start
+            if used and not late_start_fits(call_seconds - used, wave):
                 calls, used = calls + 1, 0.0
             used += wave
     plan = {"done": len(jobs) - len(todo), "todo": rows, "waves": waves,
